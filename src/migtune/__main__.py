@@ -1,0 +1,3 @@
+from migtune.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""CLI commands: lab (to be filled in)."""

@@ -1,0 +1,1 @@
+"""CLI commands: logs (to be filled in)."""

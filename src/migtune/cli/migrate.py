@@ -1,0 +1,1 @@
+"""CLI commands: migrate (to be filled in)."""

@@ -1,0 +1,1 @@
+"""CLI commands: simulate (to be filled in)."""

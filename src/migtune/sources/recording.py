@@ -1,0 +1,153 @@
+"""migtune recordings: the JSON-lines format written by ``migrate --record``, the lab
+and the simulator, and read back by every command as format ``qmp``.
+
+One JSON object per line, each with a ``kind``:
+
+``header`` (first line)
+    ``{"kind": "header", "migtune-recording": 1, "origin": "lab"|"migrate"|"simulate",
+    "created": ISO-8601, "t0": epoch seconds of t = 0, "qemu_version": "10.0.2",
+    "settings": {Settings as dict}, "workload": spec string or null, "meta": {...}}``
+``sample``
+    ``{"kind": "sample", "t": seconds since t0, "query-migrate": {MigrationInfo}}`` -
+    the reply of QMP ``query-migrate`` exactly as QEMU sent it (the ``return`` member).
+``event``
+    ``{"kind": "event", "t": s, "event": kind, "message": text, "data": {...}}`` - an
+    action of migtune or its policy (e.g. ``downtime-change``) or a guest report;
+    ``event`` is one of :data:`migtune.model.EVENT_KINDS` or ``guest-rate``.
+``qmp-event``
+    ``{"kind": "qmp-event", "t": s, "event": "MIGRATION", "data": {...}}`` - an
+    asynchronous QMP event (``MIGRATION``, ``MIGRATION_PASS``, ``STOP``, ``RESUME``).
+``result`` (last line, optional)
+    ``{"kind": "result", ...}`` - the outcome object printed by ``--json``.
+
+Lines that are not objects with a known ``kind`` are reported as warnings, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from migtune.model import Event, Run, SourceRef, settings_from_dict
+from migtune.sources.querymigrate import sample_from_query_migrate
+
+MAGIC = "migtune-recording"
+VERSION = 1
+
+
+def is_recording(lines: Sequence[str]) -> bool:
+    for line in lines[:5]:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        return stripped.startswith("{") and f'"{MAGIC}"' in stripped
+    return False
+
+
+def _status_from(run: Run) -> str:
+    last = next((s.status for s in reversed(run.samples) if s.status), None)
+    for e in reversed(run.events):
+        if e.kind == "qmp-event" and e.data.get("event") == "MIGRATION":
+            last = e.data.get("data", {}).get("status", last)
+            break
+    if last in ("completed",):
+        return "completed"
+    if last in ("failed",):
+        return "failed"
+    if last in ("cancelled", "cancelling"):
+        return "cancelled"
+    if last:
+        return "active"
+    return "unknown"
+
+
+def parse_recording(lines: Sequence[str]) -> Run:
+    run = Run(format="qmp")
+    for no, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        ref = SourceRef(no, line)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            run.warnings.append(f"line {no}: not JSON (truncated recording?)")
+            run.partial = True
+            continue
+        if not isinstance(obj, dict):
+            run.warnings.append(f"line {no}: not a JSON object")
+            run.partial = True
+            continue
+        kind = obj.get("kind")
+        t = obj.get("t")
+        t = float(t) if isinstance(t, (int, float)) else None
+        if kind == "header":
+            run.settings = settings_from_dict(obj.get("settings") or {})
+            if obj.get("qemu_version"):
+                run.settings.qemu_version = obj["qemu_version"]
+            run.t0 = obj.get("t0")
+            run.meta.update(obj.get("meta") or {})
+            run.meta["origin"] = obj.get("origin")
+            run.meta["workload"] = obj.get("workload")
+            run.vm = run.meta.get("vm")
+        elif kind == "sample" and isinstance(obj.get("query-migrate"), dict):
+            run.samples.append(sample_from_query_migrate(obj["query-migrate"], t, ref))
+        elif kind == "event":
+            run.events.append(
+                Event(
+                    t,
+                    str(obj.get("event", "info")),
+                    str(obj.get("message", "")),
+                    dict(obj.get("data") or {}),
+                    ref,
+                )
+            )
+        elif kind == "qmp-event":
+            name = str(obj.get("event", ""))
+            run.events.append(
+                Event(t, "qmp-event", name, {"event": name, "data": obj.get("data") or {}}, ref)
+            )
+        elif kind == "result":
+            run.meta["result"] = {k: v for k, v in obj.items() if k != "kind"}
+        else:
+            run.warnings.append(f"line {no}: unknown record kind {kind!r}")
+    run.status = _status_from(run)
+    _fill_outcome(run)
+    return run
+
+
+def _fill_outcome(run: Run) -> None:
+    last = run.last
+    if last is None:
+        run.partial = True
+        run.warnings.append("recording has no query-migrate samples")
+        return
+    run.ram_bytes = next((s.total for s in reversed(run.samples) if s.total), None)
+    run.downtime = last.downtime
+    run.ram_duration = last.total_time
+    if run.status not in ("completed", "failed", "cancelled"):
+        run.partial = run.partial or False
+
+
+def header_record(
+    origin: str,
+    settings: dict[str, Any],
+    t0: float,
+    qemu_version: str | None = None,
+    workload: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    import datetime as _dt
+
+    return {
+        "kind": "header",
+        MAGIC: VERSION,
+        "origin": origin,
+        "created": _dt.datetime.fromtimestamp(t0, _dt.UTC).isoformat(),
+        "t0": t0,
+        "qemu_version": qemu_version,
+        "settings": settings,
+        "workload": workload,
+        "meta": meta or {},
+    }
