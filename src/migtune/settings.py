@@ -1,0 +1,161 @@
+"""Migration settings as operators give them: flags, ``--set name=value`` and their checks.
+
+One :class:`~migtune.model.Settings` type serves everywhere: what a log says was in
+force, what ``migrate`` and ``lab run`` ask QEMU for, and what ``simulate`` models.
+Names follow QEMU's ``migrate-set-parameters`` / ``migrate-set-capabilities``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from migtune.errors import InputError
+from migtune.model import Settings
+from migtune.units import parse_duration, parse_rate, parse_size
+
+# QEMU defaults (reference §11) - what is in force when nobody sets anything.
+QEMU_DEFAULT_DOWNTIME_LIMIT = 0.300  # s
+QEMU_DEFAULT_MAX_BANDWIDTH = 134217728.0  # B/s (128 MiB/s since QEMU 5.2)
+QEMU_OLD_DEFAULT_MAX_BANDWIDTH = 33554432.0  # B/s (32 MiB/s before 5.2)
+QEMU_DEFAULT_XBZRLE_CACHE = 64 * 1024**2
+QEMU_DEFAULT_MULTIFD_CHANNELS = 2
+QEMU_MAX_DOWNTIME_LIMIT = 2000.0  # s
+
+
+def _bool(v: str) -> bool:
+    low = v.strip().lower()
+    if low in ("1", "on", "yes", "true", "enable", "enabled"):
+        return True
+    if low in ("0", "off", "no", "false", "disable", "disabled"):
+        return False
+    raise InputError(f"expected on/off, got {v!r}")
+
+
+def _pct(v: str) -> int:
+    try:
+        n = int(v.rstrip("%"))
+    except ValueError:
+        raise InputError(f"expected a percentage, got {v!r}") from None
+    if not 1 <= n <= 100:
+        raise InputError(f"percentage {n} out of range 1..100")
+    return n
+
+
+# name -> (Settings field or capability, parser)
+_PARAMETERS: dict[str, tuple[str, Any]] = {
+    "downtime-limit": ("downtime_limit", parse_duration),
+    "max-bandwidth": ("max_bandwidth", parse_rate),
+    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", parse_rate),
+    "xbzrle-cache-size": ("xbzrle_cache_size", parse_size),
+    "multifd-channels": ("multifd_channels", int),
+    "cpu-throttle-initial": ("cpu_throttle_initial", _pct),
+    "cpu-throttle-increment": ("cpu_throttle_increment", _pct),
+    "max-cpu-throttle": ("max_cpu_throttle", _pct),
+    "throttle-trigger-threshold": ("throttle_trigger_threshold", _pct),
+    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", parse_rate),
+}
+CAPABILITIES = ("xbzrle", "auto-converge", "postcopy-ram", "multifd", "dirty-limit", "events")
+_ALIASES = {
+    "downtime": "downtime-limit",
+    "bandwidth": "max-bandwidth",
+    "speed": "max-bandwidth",
+    "cache-size": "xbzrle-cache-size",
+    "xbzrle-cache": "xbzrle-cache-size",
+    "postcopy": "postcopy-ram",
+    "channels": "multifd-channels",
+}
+
+
+def setting_names() -> list[str]:
+    return sorted([*_PARAMETERS, *CAPABILITIES])
+
+
+def apply_assignment(settings: Settings, assignment: str) -> Settings:
+    """Apply ``name=value`` (e.g. ``downtime-limit=2s``, ``xbzrle=on``) to a copy of settings."""
+    if "=" not in assignment:
+        raise InputError(f"--set expects name=value, got {assignment!r}")
+    name, value = (part.strip() for part in assignment.split("=", 1))
+    name = _ALIASES.get(name.replace("_", "-"), name.replace("_", "-"))
+    new = dataclasses.replace(settings, capabilities=dict(settings.capabilities))
+    if name in _PARAMETERS:
+        field, parser = _PARAMETERS[name]
+        try:
+            setattr(new, field, parser(value))
+        except ValueError:
+            raise InputError(f"bad value {value!r} for {name}") from None
+    elif name in CAPABILITIES:
+        new.capabilities[name] = _bool(value)
+    else:
+        raise InputError(f"unknown setting {name!r} (known: {', '.join(setting_names())})")
+    validate(new)
+    return new
+
+
+def validate(s: Settings) -> None:
+    """Reject values QEMU itself would reject (reference §4.7, §7, §11)."""
+    if s.downtime_limit is not None and not 0 <= s.downtime_limit <= QEMU_MAX_DOWNTIME_LIMIT:
+        raise InputError("downtime limit must be between 0 and 2000 s (QEMU's maximum)")
+    if s.max_bandwidth is not None and s.max_bandwidth < 0:
+        raise InputError("max bandwidth cannot be negative")
+    if s.xbzrle_cache_size is not None:
+        n = s.xbzrle_cache_size
+        if n < 4096 or n & (n - 1):
+            raise InputError(
+                f"XBZRLE cache size must be a power of two of at least 4 KiB (got {n} bytes)"
+            )
+    if s.multifd_channels is not None and not 1 <= s.multifd_channels <= 255:
+        raise InputError("multifd channels must be between 1 and 255")
+    if (
+        s.cpu_throttle_initial is not None
+        and s.max_cpu_throttle is not None
+        and s.max_cpu_throttle < s.cpu_throttle_initial
+    ):
+        raise InputError("max CPU throttle must be at least the initial throttle")
+    for pct in (s.cpu_throttle_initial, s.cpu_throttle_increment, s.max_cpu_throttle):
+        if pct is not None and not 1 <= pct <= 99:
+            raise InputError("CPU throttle percentages must be between 1 and 99")
+
+
+def effective(s: Settings) -> Settings:
+    """Settings with QEMU's defaults filled in where nothing was set."""
+    new = dataclasses.replace(s, capabilities=dict(s.capabilities))
+    if new.downtime_limit is None:
+        new.downtime_limit = QEMU_DEFAULT_DOWNTIME_LIMIT
+    if new.max_bandwidth is None:
+        new.max_bandwidth = QEMU_DEFAULT_MAX_BANDWIDTH
+    if new.xbzrle_cache_size is None:
+        new.xbzrle_cache_size = QEMU_DEFAULT_XBZRLE_CACHE
+    if new.multifd_channels is None:
+        new.multifd_channels = QEMU_DEFAULT_MULTIFD_CHANNELS
+    new.cpu_throttle_initial = new.cpu_throttle_initial or 20
+    new.cpu_throttle_increment = new.cpu_throttle_increment or 10
+    new.max_cpu_throttle = new.max_cpu_throttle or 99
+    new.throttle_trigger_threshold = new.throttle_trigger_threshold or 50
+    if new.avail_switchover_bandwidth is None:
+        new.avail_switchover_bandwidth = 0.0
+    if new.max_postcopy_bandwidth is None:
+        new.max_postcopy_bandwidth = 0.0
+    return new
+
+
+def describe(s: Settings) -> str:
+    """A short label such as ``downtime 300 ms, 32.0 MiB/s, xbzrle 64.0 MiB, auto-converge``."""
+    from migtune.units import format_bytes, format_duration, format_rate
+
+    parts = []
+    if s.downtime_limit is not None:
+        parts.append(f"downtime {format_duration(s.downtime_limit)}")
+    if s.max_bandwidth is not None:
+        parts.append("unlimited" if s.max_bandwidth == 0 else format_rate(s.max_bandwidth))
+    caps = s.capabilities
+    if caps.get("xbzrle"):
+        size = s.xbzrle_cache_size
+        parts.append("xbzrle" + (f" {format_bytes(size)}" if size else ""))
+    if caps.get("auto-converge"):
+        parts.append("auto-converge")
+    if caps.get("postcopy-ram"):
+        parts.append("post-copy")
+    if caps.get("multifd"):
+        parts.append(f"multifd x{s.multifd_channels or QEMU_DEFAULT_MULTIFD_CHANNELS}")
+    return ", ".join(parts) or "QEMU defaults"
