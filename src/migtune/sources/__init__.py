@@ -86,14 +86,34 @@ def detect_format(lines: Sequence[str]) -> str:
     return best
 
 
+def split_header_comments(lines: list[str]) -> tuple[list[str], list[str]]:
+    """Blank out a leading block of ``# ...`` comment lines (as in ../shared/logs).
+
+    Returns the lines with the comments replaced by empty strings, so line numbers
+    still match the file, and the comments themselves.
+    """
+    comments: list[str] = []
+    body = list(lines)
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            comments.append(line.lstrip("# ").rstrip())
+            body[i] = ""
+        elif line.strip():
+            break
+    return body, comments
+
+
 def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     """Parse log text into a Run, detecting the format unless ``fmt`` is given."""
     lines = text.splitlines()
-    if not any(line.strip() for line in lines):
+    body, comments = split_header_comments(lines)
+    if not any(line.strip() for line in body):
         raise InputError(f"{name}: no log lines")
-    chosen = fmt or detect_format(lines)
-    run = _module(chosen).parse(lines)
+    chosen = fmt or detect_format([line for line in body if line.strip()])
+    run = _module(chosen).parse(body)
     run.lines = lines
+    if comments:
+        run.meta["comments"] = comments
     return run
 
 
