@@ -1,0 +1,15 @@
+from migtune.cli.main import main
+
+
+def test_help_and_version(capsys):
+    assert main(["--help"]) == 0
+    assert "live migration" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "migtune" in capsys.readouterr().out
+
+
+def test_unknown_command_is_usage_error(capsys):
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "No such command" in err
+    assert "Traceback" not in err
