@@ -1,1 +1,51 @@
-"""CLI commands: logs (to be filled in)."""
+"""CLI commands that read a migration log: ``explain`` and ``diagnose``."""
+
+from __future__ import annotations
+
+import click
+
+from migtune.analysis.diagnose import diagnose as diagnose_run
+from migtune.analysis.explain import explain as explain_run
+from migtune.cli.main import cli
+from migtune.outputs import jsonout, text
+from migtune.sources import FORMATS, load_run
+
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Log format (default: detect it).",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stable contract).")
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=True, allow_dash=True))
+@_FORMAT
+@_JSON
+def explain(log: str, fmt: str | None, as_json: bool) -> int:
+    """Print LOG back with what each line means, a timeline and the diagnosis."""
+    x = explain_run(load_run(log, fmt))
+    if as_json:
+        click.echo(jsonout.dumps(jsonout.explanation_dict(x)))
+    else:
+        text.render_explanation(x)
+    return 0
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=True, allow_dash=True))
+@_FORMAT
+@_JSON
+def diagnose(log: str, fmt: str | None, as_json: bool) -> int:
+    """Find what slowed or broke the migration in LOG and what to change.
+
+    Exits 0 whenever the log could be analysed, whatever it found.
+    """
+    d = diagnose_run(load_run(log, fmt))
+    if as_json:
+        click.echo(jsonout.dumps(jsonout.diagnosis_dict(d)))
+    else:
+        text.render_diagnosis(d)
+    return 0

@@ -1,1 +1,166 @@
-"""CLI commands: migrate (to be filled in)."""
+"""``migtune migrate``: drive one live migration of a running QEMU over QMP."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from migtune.cli.main import cli
+from migtune.cli.options import (
+    DURATION,
+    migration_settings_options,
+    pop_settings_options,
+    postcopy_rule_from_options,
+    settings_from_options,
+)
+from migtune.qemu.policies import parse_policy
+from migtune.units import format_bytes, format_duration
+
+POLICY_HELP = (
+    "How to steer the migration, as NAME[:key=value,...]. "
+    "fixed: keep the settings. "
+    "proxmox[:downtime=100ms]: double the downtime limit on every 6th poll where remaining "
+    "rose (cap 2000 s), no time limit. "
+    "nova[:downtime=500ms,steps=10,delay=75s,timeout=800s,action=abort|force_complete,"
+    "data_gb=N,py2=no]: downtime steps every delay x GiB, completion timeout timeout x GiB, then "
+    "abort or force-complete (post-copy if --postcopy, else pause the guest). "
+    "kubevirt[:progress_timeout=150s,completion_per_gib=150s,disruption=yes|no,size=N]: abort "
+    "when remaining has not fallen for progress_timeout; at completion_per_gib x ceil(RAM/1e9) "
+    "switch to post-copy if allowed (or pause with disruption=yes), else abort."
+)
+
+
+@cli.command("migrate")
+@click.option(
+    "--qmp", "qmp", required=True, metavar="SOCKET", help="QMP unix socket of the source QEMU."
+)
+@click.option(
+    "--to", "to_uri", required=True, metavar="URI", help="Destination URI, e.g. tcp:10.0.0.2:4444."
+)
+@click.option(
+    "--dest-qmp",
+    metavar="SOCKET",
+    help="QMP socket of the destination QEMU: needed for post-copy and multifd, and "
+    "lets migtune notice a destination that vanishes.",
+)
+@migration_settings_options
+@click.option("--policy", default="fixed", show_default=True, metavar="SPEC", help=POLICY_HELP)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write every sample, event and policy action as a JSON-lines recording.",
+)
+@click.option(
+    "--time-limit",
+    type=DURATION,
+    metavar="TIME",
+    help="Cancel (the source keeps running) if not completed after this long.",
+)
+@click.option(
+    "--poll-interval",
+    type=DURATION,
+    default="0.5s",
+    show_default=True,
+    metavar="TIME",
+    help="How often to poll query-migrate.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")
+def migrate_cmd(**kwargs: Any) -> int:
+    """Migrate a running QEMU to URI over QMP, with progress, a policy and safety.
+
+    Ctrl-C, --time-limit, an error or a vanished destination cancel the migration and
+    leave the source VM running, except once post-copy has started.  Exit status: 0
+    completed, 3 cancelled, 4 failed, 5 QMP socket or QEMU missing.
+    """
+    from migtune.qemu.migrate import migrate
+
+    opts = pop_settings_options(kwargs)
+    settings = settings_from_options(opts)
+    rule = postcopy_rule_from_options(opts, settings)
+    as_json = kwargs["as_json"]
+    policy = parse_policy(kwargs["policy"])  # bad names/parameters: exit 2 before touching QEMU
+    if rule.allow:
+        click.echo(
+            "migtune: warning: post-copy allowed: if the migration fails after the switch to "
+            "post-copy, the VM is lost (neither side holds all of it)",
+            err=True,
+        )
+    result = migrate(
+        kwargs["qmp"],
+        kwargs["to_uri"],
+        settings,
+        policy=policy,
+        record=kwargs["record"],
+        time_limit=kwargs["time_limit"],
+        dest_qmp=kwargs["dest_qmp"],
+        progress=not as_json,
+        poll_interval=kwargs["poll_interval"],
+        **rule.as_kwargs(),
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        click.echo(summary(result))
+        if not kwargs["no_diagnosis"]:
+            text = diagnosis_text(result.run)
+            if text:
+                click.echo(text)
+    return result.exit_code
+
+
+def summary(result: Any) -> str:
+    o = result.outcome
+    lines = [f"migration {result.status}" + (f": {result.reason}" if result.reason else "")]
+    lines.append(
+        f"  total time {format_duration(o.total_time_s)}, downtime "
+        + ("?" if o.downtime_ms is None else f"{o.downtime_ms:.0f} ms")
+        + f", sent {format_bytes(o.transferred_bytes)}, passes {o.passes if o.passes is not None else '?'}"
+    )
+    if o.max_throttle_pct:
+        lines.append(f"  max CPU throttle {o.max_throttle_pct:.0f}%")
+    if o.xbzrle is not None:
+        rate = o.xbzrle.cache_miss_rate
+        lines.append(
+            f"  XBZRLE: {o.xbzrle.pages} hits, {format_bytes(o.xbzrle.bytes)} encoded, "
+            f"overflow {o.xbzrle.overflow}, cache-miss rate "
+            + ("?" if rate is None else f"{rate * 100:.0f}%")
+        )
+    for a in result.actions:
+        lines.append(f"  at {format_duration(a.t)}: {a.kind} - {a.reason}")
+    if result.postcopy:
+        lines.append("  switched to post-copy")
+    if result.status != "completed":
+        lines.append(f"  source VM: {result.source_status or 'unknown'}")
+    for w in result.warnings:
+        lines.append(f"  warning: {w}")
+    if result.recording:
+        lines.append(f"  recording: {result.recording}")
+    return "\n".join(lines)
+
+
+def diagnosis_text(run: Any) -> str:
+    """The diagnosis of the run, if the analysis package is available (it is optional here)."""
+    try:
+        from migtune.analysis.diagnose import diagnose
+    except ImportError:
+        return ""
+    try:
+        d = diagnose(run)
+    except Exception as exc:  # noqa: BLE001 - the migration result matters more than its analysis
+        print(
+            f"migtune: note: diagnosis unavailable ({type(exc).__name__}: {exc})", file=sys.stderr
+        )
+        return ""
+    if not d.findings:
+        return ""
+    lines = ["diagnosis:"]
+    for f in d.findings:
+        lines.append(f"  [{f.severity}] {f.summary}")
+        for r in f.recommendations[:2]:
+            lines.append(f"      -> {r.action}")
+    return "\n".join(lines)

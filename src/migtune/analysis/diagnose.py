@@ -1,0 +1,318 @@
+"""Diagnose a migration run: findings with evidence (numbers) and recommendations.
+
+Each rule is one function that reads :class:`Metrics` (and the run for its settings and
+events) and returns a :class:`Finding` or ``None``.  The heuristics follow
+management-layers.md §1.10 and §8 and qemu-migration.md §13; their thresholds are
+named constants so a reader can see exactly when a finding fires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from migtune.analysis import failures
+from migtune.analysis import recommend as rec
+from migtune.analysis.downtime import downtime_increased, downtime_over_limit, limit_in_force
+from migtune.analysis.findings import Finding
+from migtune.analysis.metrics import Metrics, compute
+from migtune.analysis.rates import (
+    SAFETY,
+    bandwidth_capped,
+    link_bound,
+    r1,
+    ssh_tunnel,
+    stalled,
+)
+from migtune.model import Run
+from migtune.units import MiB, format_bytes, format_duration, format_rate
+
+NOT_CONVERGING_RATIO = 1.0  # dirty >= send: pre-copy cannot finish on its own
+NEAR_CONVERGING_RATIO = 0.8  # dirty close to send: passes shrink very slowly
+RESEND_RATIO = 1.5  # transferred / RAM above this: a lot of RAM was sent twice or more
+XBZRLE_MISS_HIGH = 0.90
+XBZRLE_OVERFLOW_MANY = 1000
+ZERO_SHARE_HIGH = 0.5
+SLOW_TARGET_START_S = 10.0
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    format: str
+    status: str  # completed | failed | cancelled | active
+    metrics: Metrics
+    findings: list[Finding] = field(default_factory=list)
+    partial: bool = False
+    warnings: list[str] = field(default_factory=list)
+    vm: str | None = None
+    target: str | None = None
+
+    def ids(self) -> list[str]:
+        return [f.id for f in self.findings]
+
+    def get(self, finding_id: str) -> Finding | None:
+        return next((f for f in self.findings if f.id == finding_id), None)
+
+
+def contract_status(run: Run) -> str:
+    return run.status if run.status in ("completed", "failed", "cancelled") else "active"
+
+
+def diagnose(run: Run) -> Diagnosis:
+    m = compute(run)
+    tgt = rec.target_of(run)
+    d = Diagnosis(
+        format=run.format,
+        status=contract_status(run),
+        metrics=m,
+        partial=run.partial,
+        warnings=list(run.warnings),
+        vm=run.vm,
+        target=run.target,
+    )
+    if run.status == "unknown":
+        d.warnings.append("the log does not show how the migration ended; analysed as still active")
+    machine = failures.machine_type(run, tgt)
+    device = failures.device_state(run)
+    rules = [
+        failures.failed(run, m, machine, device),
+        machine,
+        device,
+        failures.cancelled(run, m),
+        not_converging(run, m, tgt),
+        resending(run, m),
+        bandwidth_capped(run, m, tgt),
+        link_bound(run, m, tgt),
+        ssh_tunnel(run, m, tgt),
+        stalled(run, m, tgt),
+        xbzrle_cache_too_small(run, m, tgt),
+        xbzrle_overflow(m, tgt),
+        downtime_over_limit(run, m, tgt),
+        downtime_increased(run, m, tgt),
+        zero_pages(m),
+        slow_target_start(m),
+    ]
+    d.findings = [f for f in rules if f is not None]
+    if d.status == "completed" and not any(f.severity != "info" for f in d.findings):
+        d.findings.insert(0, healthy(m))
+    order = {"error": 0, "warning": 1, "info": 2}
+    d.findings.sort(key=lambda f: order.get(f.severity, 3))
+    return d
+
+
+def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
+    dirty = m.dirty_rate
+    send = m.throughput
+    basis = "real throughput"
+    if dirty is None:
+        return None
+    if send is None and m.page_rate_max:
+        # The per-line rate counts zero pages, so it is an upper bound of the real rate.
+        send, basis = m.page_rate_max, "per-line rate (an upper bound: it counts zero pages)"
+    if not send:
+        return None
+    ratio = dirty / send
+    if ratio < NEAR_CONVERGING_RATIO:
+        return None
+    finished = run.status == "completed"
+    severity = "warning" if finished or ratio < NOT_CONVERGING_RATIO else "error"
+    need_bw = dirty * SAFETY
+    limit, _ = limit_in_force(run, m)
+    ev = {
+        "dirty_rate_bytes_per_s": r1(dirty),
+        "throughput_bytes_per_s": r1(send),
+        "throughput_basis": basis,
+        "dirty_to_throughput_ratio": round(ratio, 3),
+        "needed_bandwidth_bytes_per_s": r1(need_bw),
+        "remaining_bytes": m.remaining_bytes,
+        "passes": m.passes,
+        "downtime_limit_s": limit,
+        # What it would take to send the current remaining within the current limit.
+        "bandwidth_for_limit_bytes_per_s": r1(m.remaining_bytes / limit)
+        if m.remaining_bytes and limit
+        else None,
+    }
+    needed_dt = m.needed_downtime_s
+    if m.expected_downtime_s is not None:
+        ev["expected_downtime_s"] = m.expected_downtime_s
+        needed_dt = max(needed_dt or 0.0, m.expected_downtime_s)
+    ev["needed_downtime_limit_s"] = r1(needed_dt, 3)
+    recs = []
+    if needed_dt:
+        recs.append(rec.downtime_limit(needed_dt, tgt, proxmox_autoraise=run.format == "proxmox"))
+    recs.append(rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw))
+    if m.max_bandwidth and m.max_bandwidth < need_bw:
+        recs.append(rec.bandwidth(need_bw, tgt, "the configured cap is below the dirty rate"))
+    recs += [rec.auto_converge(tgt), rec.postcopy(tgt), rec.multifd(tgt), rec.throttle_note(tgt)]
+    state = "was dirtying" if finished else "dirties"
+    verdict = (
+        "it finished only because the stop-and-copy was allowed to grow"
+        if finished
+        else "pre-copy cannot finish on its own"
+        if ratio >= NOT_CONVERGING_RATIO
+        else "each pass shrinks only slowly"
+    )
+    return Finding(
+        id="not-converging",
+        severity=severity,
+        summary=(
+            f"the guest {state} memory at {format_rate(dirty)}, {ratio:.2f}x the "
+            f"{format_rate(send)} the link sends: {verdict}"
+        ),
+        evidence=ev,
+        recommendations=recs,
+        detail=(
+            f"To converge, send faster than the guest writes (at least {format_rate(need_bw)}), "
+            + (
+                f"allow a {format_duration(rec.nice_seconds(needed_dt))} stop-and-copy, "
+                if needed_dt
+                else ""
+            )
+            + "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
+        ),
+    )
+
+
+def resending(run: Run, m: Metrics) -> Finding | None:
+    if m.sent_ratio is None or m.sent_ratio < RESEND_RATIO:
+        return None
+    return Finding(
+        id="resending-dirty-memory",
+        severity="warning",
+        summary=(
+            f"{format_bytes(m.transferred_bytes)} sent for {format_bytes(m.ram_bytes)} of RAM "
+            f"({m.sent_ratio:.2f}x): pages are re-dirtied and sent again pass after pass"
+        ),
+        evidence={
+            "transferred_bytes": m.transferred_bytes,
+            "ram_bytes": m.ram_bytes,
+            "sent_ratio": round(m.sent_ratio, 3),
+            "passes": m.passes,
+            "passes_at_least": m.passes_at_least,
+        },
+        detail=(
+            "Pass 1 sends every non-zero page once; everything beyond the RAM size is pages "
+            "the guest wrote again after they had been sent."
+        ),
+    )
+
+
+def xbzrle_cache_too_small(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
+    miss = m.xbzrle_cache_miss_rate
+    if miss is None or max(miss, m.xbzrle_cache_miss_rate_max or 0) < XBZRLE_MISS_HIGH:
+        return None
+    size = m.xbzrle_cache_size or run.settings.xbzrle_cache_size
+    bigger = 2 * size if size else 256 * MiB
+    if m.ram_bytes:
+        bigger = min(bigger, max(m.ram_bytes // 4, 4096))
+    return Finding(
+        id="xbzrle-cache-too-small",
+        severity="warning",
+        summary=(
+            f"XBZRLE cache misses {miss * 100:.2f}% of re-sent pages"
+            + (f" with a {format_bytes(size)} cache" if size else "")
+            + ": almost nothing is delta-encoded"
+        ),
+        evidence={
+            "xbzrle_cache_miss_rate": miss,
+            "xbzrle_cache_size_bytes": size,
+            "xbzrle_pages": m.xbzrle_pages,
+            "ram_bytes": m.ram_bytes,
+        },
+        recommendations=[rec.xbzrle_cache(bigger, tgt), rec.disable_xbzrle(tgt)],
+        detail=(
+            "A miss means the page's previous copy was not in the cache (it only holds what "
+            "fits, direct-mapped), so the page is sent in full and XBZRLE costs CPU for nothing. "
+            "Either the re-dirtied working set is larger than the cache or pages are new."
+        ),
+    )
+
+
+def xbzrle_overflow(m: Metrics, tgt: rec.Target) -> Finding | None:
+    ovf = m.xbzrle_overflow
+    if not ovf:
+        return None
+    grew = m.xbzrle_overflow_first is not None and ovf > m.xbzrle_overflow_first
+    share = ovf / m.xbzrle_pages if m.xbzrle_pages else None
+    if ovf < XBZRLE_OVERFLOW_MANY and not grew and (share is None or share < 0.1):
+        return None
+    return Finding(
+        id="xbzrle-overflow",
+        severity="warning",
+        summary=f"{ovf} pages changed too much to delta-encode (XBZRLE overflow) and went in full",
+        evidence={
+            "xbzrle_overflow": ovf,
+            "xbzrle_pages": m.xbzrle_pages,
+            "overflow_share_of_hits": r1(share, 4),
+            "overflow_rising": grew,
+        },
+        recommendations=[rec.disable_xbzrle(tgt), rec.multifd(tgt)],
+        detail="Each overflow is a page encoded, found too different, and sent raw anyway: pure CPU cost.",
+    )
+
+
+def zero_pages(m: Metrics) -> Finding | None:
+    share = m.zero_page_share
+    if share is None or share < ZERO_SHARE_HIGH:
+        return None
+    ev = {
+        "zero_page_share": round(share, 4),
+        "zero_pages": m.zero_pages,
+        "normal_pages": m.normal_pages,
+    }
+    detail = "Zero pages cost about 9 bytes each on the wire, so this RAM moves almost for free."
+    if m.page_rate_max and m.throughput:
+        ev["page_rate_bytes_per_s"] = r1(m.page_rate_max)
+        ev["throughput_bytes_per_s"] = r1(m.throughput, 3)
+        detail += (
+            f" That is also why the page rate ({format_rate(m.page_rate_max)}) is far above "
+            f"the real throughput ({format_rate(m.throughput)})."
+        )
+    return Finding(
+        id="zero-pages-dominate",
+        severity="info",
+        summary=f"{share * 100:.0f}% of the pages handled were zero pages",
+        evidence=ev,
+        detail=detail,
+    )
+
+
+def slow_target_start(m: Metrics) -> Finding | None:
+    t = m.target_start_s
+    if t is None or t < SLOW_TARGET_START_S / 2:
+        return None
+    if t < SLOW_TARGET_START_S and (m.ram_duration_s is None or t <= m.ram_duration_s):
+        return None
+    return Finding(
+        id="slow-target-start",
+        severity="warning" if t >= SLOW_TARGET_START_S else "info",
+        summary=f"starting the VM on the target took {format_duration(t)} before any RAM was sent",
+        evidence={"target_start_s": t, "ram_duration_s": m.ram_duration_s},
+        detail=(
+            "This is orchestration time (storage activation, hook scripts, a slow or busy target "
+            "node), not migration bandwidth; look at the target node's logs."
+        ),
+    )
+
+
+def healthy(m: Metrics) -> Finding:
+    parts = []
+    if m.duration_s is not None:
+        parts.append(f"took {format_duration(m.duration_s)}")
+    if m.ram_duration_s is not None:
+        parts.append(f"RAM phase {format_duration(m.ram_duration_s)}")
+    if m.downtime_s is not None:
+        parts.append(f"paused the guest {format_duration(m.downtime_s)}")
+    if m.throughput:
+        parts.append(f"moved {format_rate(m.throughput)}")
+    return Finding(
+        id="healthy",
+        severity="info",
+        summary="the migration completed normally" + (": " + ", ".join(parts) if parts else ""),
+        evidence={
+            "duration_s": m.duration_s,
+            "ram_duration_s": m.ram_duration_s,
+            "orchestration_s": m.orchestration_s,
+            "downtime_s": m.downtime_s,
+            "throughput_bytes_per_s": r1(m.throughput),
+        },
+    )

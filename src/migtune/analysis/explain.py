@@ -1,0 +1,204 @@
+"""Explain a migration log: every informative line with a note, a timeline, a diagnosis.
+
+``explain(run)`` returns an :class:`Explanation`; ``migtune explain`` renders it as text
+or JSON.  Per-line notes live in :mod:`explain_proxmox` and :mod:`explain_qemu`; this
+module walks the lines, builds the phase timeline and adds the diagnosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from migtune.analysis import explain_proxmox, explain_qemu
+from migtune.analysis.diagnose import Diagnosis, diagnose
+from migtune.analysis.explain_ctx import Ctx
+from migtune.analysis.findings import ExplainedLine, Phase
+from migtune.analysis.metrics import Metrics, count_remaining_jumps
+from migtune.model import Event, Run, Sample
+from migtune.units import format_bytes, format_duration, format_rate
+
+
+@dataclass(slots=True)
+class Explanation:
+    format: str
+    lines: list[ExplainedLine]
+    timeline: list[Phase]
+    diagnosis: Diagnosis
+    summary: list[str] = field(default_factory=list)  # a few sentences: what happened
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.diagnosis.metrics
+
+
+def explain(run: Run) -> Explanation:
+    diagnosis = diagnose(run)
+    m = diagnosis.metrics
+    ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
+    samples: dict[int, Sample] = {}
+    for s in run.samples:
+        if s.source is not None:
+            samples.setdefault(s.source.line, s)
+    for e in run.events:
+        if e.source is not None:
+            ctx.events_by_line.setdefault(e.source.line, []).append(e)
+    lines = []
+    for no, text in _numbered_lines(run):
+        notes: list[str] = []
+        if text.strip() and not text.startswith("#"):
+            if run.format == "proxmox":
+                notes = explain_proxmox.notes_for(text, samples.get(no), ctx)
+            elif no in samples and _one_line_object(text):
+                notes = explain_qemu.sample_notes(samples[no], ctx)
+            else:
+                notes = explain_qemu.notes_for(text, ctx)
+        lines.append(ExplainedLine(no, text, notes))
+    return Explanation(
+        format=run.format,
+        lines=lines,
+        timeline=timeline(run, m),
+        diagnosis=diagnosis,
+        summary=summary(run, m),
+    )
+
+
+def _one_line_object(text: str) -> bool:
+    body = text.strip()
+    return body.startswith("{") and body.endswith("}") and body.count(":") > 2
+
+
+def _page_size(run: Run) -> int | None:
+    return next((s.page_size for s in run.samples if s.page_size), None)
+
+
+def _numbered_lines(run: Run) -> list[tuple[int, str]]:
+    if run.lines is not None:
+        return list(enumerate(run.lines, 1))
+    # No source text kept (e.g. a Run built in code): rebuild it from the source refs.
+    refs: dict[int, str] = {}
+    for item in [*run.samples, *run.events]:
+        if item.source is not None:
+            refs.setdefault(item.source.line, item.source.text)
+    return sorted(refs.items())
+
+
+def _first(run: Run, *kinds: str) -> Event | None:
+    return next((e for e in run.events if e.kind in kinds and e.t is not None), None)
+
+
+def _last(run: Run, *kinds: str) -> Event | None:
+    return next((e for e in reversed(run.events) if e.kind in kinds and e.t is not None), None)
+
+
+def _pass_boundary(run: Run) -> float | None:
+    """Time the second pass began, where the log shows it."""
+    for s in run.samples:
+        if s.t is not None and s.passes is not None and s.passes >= 2:
+            return s.t if s is not run.samples[0] else None
+    prev = None
+    for s in run.samples:
+        if s.remaining is None or s.t is None:
+            continue
+        if prev is not None and s.remaining > prev.remaining and count_remaining_jumps([prev, s]):
+            return s.t
+        prev = s
+    return None
+
+
+PHASE_NOTES = {
+    "setup": "checks, volume scan, locking",
+    "qemu-setup": "QEMU connects and syncs the dirty bitmap",
+    "target-start": "the destination QEMU starts, paused, waiting for RAM",
+    "storage-copy": "local disks mirrored over NBD",
+    "first-pass": "every non-zero page sent once",
+    "dirty-passes": "pages the guest re-dirtied, sent again",
+    "ram-copy": "RAM copy (pass boundaries not in the log)",
+    "switchover": "last passes and stop-and-copy (between polls)",
+    "downtime": "guest paused on the source (QEMU's measurement)",
+    "cleanup": "config moved, VM resumed on the target, source stopped",
+    "rollback": "migration stopped, target cleaned up",
+}
+
+
+def timeline(run: Run, m: Metrics) -> list[Phase]:
+    phases: list[Phase] = []
+
+    def add(name: str, start: float | None, end: float | None, note: str | None = None) -> None:
+        if start is not None:
+            phases.append(Phase(name, start, end, note or PHASE_NOTES[name]))
+
+    begin = _first(run, "task-start", "migration-start", "migration-network", "disk-scan")
+    target = _first(run, "target-start")
+    storage_end = _first(run, "storage-ready")
+    ram = _first(run, "ram-start")
+    completed = _first(run, "completed")
+    finished = _first(run, "finished")
+    stop = _first(run, "cancelled", "error")
+    timed = [s.t for s in run.samples if s.t is not None]
+    qemu_level = run.format in ("qmp", "hmp", "libvirt")
+    # QEMU-level clocks (total-time) start at the migrate command.
+    ram_start = ram.t if ram else (0.0 if qemu_level and timed else None)
+    if qemu_level:
+        setup = next((s.setup_time for s in run.samples if s.setup_time is not None), None)
+        if setup is not None and ram_start is not None:
+            add("setup", ram_start, ram_start + setup, PHASE_NOTES["qemu-setup"])
+            ram_start += setup
+    elif begin is not None:
+        add("setup", begin.t, target.t if target else ram_start)
+    if target is not None:
+        t_end = target.t + m.target_start_s if m.target_start_s is not None else None
+        add("target-start", target.t, t_end)
+    storage = _first(run, "storage-start")
+    if storage is not None:
+        add("storage-copy", storage.t, storage_end.t if storage_end else ram_start)
+    ram_end = completed.t if completed else (stop.t if stop else (max(timed) if timed else None))
+    if run.status == "completed" and run.format != "proxmox" and timed:
+        ram_end = max(timed)
+    progress = [s.t for s in run.samples if s.t is not None and s.status != "completed"]
+    last_progress = max(progress, default=None)
+    # Proxmox logs no progress for the last poll(s): the gap up to "completed" is switch-over.
+    copy_end = last_progress if completed and run.format == "proxmox" and progress else ram_end
+    boundary = _pass_boundary(run)
+    if boundary is not None:
+        add("first-pass", ram_start, boundary)
+        add("dirty-passes", boundary, copy_end)
+    else:
+        add("ram-copy", ram_start, copy_end)
+    if completed and run.format == "proxmox" and progress and completed.t > last_progress:
+        add("switchover", last_progress, completed.t)
+    if run.downtime is not None and ram_end is not None:
+        add("downtime", ram_end - run.downtime, ram_end)
+    if completed is not None and finished is not None and finished.t >= completed.t:
+        add("cleanup", completed.t, finished.t)
+    if stop is not None and run.status in ("cancelled", "failed"):
+        last = _last(run, "cleanup", "cancelled", "error", "finished")
+        add("rollback", stop.t, last.t if last else stop.t)
+    return phases
+
+
+def summary(run: Run, m: Metrics) -> list[str]:
+    out = []
+    what = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled"}.get(
+        run.status, "was still running when the log ends"
+    )
+    vm = f"VM {run.vm}" if run.vm else "The VM"
+    to = f" to {run.target}" if run.target else ""
+    ram = f" ({format_bytes(m.ram_bytes)} RAM)" if m.ram_bytes else ""
+    out.append(f"{vm}{ram} migration{to} {what}.")
+    if m.throughput:
+        src = {
+            "transferred-deltas": "from the transferred counters",
+            "qemu-mbps": "QEMU's own measurement",
+            "ram-phase-average": "bytes sent / RAM phase",
+        }.get(m.throughput_source or "", "")
+        out.append(f"Real throughput {format_rate(m.throughput)} ({src}).")
+    if m.transferred_bytes is not None and m.ram_bytes:
+        out.append(f"Sent {format_bytes(m.transferred_bytes)}, {m.sent_ratio:.2f}x the RAM.")
+    if m.duration_s is not None and m.ram_duration_s is not None and run.format == "proxmox":
+        out.append(
+            f"Task {format_duration(m.duration_s)}: RAM phase {format_duration(m.ram_duration_s)}, "
+            f"orchestration {format_duration(m.orchestration_s)}."
+        )
+    if m.downtime_s is not None:
+        out.append(f"Reported downtime {format_duration(m.downtime_s)}.")
+    return out

@@ -1,0 +1,71 @@
+"""What the per-line explainers need to know about the whole run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from migtune.analysis.metrics import QEMU_DEFAULT_CAP, QEMU_OLD_DEFAULT_CAP, Metrics, link_match
+from migtune.model import Event, Run, Sample
+from migtune.units import format_bytes, format_rate
+
+
+@dataclass(slots=True)
+class Ctx:
+    run: Run
+    m: Metrics
+    fmt: str
+    page_size: int | None = None
+    prev: Sample | None = None  # previous progress sample (for deltas)
+    pass_no: int = 1  # pass inferred so far (old Proxmox: from remaining jumps)
+    limit_now: float | None = None  # downtime limit in force at this line
+    events_by_line: dict[int, list[Event]] = field(default_factory=dict)
+    said: set[str] = field(default_factory=set)  # general notes already given once
+
+    def once(self, key: str, note: str) -> list[str]:
+        """A general remark is worth reading once, not on every progress line."""
+        if key in self.said:
+            return []
+        self.said.add(key)
+        return [note]
+
+    def limit(self) -> tuple[float, bool]:
+        if self.limit_now is not None:
+            return self.limit_now, True
+        if self.m.downtime_limit_final_s is not None:
+            return self.m.downtime_limit_final_s, True
+        return (0.1 if self.fmt == "proxmox" else 0.3), False
+
+    def pass_phrase(self, transferred: float) -> str:
+        ram = self.m.ram_bytes
+        if not ram:
+            return "including any page sent more than once"
+        ratio = transferred / ram
+        if ratio < 1:
+            why = (
+                ""
+                if "pass1" in self.said
+                else ": zero pages cost almost nothing, so this can still be the first pass"
+            )
+            self.said.add("pass1")
+            return f"{ratio * 100:.0f}% of the {format_bytes(ram)} RAM{why}"
+        return (
+            f"{ratio:.2f}x the {format_bytes(ram)} RAM: everything beyond it is pages re-sent "
+            f"after the guest wrote them again, so this is pass {int(ratio) + 1} or later"
+        )
+
+    def cap_phrase(self, rate: float) -> list[str]:
+        caps: list[tuple[float, str]] = []
+        if self.fmt in ("qmp", "hmp") and self.m.max_bandwidth is None:
+            caps += [
+                (QEMU_OLD_DEFAULT_CAP, "QEMU's old 32 MiB/s default"),
+                (QEMU_DEFAULT_CAP, "QEMU's 128 MiB/s default"),
+            ]
+        if self.m.max_bandwidth:
+            caps.insert(0, (self.m.max_bandwidth, "the configured cap"))
+        for cap, label in caps:
+            if 0.85 * cap <= rate <= 1.03 * cap:
+                return [f"that is {label} ({format_rate(cap)}): the migration is held at a limit"]
+        link = link_match(rate)
+        if link:
+            return [f"that is the ceiling of {link[0]}"]
+        return []

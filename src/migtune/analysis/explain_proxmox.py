@@ -1,0 +1,305 @@
+"""Line notes for Proxmox VE migration task logs (management-layers.md §1.1-§1.6).
+
+Numbers come from the parsed samples and events where the parser has them (so rounding
+and units are handled once) and from the line text for the purely descriptive lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from migtune.analysis.explain_ctx import Ctx
+from migtune.model import Sample
+from migtune.units import MiB, format_bytes, format_duration, format_rate
+
+_PREFIX_RE = re.compile(
+    r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d |[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d |\[date removed\] )?"
+    r"(?:ERROR: )?"
+)
+
+
+def message(text: str) -> str:
+    return _PREFIX_RE.sub("", text, count=1).strip()
+
+
+def _progress(s: Sample, c: Ctx) -> list[str]:
+    notes: list[str] = []
+    if s.transferred is not None:
+        notes.append(f"{format_bytes(s.transferred)} sent so far, " + c.pass_phrase(s.transferred))
+    if s.total is not None:
+        label = "VM-state" if s.remaining is None else "total"
+        notes += c.once(
+            "total", f"{label} {format_bytes(s.total)} is the RAM size (plus ROM/VGA), not disk"
+        )
+    if s.status == "device":
+        notes.append(
+            "status 'device': QEMU 10 switch-over, the guest is paused while device state goes"
+        )
+    if s.page_rate is not None:
+        real = _delta(s, c)
+        notes += c.once(
+            "page_rate",
+            f"{format_rate(s.page_rate)} is QEMU's pages-per-second x page size over ~100 ms: "
+            "zero pages count but cost nothing on the wire, so it is not the network rate",
+        )
+        if real is not None:
+            notes.append(
+                f"real rate since the previous line {format_rate(real)} "
+                f"(the per-line figure says {format_rate(s.page_rate)})"
+            )
+    elif (real := _delta(s, c)) is not None:
+        notes.append(f"real rate since the previous line: {format_rate(real)}")
+    if s.remaining is not None:
+        notes.append(_remaining_note(s, c))
+    if s.dirty_rate is not None:
+        send = c.m.throughput
+        rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
+        notes.append(
+            f"the guest dirties {format_rate(s.dirty_rate)}{rel}: more than the per-line rate, "
+            "so it writes memory faster than the migration sends it"
+        )
+    if s.vfio_bytes is not None:
+        notes.append(f"plus {format_bytes(s.vfio_bytes)} of passed-through device (VFIO) state")
+    c.prev = s
+    return notes
+
+
+def _xbzrle_line(match: re.Match, c: Ctx) -> list[str]:
+    # The parser folds this line into the progress sample of the line before.
+    p = c.prev
+    return _xbzrle(p, c) if p is not None and p.xbzrle is not None else []
+
+
+def _delta(s: Sample, c: Ctx) -> float | None:
+    p = c.prev
+    if p is None or p.t is None or s.t is None or s.transferred is None or p.transferred is None:
+        return None
+    if s.t <= p.t or s.transferred < p.transferred:
+        return None
+    return (s.transferred - p.transferred) / (s.t - p.t)
+
+
+def _remaining_note(s: Sample, c: Ctx) -> str:
+    p = c.prev
+    if p is not None and p.remaining is not None and s.remaining > p.remaining + 4 * MiB:
+        c.pass_no += 1
+        return (
+            f"remaining rose from {format_bytes(p.remaining)} to {format_bytes(s.remaining)}: QEMU "
+            f"synced the dirty bitmap, pass {c.pass_no} starts with what the guest wrote meanwhile"
+        )
+    return f"{format_bytes(s.remaining)} still to send in pass {c.pass_no} (raw bytes in this old format)"
+
+
+def _xbzrle(s: Sample, c: Ctx) -> list[str]:
+    x = s.xbzrle
+    notes = []
+    if x.pages:
+        avg = f" (~{x.bytes / x.pages:.0f} bytes per page instead of 4096)" if x.bytes else ""
+        notes.append(
+            f"XBZRLE sent {x.pages} re-dirtied pages as deltas against the cached copy{avg}"
+        )
+    if x.cache_miss_rate is not None:
+        size = x.cache_size or c.run.settings.xbzrle_cache_size
+        cache = f" {format_bytes(size)}" if size else ""
+        pct = x.cache_miss_rate * 100
+        notes.append(
+            f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had no old copy "
+            f"in the{cache} cache and went in full"
+            + ("; the cache is too small for what the guest rewrites" if pct >= 90 else "")
+        )
+    if x.cache_miss is not None:
+        notes.append(f"{x.cache_miss} cache misses so far (a cumulative count)")
+    if x.overflow:
+        notes.append(
+            f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded for nothing "
+            "and sent raw"
+        )
+    return notes
+
+
+def _auto_increased(match: re.Match, c: Ctx) -> list[str]:
+    new = float(match.group(1)) / 1000
+    old = c.limit_now if c.limit_now is not None else new / 2
+    c.limit_now = new
+    return [
+        f"downtime limit doubled from {format_duration(old)} to {format_duration(new)}: Proxmox "
+        "counts polls in which the remaining data went up and doubles the limit at the 6th, "
+        "because the guest re-dirties memory about as fast as it is sent",
+        f"the final pause can now be up to ~{format_duration(new)}",
+    ]
+
+
+def _limit(match: re.Match, c: Ctx) -> list[str]:
+    c.limit_now = float(match.group(1)) / 1000
+    return [
+        f"QEMU may pause the guest {format_duration(c.limit_now)} for the final copy (VM option "
+        "migrate_downtime, default 0.1 s); Proxmox raises it by itself if the migration does not converge"
+    ]
+
+
+def _old_limit(match: re.Match, c: Ctx) -> list[str]:
+    c.limit_now = float(match.group(1))
+    return [
+        f"old Proxmox: downtime limit {format_duration(c.limit_now)} (migrate_downtime, seconds)"
+    ]
+
+
+def _old_speed(match: re.Match, c: Ctx) -> list[str]:
+    n = float(match.group(1))
+    if n >= 8 * 1024**3:
+        return [f"old Proxmox: bandwidth limit {format_rate(n)}, i.e. effectively unlimited"]
+    return [f"old Proxmox: bandwidth limit {format_rate(n)} (migrate_speed)"]
+
+
+def _avg_old(match: re.Match, c: Ctx) -> list[str]:
+    mb, dt_ms = float(match.group(1)), float(match.group(2))
+    notes = []
+    if mb > 0 and c.m.ram_bytes:
+        secs = c.m.ram_bytes / MiB / mb
+        notes.append(
+            f"{mb:.2f} MB/s is the configured RAM ({c.m.ram_bytes / MiB:.0f} MB) divided by the whole "
+            f"seconds of the RAM phase ({secs:.0f} s), not a measured rate"
+        )
+    else:
+        notes.append(
+            "this speed is the configured RAM in MB divided by whole seconds of the RAM phase, not a measured rate"
+        )
+    if c.m.throughput and c.m.throughput_source == "transferred-deltas":
+        notes.append(f"measured from the transferred counters: {format_rate(c.m.throughput)}")
+    notes.append(_downtime_note(dt_ms))
+    return notes
+
+
+def _avg_new(match: re.Match, c: Ctx) -> list[str]:
+    dt_ms = float(match.group(2))
+    notes = [
+        f"{match.group(1)}/s is the VM-state size divided by whole seconds of the RAM phase: it "
+        "ignores zero pages and re-sent pages, so it is neither bytes sent nor link speed"
+    ]
+    if c.m.throughput and c.m.throughput_source == "transferred-deltas":
+        notes.append(f"measured from the transferred counters: {format_rate(c.m.throughput)}")
+    notes.append(_downtime_note(dt_ms))
+    return notes
+
+
+def _downtime_note(ms: float) -> str:
+    return (
+        f"downtime {ms:.0f} ms is QEMU's pause on the source; the guest really runs again only "
+        "after Proxmox moves the config and resumes it on the target, a little later"
+    )
+
+
+def _finished(match: re.Match, c: Ctx) -> list[str]:
+    m = c.m
+    if m.duration_s is None:
+        return ["the task ended successfully"]
+    parts = [f"whole task {format_duration(m.duration_s)}"]
+    if m.ram_duration_s is not None:
+        parts.append(f"RAM phase {format_duration(m.ram_duration_s)}")
+        parts.append(
+            f"orchestration (checks, target start, clean-up) {format_duration(m.duration_s - m.ram_duration_s)}"
+        )
+    return [", ".join(parts)]
+
+
+def _start_uri(match: re.Match, c: Ctx) -> list[str]:
+    uri = match.group(1)
+    if uri.startswith("unix:"):
+        how = "a UNIX socket forwarded through SSH: secure mode, every byte goes through one ssh process"
+    elif uri.startswith("localhost:"):
+        how = "localhost, an ssh -L forward to the target: secure mode, all RAM goes through SSH"
+    elif uri.startswith("tcp:") or re.match(r"\d", uri):
+        how = "a plain TCP connection to the target: insecure mode, no SSH in the data path"
+    else:
+        how = "the target"
+    return [f"QEMU streams RAM to {how}"]
+
+
+def _target_start(match: re.Match, c: Ctx) -> list[str]:
+    t = c.m.target_start_s
+    took = f"; it took {format_duration(t)} until the next step" if t is not None else ""
+    return [f"the target QEMU is started paused, waiting for the incoming migration{took}"]
+
+
+def _failure(match: re.Match, c: Ctx) -> list[str]:
+    reason = match.group(1)
+    if "interrupted by signal" in reason:
+        return [
+            "the task was stopped (Stop button, killed, or HA); QEMU's migration is cancelled and the VM stays on the source"
+        ]
+    if "exit code 255" in reason:
+        return [
+            "a command on the target (starting the VM) failed; the lines from [node] above say why"
+        ]
+    return [f"the migration failed: {reason}; the VM stays on the source"]
+
+
+def _node(match: re.Match, c: Ctx) -> list[str]:
+    notes = [f"printed by the target node {match.group(1)} (stderr of its qm start)"]
+    if "too old to run" in match.group(2):
+        notes.append(
+            "version skew: the target's QEMU does not know the VM's machine version; upgrade that node"
+        )
+    return notes
+
+
+def _storage(match: re.Match, c: Ctx) -> list[str]:
+    return [
+        "storage mirror (NBD drive-mirror) progress of a local disk; RAM migration starts after all disks are in sync"
+    ]
+
+
+_FIXED = {
+    "copying disk images": "old Proxmox printed this always; only offline (unused) local disks are copied here",
+    "start remote tunnel": "SSH connection to the target running 'qm mtunnel': control channel (and the data path in secure mode)",
+    "starting ssh migration tunnel": "ssh -L port forward to the target: in this old secure mode all RAM passes through it",
+    "set migration capabilities": "Proxmox turns on auto-converge and XBZRLE and everything else (post-copy, multifd) off",
+    "set migration parameters": "the limits above are sent to QEMU in one migrate-set-parameters",
+    "migration status: completed": "QEMU finished the RAM copy; Proxmox now moves the config and resumes the VM on the target",
+    "TASK OK": "the task ended without errors",
+    "aborting phase 2 - cleanup resources": "rolling back: the target VM is stopped and the tunnel closed",
+    "migrate_cancel": "QMP migrate_cancel sent to the source QEMU",
+    "task started by HA resource agent": "the HA stack started this migration (hamigrate)",
+    "all 'mirror' jobs are ready": "all local disks are in sync on the target",
+    "...": "lines left out by whoever published this log",
+}
+
+_RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
+    (re.compile(r"auto-increased downtime to continue migration: (\d+) ms"), _auto_increased),
+    (re.compile(r"migration downtime limit: (\d+) ms"), _limit),
+    (re.compile(r"migrate_set_downtime: ([0-9.]+)"), _old_limit),
+    (re.compile(r"migrate_set_speed: (\d+)"), _old_speed),
+    (re.compile(r"migration speed limit: (.+)/s"), lambda m, c: [f"bandwidth cap {m.group(1)}/s from migrate_speed or datacenter bwlimit (the lower wins)"]),
+    (re.compile(r"migration cachesize: (.+)"), lambda m, c: [f"XBZRLE cache {m.group(1)}: Proxmox sizes it at RAM/10 rounded up to a power of two"]),
+    (re.compile(r"migration speed: ([0-9.]+) MB/s - downtime (\d+) ms"), _avg_old),
+    (re.compile(r"average migration speed: (.+)/s - downtime (\d+) ms"), _avg_new),
+    (re.compile(r"migration completed, transferred (.+) VM-state"), lambda m, c: [f"{m.group(1)} went over the wire in total" + (f", {c.m.sent_ratio:.2f}x the RAM" if c.m.sent_ratio else "")]),
+    (re.compile(r"migration finished successf?ull?y"), _finished),
+    (re.compile(r"(?:starting online/live migration on|start migrate command to) (\S+)"), _start_uri),
+    (re.compile(r"starting VM \d+ on remote node"), _target_start),
+    (re.compile(r"starting migration of VM (\d+) to node '([^']+)' \(([^)]+)\)"), lambda m, c: [f"task start: VM {m.group(1)} goes to node {m.group(2)} at {m.group(3)}"]),
+    (re.compile(r"use dedicated network address for sending migration traffic \(([^)]+)\)"), lambda m, c: [f"migration traffic uses the migration network (target address {m.group(1)})"]),
+    (re.compile(r"ssh tunnel ver (\d+)"), lambda m, c: ["the tunnel on the target answered: it is ready"]),
+    (re.compile(r"online migrate failure - (.*)"), _failure),
+    (re.compile(r"^\[([\w.-]+)\] (.*)", re.S), _node),
+    (re.compile(r"migration status error: (.*)"), lambda m, c: [f"QEMU reported the migration as {m.group(1)}"]),
+    (re.compile(r"TASK ERROR: (.*)"), lambda m, c: [f"the task failed: {m.group(1)}"]),
+    (re.compile(r"drive-[\w-]+: transferred"), _storage),
+    (re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)"), _xbzrle_line),
+    (re.compile(r"migration in status '(\w+)' - waiting"), lambda m, c: [f"QEMU is in '{m.group(1)}'; Proxmox waits for it to move on"]),
+]  # fmt: skip
+
+
+def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
+    if sample is not None and (sample.transferred is not None or sample.xbzrle is not None):
+        return _progress(sample, c) if sample.transferred is not None else _xbzrle(sample, c)
+    msg = message(text)
+    fixed = _FIXED.get(msg)
+    if fixed:
+        return [fixed]
+    for rx, fn in _RULES:
+        m = rx.search(msg)
+        if m:
+            return fn(m, c)
+    return []

@@ -1,0 +1,138 @@
+"""Human-readable output of ``explain`` and ``diagnose`` (rich; plain when not a TTY).
+
+Log text is never passed through rich markup (a line such as ``[pve2] ...`` would be
+taken for a style tag): everything is built from :class:`rich.text.Text` pieces.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from migtune.analysis.diagnose import Diagnosis
+from migtune.analysis.explain import Explanation
+from migtune.analysis.findings import PLATFORMS, Finding
+from migtune.units import format_bytes, format_duration, format_rate
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
+
+
+def console(stream: IO[str] | None = None) -> Console:
+    out = stream or sys.stdout
+    tty = hasattr(out, "isatty") and out.isatty()
+    return Console(
+        file=out,
+        force_terminal=tty,
+        no_color=not tty or bool(os.environ.get("NO_COLOR")),
+        highlight=False,
+        soft_wrap=True,
+        emoji=False,
+    )
+
+
+def evidence_value(key: str, value: Any) -> str:
+    """An evidence number in an operator's units, chosen by its key's suffix."""
+    if value is None:
+        return "?"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if key.endswith("bytes_per_s"):
+        return format_rate(value)
+    if key.endswith("_bytes") or key == "ram_bytes":
+        return format_bytes(value)
+    if key.endswith("_s"):
+        return format_duration(value)
+    if key.endswith("_ms"):
+        return f"{value:.0f} ms"
+    if key.endswith(("share", "_rate")) and 0 <= value <= 1:
+        return f"{value * 100:.2f}%"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def render_finding(con: Console, f: Finding) -> None:
+    head = Text("  ")
+    head.append(f"[{f.severity}]", style=SEVERITY_STYLE.get(f.severity, ""))
+    head.append(f" {f.id}", style="bold")
+    head.append(f": {f.summary}")
+    con.print(head)
+    if f.detail:
+        con.print(Text(f"      {f.detail}", style="dim"))
+    shown = [(k, v) for k, v in f.evidence.items() if v is not None]
+    if shown:
+        ev = ", ".join(
+            f"{k.removesuffix('_bytes_per_s').removesuffix('_bytes')}={evidence_value(k, v)}"
+            for k, v in shown
+        )
+        con.print(Text(f"      evidence: {ev}", style="dim"))
+    for r in f.recommendations:
+        con.print(Text(f"      -> {r.action} [{r.setting}]", style="green"))
+        for platform in (*PLATFORMS, *(p for p in r.commands if p not in PLATFORMS)):
+            for cmd in r.commands.get(platform, []):
+                con.print(Text(f"         {platform + ':':9} {cmd}"))
+        for platform, note in r.notes.items():
+            con.print(Text(f"         note ({platform}): {note}", style="dim"))
+
+
+def render_diagnosis(
+    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
+) -> None:
+    con = con or console(stream)
+    m = d.metrics
+    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
+    if d.vm:
+        title.append(f", VM {d.vm}")
+    title.append(")")
+    con.print(title)
+    facts = []
+    if m.ram_bytes:
+        facts.append(f"RAM {format_bytes(m.ram_bytes)}")
+    if m.transferred_bytes is not None:
+        facts.append(f"sent {format_bytes(m.transferred_bytes)}")
+    if m.throughput:
+        facts.append(f"real throughput {format_rate(m.throughput)}")
+    if m.dirty_rate is not None:
+        facts.append(f"dirty rate {format_rate(m.dirty_rate)}")
+    if m.passes is not None:
+        facts.append(f"passes {m.passes}")
+    if m.duration_s is not None:
+        facts.append(f"duration {format_duration(m.duration_s)}")
+    if m.downtime_s is not None:
+        facts.append(f"downtime {format_duration(m.downtime_s)}")
+    if facts:
+        con.print(Text("  " + ", ".join(facts)))
+    for f in d.findings:
+        render_finding(con, f)
+    if d.partial or d.warnings:
+        why = ": " + "; ".join(d.warnings[:5]) if d.warnings else ""
+        more = f" (+{len(d.warnings) - 5} more)" if len(d.warnings) > 5 else ""
+        con.print(Text(f"  (partial log{why}{more})", style="dim"))
+
+
+def render_explanation(x: Explanation, stream: IO[str] | None = None) -> None:
+    con = console(stream)
+    for ln in x.lines:
+        if not ln.text.strip() and not ln.notes:
+            continue
+        con.print(Text(ln.text.rstrip("\n"), style="bold" if ln.notes else "dim"))
+        for note in ln.notes:
+            con.print(Text(f"    -> {note}", style="cyan"))
+    con.print()
+    if x.summary:
+        con.print(Text("Summary", style="bold"))
+        for s in x.summary:
+            con.print(Text(f"  {s}"))
+        con.print()
+    if x.timeline:
+        con.print(Text("Timeline", style="bold"))
+        for p in x.timeline:
+            start = "?" if p.start is None else f"{p.start:8.1f} s"
+            dur = format_duration(p.duration) if p.duration is not None else "?"
+            con.print(Text(f"  {p.name:13} at {start:>10}  {dur:>12}  {p.note}"))
+        con.print()
+    render_diagnosis(x.diagnosis, con=con)

@@ -1,0 +1,503 @@
+"""Drive one live migration of a running QEMU over QMP, safely, and record it.
+
+:func:`migrate` checks the request against the QEMU version, configures both
+sides, issues ``migrate``, polls ``query-migrate``, follows a policy
+(:mod:`migtune.qemu.policies`) and writes every sample, QMP event and policy
+action to a recording (:mod:`migtune.sources.recording`).
+
+The source VM is never given up: on Ctrl-C/SIGTERM, the time limit, a policy
+abort, an error or a vanished destination the migration is cancelled and the
+driver waits until the source reports ``cancelled``/``failed`` with its guest
+running again.  The only exception is post-copy once started (the user must have
+allowed it): from then on neither side holds the whole VM, so nothing is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migtune.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, InputError
+from migtune.model import Run, Sample, Settings, to_dict
+from migtune.outcome import Outcome, outcome_from_run
+from migtune.outputs.recording import RecordingWriter
+from migtune.qemu import compat
+from migtune.qemu.policies import (
+    ABORT,
+    PAUSE,
+    POSTCOPY_STATES,
+    SET_PARAMETERS,
+    START_POSTCOPY,
+    Action,
+    Policy,
+    parse_policy,
+)
+from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost
+from migtune.sources.querymigrate import sample_from_query_migrate
+from migtune.sources.recording import parse_recording
+
+TERMINAL = ("completed", "failed", "cancelled")
+EVENTS = ("MIGRATION", "MIGRATION_PASS", "STOP", "RESUME")
+CANCEL_WAIT = 30.0  # s to wait for QEMU to confirm a cancel
+
+ProgressFn = Callable[[Sample, dict[str, Any]], None]
+
+
+@dataclass
+class MigrationResult:
+    status: str  # completed | cancelled | failed
+    outcome: Outcome
+    run: Run
+    recording: str | None
+    actions: list[Action] = field(default_factory=list)
+    reason: str | None = None  # why it was cancelled or failed
+    source_status: str | None = None  # query-status of the source at the end
+    postcopy: bool = False
+    qemu_version: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(self.status, EXIT_FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.outcome.to_dict(),
+            "status": self.status,
+            "reason": self.reason,
+            "source_status": self.source_status,
+            "postcopy": self.postcopy,
+            "qemu_version": self.qemu_version,
+            "actions": [a.to_dict() for a in self.actions],
+            "warnings": self.warnings,
+        }
+
+
+def qmp_parameters(s: Settings) -> dict[str, Any]:
+    """``migrate-set-parameters`` arguments for the settings that are set."""
+    out: dict[str, Any] = {}
+    if s.downtime_limit is not None:
+        out["downtime-limit"] = int(round(s.downtime_limit * 1000))
+    for key, value in (
+        ("max-bandwidth", s.max_bandwidth),
+        ("avail-switchover-bandwidth", s.avail_switchover_bandwidth),
+        ("xbzrle-cache-size", s.xbzrle_cache_size),
+        ("max-postcopy-bandwidth", s.max_postcopy_bandwidth),
+    ):
+        if value is not None:
+            out[key] = int(value)
+    for key, value in (
+        ("cpu-throttle-initial", s.cpu_throttle_initial),
+        ("cpu-throttle-increment", s.cpu_throttle_increment),
+        ("max-cpu-throttle", s.max_cpu_throttle),
+        ("throttle-trigger-threshold", s.throttle_trigger_threshold),
+        ("multifd-channels", s.multifd_channels),
+    ):
+        if value is not None:
+            out[key] = int(value)
+    return out
+
+
+def settings_from_qemu(params: dict[str, Any], caps: list[dict[str, Any]], uri: str) -> Settings:
+    """The settings QEMU reports as in force (``query-migrate-parameters`` + capabilities)."""
+
+    def num(key: str) -> Any:
+        return params.get(key)
+
+    dl = num("downtime-limit")
+    return Settings(
+        downtime_limit=None if dl is None else dl / 1000.0,
+        max_bandwidth=None if num("max-bandwidth") is None else float(num("max-bandwidth")),
+        avail_switchover_bandwidth=(
+            None
+            if num("avail-switchover-bandwidth") is None
+            else float(num("avail-switchover-bandwidth"))
+        ),
+        xbzrle_cache_size=num("xbzrle-cache-size"),
+        capabilities={str(c["capability"]): bool(c["state"]) for c in caps},
+        migration_type=uri.split(":", 1)[0] if ":" in uri else None,
+        migration_uri=uri,
+        multifd_channels=num("multifd-channels"),
+        cpu_throttle_initial=num("cpu-throttle-initial"),
+        cpu_throttle_increment=num("cpu-throttle-increment"),
+        max_cpu_throttle=num("max-cpu-throttle"),
+        throttle_trigger_threshold=num("throttle-trigger-threshold"),
+        max_postcopy_bandwidth=(
+            None if num("max-postcopy-bandwidth") is None else float(num("max-postcopy-bandwidth"))
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
+    """While driving, SIGINT/SIGTERM only ask for a clean cancel (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["stop"] = "interrupted" if signum == signal.SIGINT else "terminated"
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+class _Tee(io.StringIO):
+    """Keeps the recording in memory (for the Run) and mirrors it to a file if asked."""
+
+    def __init__(self, path: str | Path | None):
+        super().__init__()
+        self.file = None
+        if path is not None:
+            try:
+                self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise InputError(f"cannot write recording {path}: {exc.strerror or exc}") from None
+
+    def write(self, s: str) -> int:
+        if self.file is not None:
+            self.file.write(s)
+        return super().write(s)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def migrate(
+    source_qmp: str,
+    to_uri: str,
+    settings: Settings,
+    *,
+    policy: str | Policy = "fixed",
+    record: str | Path | None = None,
+    time_limit: float | None = None,
+    dest_qmp: str | None = None,
+    allow_postcopy: bool = False,
+    postcopy_after_passes: int | None = None,
+    postcopy_after: float | None = None,
+    progress: bool | ProgressFn = True,
+    poll_interval: float = 0.5,
+    meta: dict[str, Any] | None = None,
+    workload: str | None = None,
+) -> MigrationResult:
+    """Migrate the QEMU behind ``source_qmp`` to ``to_uri`` and return what happened.
+
+    ``settings`` holds what to set (``None`` fields are left as QEMU has them).
+    With ``allow_postcopy`` the ``postcopy-ram`` capability is enabled on both
+    sides (``dest_qmp`` is then required) and the switch happens after
+    ``postcopy_after_passes`` (QEMU's dirty-sync-count), after ``postcopy_after``
+    seconds or when the policy asks; with the ``fixed`` or ``proxmox`` policy and
+    no trigger given it switches once the first full pass is done (count 2).
+    Raises ``UnavailableError`` when a QMP socket is missing, ``InputError`` for a
+    combination QEMU rejects; otherwise returns a :class:`MigrationResult`.
+    """
+    pol = parse_policy(policy)
+    no_trigger = postcopy_after_passes is None and postcopy_after is None
+    if allow_postcopy and no_trigger and pol.name in ("fixed", "proxmox"):
+        postcopy_after_passes = 2
+    driver = _Driver(
+        source_qmp, to_uri, settings, pol, time_limit, dest_qmp, allow_postcopy,
+        postcopy_after_passes, postcopy_after, poll_interval,
+    )  # fmt: skip
+    return driver.run(record, progress, meta or {}, workload)
+
+
+class _Driver:
+    def __init__(
+        self, source_qmp: str, to_uri: str, settings: Settings, policy: Policy,
+        time_limit: float | None, dest_qmp: str | None, allow_postcopy: bool,
+        after_passes: int | None, after: float | None, poll_interval: float,
+    ):  # fmt: skip
+        self.source_qmp, self.to_uri, self.settings = source_qmp, to_uri, settings
+        self.policy, self.time_limit, self.dest_qmp = policy, time_limit, dest_qmp
+        self.allow_postcopy, self.after_passes, self.after = allow_postcopy, after_passes, after
+        self.poll_interval = max(0.05, poll_interval)
+        self.flag: dict[str, Any] = {}
+        self.actions: list[Action] = []
+        self.warnings: list[str] = []
+        self.postcopy = False
+        self.postcopy_requested = False
+        self.paused_by_us = False
+        self.t0 = time.time()
+        self.rec: RecordingWriter | None = None
+        self.show: ProgressFn | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+    def _configure(self, src: QMP, dst: QMP | None) -> tuple[str, Settings, str]:
+        version = src.version()
+        offered = compat.available_capabilities(src.cmd("query-migrate-capabilities"))
+        self.warnings += compat.check(
+            self.settings, version, offered,
+            allow_postcopy=self.allow_postcopy, dest_qmp=dst is not None,
+        )  # fmt: skip
+        state = src.cmd("query-migrate").get("status")
+        if state not in (None, "none", *TERMINAL):
+            raise InputError(f"a migration is already in progress on this QEMU (status {state})")
+        run_state = src.status()
+        if run_state in ("inmigrate", "postmigrate", "shutdown", "internal-error"):
+            raise InputError(f"the source VM cannot be migrated now (run state {run_state})")
+        caps = dict(self.settings.capabilities)
+        if self.allow_postcopy:
+            caps["postcopy-ram"] = True
+        caps_arg = [{"capability": k, "state": bool(v)} for k, v in caps.items()]
+        if dst is not None:
+            if caps_arg:
+                dst.cmd("migrate-set-capabilities", capabilities=caps_arg)
+            if self.settings.multifd_channels is not None:
+                dst.cmd(
+                    "migrate-set-parameters", **{"multifd-channels": self.settings.multifd_channels}
+                )
+            if dst.cmd("query-migrate").get("status") in (None, "none"):
+                dst.cmd("migrate-incoming", uri=self.to_uri)  # started with -incoming defer
+        src.cmd(
+            "migrate-set-capabilities",
+            capabilities=[*caps_arg, {"capability": "events", "state": True}],
+        )
+        params = qmp_parameters(self.settings)
+        if params:
+            src.cmd("migrate-set-parameters", **params)
+        ram = src.cmd("query-memory-size-summary").get("base-memory")
+        effective = self._effective(src, version)
+        self.policy.configure(
+            effective, ram_bytes=ram, allow_postcopy=self.allow_postcopy, requested=self.settings
+        )
+        initial = self.policy.initial_actions()
+        for action in initial:  # recorded once the header is written
+            action.t = 0.0
+            if action.kind == SET_PARAMETERS:
+                src.cmd("migrate-set-parameters", **action.params)
+            self.actions.append(action)
+        if initial:
+            effective = self._effective(src, version)
+        return version, effective, run_state
+
+    def _effective(self, src: QMP, version: str) -> Settings:
+        effective = settings_from_qemu(
+            src.cmd("query-migrate-parameters"), src.cmd("query-migrate-capabilities"), self.to_uri
+        )
+        effective.qemu_version = version
+        return effective
+
+    # -- main ------------------------------------------------------------------------
+    def run(
+        self,
+        record: str | Path | None,
+        progress: bool | ProgressFn,
+        meta: dict,
+        workload: str | None,
+    ) -> MigrationResult:
+        src = QMP(self.source_qmp, name="source").connect()
+        dst = QMP(self.dest_qmp, name="destination").connect() if self.dest_qmp else None
+        tee = _Tee(record)
+        self.rec = RecordingWriter(None, stream=tee)
+        status, reason, source_status, version = "failed", None, None, None
+        started = False
+        try:
+            version, effective, run_state = self._configure(src, dst)
+            if progress is True:
+                from migtune.qemu.progress import ProgressDisplay
+
+                self.show = ProgressDisplay()
+            elif callable(progress):
+                self.show = progress
+            with _signals_request_stop(self.flag):
+                src.events()  # drop whatever was queued before this migration
+                self.t0 = time.time()
+                self.rec.header(
+                    "migrate", to_dict(effective), self.t0, qemu_version=version,
+                    workload=workload,
+                    meta={**meta, "policy": self.policy.describe(), "uri": self.to_uri,
+                          "time_limit": self.time_limit, "allow_postcopy": self.allow_postcopy,
+                          "source_run_state": run_state, "warnings": self.warnings},
+                )  # fmt: skip
+                for action in self.actions:
+                    self.rec.event(0.0, "settings", action.reason, action.to_dict())
+                self.rec.event(0.0, "ram-start", f"migrate uri={self.to_uri}")
+                src.cmd("migrate", uri=self.to_uri)
+                started = True
+                status, reason = self._loop(src, dst)
+        except QMPCommandError as exc:
+            if not started:
+                raise InputError(str(exc)) from None
+            status, reason = "failed", str(exc)
+        finally:
+            if started:
+                status, reason = self._ensure_safe(src, status, reason)
+                source_status = self._source_state(src, run_state)
+            if self.show is not None and hasattr(self.show, "close"):
+                self.show.close()  # type: ignore[attr-defined]
+            src.close()
+            if dst is not None:
+                dst.close()
+        run = parse_recording(tee.getvalue().splitlines())
+        run.meta["path"] = str(record) if record else None
+        outcome = outcome_from_run(run, str(record) if record else None)
+        outcome.status, outcome.converged = status, status == "completed"
+        if outcome.total_time_s is None:  # QEMU drops total-time once cancelled or failed
+            outcome.total_time_s = next(
+                (x.total_time for x in reversed(run.samples) if x.total_time is not None), None
+            )
+        result = MigrationResult(
+            status, outcome, run, str(record) if record else None, self.actions, reason,
+            source_status, self.postcopy, version, self.warnings,
+        )  # fmt: skip
+        self.rec.result({**outcome.to_dict(), "reason": reason, "source_status": source_status})
+        tee.close_file()
+        return result
+
+    def _loop(self, src: QMP, dst: QMP | None) -> tuple[str, str | None]:
+        next_poll = time.monotonic()
+        while True:
+            next_poll += self.poll_interval
+            while time.monotonic() < next_poll and not self.flag.get("stop"):
+                time.sleep(min(0.05, max(0.0, next_poll - time.monotonic())))
+            info = self._poll(src)
+            sample = sample_from_query_migrate(info, time.time() - self.t0)
+            status = sample.status or "unknown"
+            if status in POSTCOPY_STATES and not self.postcopy:
+                self.postcopy = True
+            if status in TERMINAL:
+                return status, sample.error or (None if status == "completed" else status)
+            if dst is not None and not self._dest_alive(dst):
+                return "failed", "the destination QEMU vanished"
+            stop = self.flag.get("stop")
+            if stop is None and self.time_limit is not None and sample.t > self.time_limit:
+                stop = f"time limit of {self.time_limit:g} s reached"
+            if stop is not None:
+                if not self.postcopy:
+                    return "cancelled", stop
+                self._note_once("post-copy is running: it cannot be cancelled, waiting for it")
+            now = sample.t or 0.0
+            for action in self.policy.decide(sample, now) + self._postcopy_trigger(sample, now):
+                if self._apply(src, action, now):
+                    return "cancelled", action.reason
+
+    def _poll(self, src: QMP) -> dict[str, Any]:
+        info = src.cmd("query-migrate")
+        t = time.time() - self.t0
+        assert self.rec is not None
+        for ev in src.events(EVENTS):
+            self.rec.qmp_event(ev["timestamp"] - self.t0, ev["event"], ev["data"])
+        self.rec.sample(t, info)
+        if self.show is not None:
+            self.show(sample_from_query_migrate(info, t), {"postcopy": self.postcopy})
+        return info
+
+    def _dest_alive(self, dst: QMP) -> bool:
+        try:
+            dst.cmd("query-status", timeout=5.0)
+            for ev in dst.events(("RESUME", "STOP", "MIGRATION")):
+                self.rec.event(
+                    ev["timestamp"] - self.t0, "info", f"destination {ev['event']}", ev["data"]
+                )  # type: ignore[union-attr]
+            return True
+        except QMPConnectionLost:
+            return False
+
+    def _postcopy_trigger(self, sample: Sample, now: float) -> list[Action]:
+        if not self.allow_postcopy or self.postcopy_requested or self.postcopy:
+            return []
+        if self.after_passes is not None and (sample.passes or 0) >= self.after_passes:
+            return [Action(START_POSTCOPY, f"dirty-sync-count reached {self.after_passes}")]
+        if self.after is not None and now >= self.after:
+            return [Action(START_POSTCOPY, f"{self.after:g} s elapsed")]
+        return []
+
+    def _apply(self, src: QMP, action: Action, now: float) -> bool:
+        """Carry out one action; True when it means: cancel the migration."""
+        assert self.rec is not None
+        action.t = round(now, 3)
+        self.actions.append(action)
+        data = action.to_dict()
+        if action.kind == ABORT:
+            self.rec.event(now, "cancelled", f"policy {self.policy.name}: {action.reason}", data)
+            return True
+        try:
+            if action.kind == SET_PARAMETERS:
+                src.cmd("migrate-set-parameters", **action.params)
+                kind = "downtime-change" if "downtime-limit" in action.params else "settings"
+                if "max-bandwidth" in action.params:
+                    kind = "bandwidth-change"
+                self.rec.event(now, kind, action.reason, data)
+            elif action.kind == START_POSTCOPY:
+                if not self.allow_postcopy:
+                    self._note_once("the policy asked for post-copy, which was not allowed")
+                    return False
+                self.postcopy_requested = True
+                src.cmd("migrate-start-postcopy")
+                self.rec.event(now, "postcopy-start", action.reason, data)
+            elif action.kind == PAUSE:
+                src.cmd("stop")
+                self.paused_by_us = True
+                self.rec.event(now, "info", f"guest paused: {action.reason}", data)
+        except QMPCommandError as exc:
+            self.warnings.append(f"{action.kind} failed: {exc}")
+            self.rec.event(now, "warning", f"{action.kind} failed: {exc}", data)
+        return False
+
+    def _note_once(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+            if self.rec is not None:
+                self.rec.event(time.time() - self.t0, "warning", text)
+
+    # -- safety ----------------------------------------------------------------------
+    def _ensure_safe(self, src: QMP, status: str, reason: str | None) -> tuple[str, str | None]:
+        """Make sure the migration is over and, unless it completed, the source runs."""
+        final = status
+        try:
+            state = self._poll(src).get("status")  # also records the final state
+            if state not in TERMINAL and not self.postcopy:
+                with contextlib.suppress(QMPCommandError):
+                    src.cmd("migrate_cancel")
+                deadline = time.monotonic() + CANCEL_WAIT
+                while state not in TERMINAL and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    state = self._poll(src).get("status")
+            elif state not in TERMINAL:  # post-copy: only wait for it to finish
+                while state not in TERMINAL:
+                    time.sleep(self.poll_interval)
+                    state = self._poll(src).get("status")
+            if state == "completed":
+                final, reason = "completed", None
+            elif status == "completed" and state in ("failed", "cancelled"):
+                final = state
+            if final != "completed" and self.paused_by_us:
+                src.cmd("cont")
+                self.rec.event(
+                    time.time() - self.t0, "info", "guest resumed after the migration stopped"
+                )  # type: ignore[union-attr]
+        except QMPConnectionLost as exc:
+            final, reason = "failed", f"lost the source QMP connection: {exc}"
+        return final, reason
+
+    def _source_state(self, src: QMP, before: str) -> str | None:
+        try:
+            state = src.status()
+            if state == "paused" and before == "running" and not self.paused_by_us:
+                # QEMU resumes the guest itself after a failed migration; make sure of it.
+                with contextlib.suppress(QMPCommandError):
+                    q = src.cmd("query-migrate").get("status")
+                    if q in ("failed", "cancelled"):
+                        src.cmd("cont")
+                        state = src.status()
+            return state
+        except QMPConnectionLost:
+            return None

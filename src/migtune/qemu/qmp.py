@@ -1,0 +1,185 @@
+"""A small synchronous facade over QEMU's own asyncio QMP library (``qemu.qmp``).
+
+migtune drives QEMU from plain synchronous code (CLI, lab, tests), so each
+:class:`QMP` runs its ``QMPClient`` on a private event loop shared by all
+connections of the current thread.  Asynchronous events are collected by a
+listener while the loop runs (during every command) and handed out by
+:meth:`QMP.events`; each keeps QEMU's own timestamp, so polling late does not
+blur when an event happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from migtune.errors import EXIT_FAILED, MigtuneError, UnavailableError
+
+try:  # the import is cheap, but keep a clear message when the package is missing
+    from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+except ImportError:  # pragma: no cover - declared as a dependency
+    QMPClient = None  # type: ignore[assignment,misc]
+
+# qemu.qmp logs every disconnect at ERROR level; migtune reports errors itself.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+_local = threading.local()
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _local.loop = loop
+    return loop
+
+
+class QMPCommandError(MigtuneError):
+    """QEMU answered a command with an error (``error.class`` / ``error.desc``)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, command: str, error_class: str, desc: str):
+        super().__init__(f"QEMU rejected {command}: {desc}")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+class QMPConnectionLost(UnavailableError):
+    """The QMP connection went away (QEMU exited or closed the socket)."""
+
+
+class QMP:
+    """One QMP connection.  ``with QMP(path) as q: q.cmd("query-status")``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0, name: str = ""):
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self.name = name or os.path.basename(self.path)
+        self._client: Any = None
+        self._listener: Any = None
+
+    # -- connection -------------------------------------------------------------------
+    def connect(self, *, retry_for: float = 0.0) -> QMP:
+        """Connect and negotiate; retry for ``retry_for`` seconds while the socket appears."""
+        if QMPClient is None:
+            raise UnavailableError("the Python package qemu.qmp is missing: pip install qemu.qmp")
+        loop = _loop()
+        deadline = loop.time() + retry_for
+        while True:
+            problem = self._missing_reason()
+            if problem is None:
+                client = QMPClient(self.name)
+                try:
+                    loop.run_until_complete(
+                        asyncio.wait_for(client.connect(self.path), self.timeout)
+                    )
+                except (TimeoutError, QMPError, OSError, EOFError) as exc:
+                    problem = f"cannot connect to QMP socket {self.path}: {_why(exc)}"
+                    if isinstance(exc, TimeoutError):
+                        problem += " (no greeting: is another client using this socket?)"
+                else:
+                    self._client = client
+                    self._listener = EventListener()
+                    client.register_listener(self._listener)
+                    return self
+            if loop.time() >= deadline:
+                raise UnavailableError(problem)
+            loop.run_until_complete(asyncio.sleep(0.05))
+
+    def _missing_reason(self) -> str | None:
+        if not os.path.exists(self.path):
+            return f"QMP socket {self.path} does not exist (is QEMU running with -qmp unix:...?)"
+        import stat
+
+        if not stat.S_ISSOCK(os.stat(self.path).st_mode):
+            return f"{self.path} is not a socket"
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and str(self._client.runstate.name) == "RUNNING"
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if self._listener is not None:
+                client.remove_listener(self._listener)
+            _loop().run_until_complete(asyncio.wait_for(client.disconnect(), 5.0))
+        except (TimeoutError, QMPError, OSError, EOFError, RuntimeError):
+            pass  # after "quit" the server hangs up first; nothing left to do
+
+    def __enter__(self) -> QMP:
+        if self._client is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands ---------------------------------------------------------------------
+    def cmd(self, command: str, timeout: float | None = None, **arguments: Any) -> Any:
+        """Run one command and return its ``return`` value.
+
+        Raises :class:`QMPCommandError` when QEMU refuses and
+        :class:`QMPConnectionLost` when the connection is gone.
+        """
+        if self._client is None:
+            raise QMPConnectionLost(f"QMP {self.path}: not connected")
+        args = {k.replace("_", "-"): v for k, v in arguments.items()} or None
+        try:
+            return _loop().run_until_complete(
+                asyncio.wait_for(self._client.execute(command, args), timeout or self.timeout)
+            )
+        except ExecuteError as exc:
+            raise QMPCommandError(command, exc.error_class, str(exc)) from None
+        except TimeoutError:
+            raise QMPConnectionLost(
+                f"QMP {self.path}: no answer to {command} within {timeout or self.timeout:g} s"
+            ) from None
+        except (QMPError, OSError, EOFError, RuntimeError) as exc:
+            raise QMPConnectionLost(f"QMP {self.path}: connection lost ({_why(exc)})") from None
+
+    def events(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Events received so far (and not yet returned), as plain dicts, oldest first.
+
+        Each has ``event``, ``data`` and ``timestamp`` (epoch seconds, float).
+        """
+        if self._client is None or self._listener is None:
+            return []
+        # let the reader task pick up whatever arrived since the last command
+        with contextlib.suppress(RuntimeError):
+            _loop().run_until_complete(asyncio.sleep(0))
+        wanted = set(names) if names is not None else None
+        out = []
+        for msg in self._listener.clear():
+            name = str(msg.get("event", ""))
+            if wanted is not None and name not in wanted:
+                continue
+            ts = msg.get("timestamp") or {}
+            stamp = float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
+            out.append({"event": name, "data": dict(msg.get("data") or {}), "timestamp": stamp})
+        return out
+
+    # -- conveniences used by the migration driver and the lab -------------------------
+    def version(self) -> str:
+        q = self.cmd("query-version")["qemu"]
+        return f"{q['major']}.{q['minor']}.{q['micro']}"
+
+    def status(self) -> str:
+        return str(self.cmd("query-status")["status"])
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, EOFError) or not text:
+        return text if text else type(exc).__name__
+    return text.splitlines()[0]

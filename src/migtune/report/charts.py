@@ -1,0 +1,386 @@
+"""The report's charts: matplotlib (Agg, headless) figures rendered to lean inline SVG or PNG.
+
+Two charts, each able to overlay several runs on the same axes:
+
+* **progress** - bytes transferred and bytes remaining over time, the RAM size marked,
+  the phases of the primary run shaded;
+* **rates** - real throughput against the guest's dirty rate, with downtime-limit,
+  bandwidth and CPU-throttle changes marked.
+
+With one run, colour tells the series apart; with several, colour tells the runs apart
+and the line style tells the series apart.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display, safe in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from migtune.analysis.findings import Phase  # noqa: E402
+from migtune.report.series import Line, RunSeries  # noqa: E402
+from migtune.units import GiB, MiB, format_bytes, format_rate  # noqa: E402
+
+# 12.8 x 4.8 in at 100 dpi = 1280 x 480 px: readable at full width on a 1280 px screen.
+FIG_SIZE = (12.8, 4.8)
+PNG_DPI = 100
+RUN_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+SINGLE = {
+    "transferred": "#1f77b4",
+    "remaining": "#ff7f0e",
+    "throughput": "#1f77b4",
+    "dirty": "#d62728",
+    "page_rate": "#7f7f7f",
+    "throttle": "#2ca02c",
+}
+STYLES = {"transferred": "-", "remaining": "--", "throughput": "-", "dirty": "--"}
+PHASE_COLOURS = {
+    "setup": "#e0e0e0",
+    "target-start": "#fde0c5",
+    "storage-copy": "#d9c8f0",
+    "first-pass": "#d6e9f8",
+    "dirty-passes": "#fbe7a1",
+    "switchover": "#f8c9c9",
+    "downtime": "#f4a6a6",
+    "cleanup": "#d5ecd4",
+}
+MARKER_COLOURS = {
+    "downtime-change": "#6a3d9a",
+    "bandwidth-change": "#8c564b",
+    "throttle-change": "#2ca02c",
+    "postcopy-start": "#e377c2",
+}
+RC = {
+    "svg.fonttype": "none",  # text stays text: no embedded glyph paths, small and searchable
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial"],
+    "font.size": 11,
+    "axes.titlesize": 13,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "path.simplify": True,
+    "text.parse_math": False,  # labels come from logs and settings: "$" is not TeX
+}
+
+
+@dataclass(slots=True)
+class RunPlot:
+    """One run to draw: its series, its legend label and (primary run only) its phases."""
+
+    label: str
+    series: RunSeries
+    phases: Sequence[Phase] = ()
+
+
+@dataclass(slots=True)
+class Chart:
+    name: str  # file stem for --png and the element id in the page
+    title: str
+    figure: Figure
+
+
+def _byte_unit(max_value: float) -> tuple[float, str]:
+    return (GiB, "GiB") if max_value >= 2 * GiB else (MiB, "MiB")
+
+
+def _rate_unit(max_value: float) -> tuple[float, str]:
+    return (GiB, "GiB/s") if max_value >= 4 * GiB else (MiB, "MiB/s")
+
+
+def _time_unit(max_t: float) -> tuple[float, str]:
+    return (60.0, "min") if max_t > 1200 else (1.0, "s")
+
+
+def _plot(ax, line: Line, xs: float, ys: float, value_label=None, **kw) -> None:
+    x = [v / xs for v in line.x]
+    y = [v / ys for v in line.y]
+    if len(x) <= 30:
+        kw.setdefault("marker", "o")
+        kw.setdefault("markersize", 3.5 if len(x) > 2 else 6)
+    ax.plot(x, y, drawstyle="steps-post" if line.steps else "default", **kw)
+    if len(x) == 1 and value_label is not None:
+        # A lone snapshot (HMP, virsh) shows as a dot: print its value beside it.
+        ax.annotate(
+            value_label(line.y[0]),
+            (x[0], y[0]),
+            xytext=(-8, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=10,
+            color=kw.get("color", "#333333"),
+        )
+
+
+def _colour(i: int, n_runs: int, series: str) -> str:
+    return SINGLE[series] if n_runs == 1 else RUN_COLOURS[i % len(RUN_COLOURS)]
+
+
+def _t_scale(plots: Sequence[RunPlot]) -> tuple[float, str]:
+    ends = [p.series.t_max for p in plots if p.series.t_max is not None]
+    ends += [ph.end for p in plots for ph in p.phases if ph.end is not None]
+    return _time_unit(max(ends, default=0.0))
+
+
+def _finish(fig: Figure, ax, handles: list, ncol: int) -> None:
+    ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
+    ax.set_ylim(bottom=0)
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=ncol,
+            frameon=False,
+        )
+
+
+def _phases(ax, phases: Sequence[Phase], ts: float) -> list:
+    handles: list = []
+    seen: set[str] = set()
+    for ph in phases:
+        if ph.start is None or ph.end is None or ph.end <= ph.start:
+            continue
+        colour = PHASE_COLOURS.get(ph.name, "#eeeeee")
+        ax.axvspan(ph.start / ts, ph.end / ts, color=colour, alpha=0.6, lw=0, zorder=0)
+        if ph.name not in seen:
+            seen.add(ph.name)
+            handles.append(Patch(color=colour, alpha=0.6, label=f"phase: {ph.name}"))
+    return handles
+
+
+def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
+    """Transferred and remaining bytes over time; None when no run has timed progress."""
+    drawable = [p for p in plots if p.series.has_progress]
+    if not drawable:
+        return None
+    n = len(plots)
+    peak = max(
+        [v for p in drawable for v in (*p.series.transferred.y, *p.series.remaining.y)]
+        + [p.series.ram_bytes or 0 for p in drawable]
+    )
+    bs, bu = _byte_unit(peak)
+    ts, tu = _t_scale(drawable)
+    with plt.rc_context(RC):
+        fig = plt.figure(figsize=FIG_SIZE, layout="constrained")
+        ax = fig.add_subplot()
+        handles = _phases(ax, plots[0].phases, ts) if plots[0].series.has_progress else []
+        rams: set[int] = set()
+        for i, p in enumerate(plots):
+            s = p.series
+            if not s.has_progress:
+                continue
+            if s.transferred:
+                _plot(
+                    ax,
+                    s.transferred,
+                    ts,
+                    bs,
+                    format_bytes,
+                    color=_colour(i, n, "transferred"),
+                    lw=2,
+                )
+            if s.remaining:
+                c = _colour(i, n, "remaining")
+                _plot(ax, s.remaining, ts, bs, format_bytes, color=c, lw=2, ls=STYLES["remaining"])
+            if s.ram_bytes and s.ram_bytes not in rams:
+                rams.add(s.ram_bytes)
+                ax.axhline(s.ram_bytes / bs, color="#444444" if n == 1 else RUN_COLOURS[i], lw=1)
+                ax.annotate(
+                    f"RAM {format_bytes(s.ram_bytes)}" + ("" if i == 0 else f" (run {i + 1})"),
+                    (0.005, s.ram_bytes / bs),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    fontsize=10,
+                    color="#333333",
+                )
+        ax.set_xlabel(f"time since migration start ({tu})")
+        ax.set_ylabel(f"bytes ({bu})")
+        ax.set_title("Progress: bytes transferred and remaining")
+        names = [k for k in ("transferred", "remaining") if _any(plots, k)]
+        handles = _series_legend(plots, names) + handles
+        _finish(fig, ax, handles, ncol=min(4, max(1, len(handles))))
+        ax.set_ylim(top=max(ax.get_ylim()[1], peak / bs * 1.08))
+    return Chart("progress", "Progress over time", fig)
+
+
+_LABELS = {
+    "transferred": "transferred (cumulative, incl. re-sent pages)",
+    "remaining": "remaining (dirty, still to send)",
+    "throughput": "real throughput",
+    "dirty": "guest dirty rate",
+}
+
+
+def _any(plots: Sequence[RunPlot], attr: str) -> bool:
+    return any(getattr(p.series, attr) for p in plots)
+
+
+def _series_legend(plots: Sequence[RunPlot], names: Sequence[str]) -> list:
+    n = len(plots)
+    if n == 1:
+        labels = dict(_LABELS)
+        if plots[0].series.throughput_source == "deltas":
+            labels["throughput"] = "real throughput (from transferred bytes over time)"
+        else:
+            labels["throughput"] = "real throughput (QEMU's measured rate)"
+        return [Line2D([], [], color=SINGLE[k], lw=2, ls=STYLES[k], label=labels[k]) for k in names]
+    style = [Line2D([], [], color="#333333", lw=2, ls=STYLES[k], label=_LABELS[k]) for k in names]
+    runs = [
+        Line2D([], [], color=RUN_COLOURS[i % len(RUN_COLOURS)], lw=4, label=p.label)
+        for i, p in enumerate(plots)
+    ]
+    return style + runs
+
+
+def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
+    """Real throughput against the dirty rate, setting changes marked; None if nothing to draw."""
+    drawable = [p for p in plots if p.series.has_rates]
+    if not drawable:
+        return None
+    n = len(plots)
+    peak = max(
+        [
+            v
+            for p in drawable
+            for v in (*p.series.throughput.y, *p.series.dirty_rate.y, *p.series.page_rate.y)
+        ]
+        + [0.0]
+    )
+    rs, ru = _rate_unit(peak)
+    ts, tu = _t_scale(drawable)
+    with plt.rc_context(RC):
+        fig = plt.figure(figsize=FIG_SIZE, layout="constrained")
+        ax = fig.add_subplot()
+        extra: list = []
+        throttle_ax = None
+        for i, p in enumerate(plots):
+            s = p.series
+            if s.throughput:
+                _plot(
+                    ax, s.throughput, ts, rs, format_rate, color=_colour(i, n, "throughput"), lw=2
+                )
+            if s.dirty_rate:
+                c = _colour(i, n, "dirty")
+                _plot(ax, s.dirty_rate, ts, rs, format_rate, color=c, lw=2, ls=STYLES["dirty"])
+            if n == 1 and s.page_rate:
+                _plot(ax, s.page_rate, ts, rs, color=SINGLE["page_rate"], lw=1, ls=":")
+                extra.append(
+                    Line2D(
+                        [],
+                        [],
+                        color=SINGLE["page_rate"],
+                        lw=1,
+                        ls=":",
+                        label="page rate incl. zero pages (not throughput)",
+                    )
+                )
+            if s.throttle:
+                if throttle_ax is None:
+                    throttle_ax = ax.twinx()
+                    throttle_ax.set_ylabel("CPU throttle (%)")
+                    throttle_ax.set_ylim(0, 100)
+                    throttle_ax.grid(False)
+                c = SINGLE["throttle"] if n == 1 else RUN_COLOURS[i % len(RUN_COLOURS)]
+                _plot(throttle_ax, s.throttle, ts, 1.0, color=c, lw=1.5, ls="-.", alpha=0.8)
+                if not any(h.get_label() == "CPU throttle (right axis)" for h in extra):
+                    extra.append(
+                        Line2D([], [], color=c, lw=1.5, ls="-.", label="CPU throttle (right axis)")
+                    )
+            _markers(ax, s, ts, None if n == 1 else RUN_COLOURS[i % len(RUN_COLOURS)])
+        kinds = {m.kind for p in plots for m in p.series.markers}
+        extra += [
+            Line2D([], [], color=MARKER_COLOURS.get(k, "#555555"), lw=1, ls=":", label=_MARK[k])
+            for k in sorted(kinds)
+        ]
+        ax.set_xlabel(f"time since migration start ({tu})")
+        ax.set_ylabel(f"rate ({ru})")
+        ax.set_title("Throughput against the guest's dirty rate")
+        if not any(p.series.throughput or p.series.dirty_rate for p in plots):
+            ax.set_yticks([])
+            ax.set_ylabel(f"rate ({ru}) - not in this log")
+        names = [
+            k for k, a in (("throughput", "throughput"), ("dirty", "dirty_rate")) if _any(plots, a)
+        ]
+        handles = _series_legend(plots, names) + extra
+        _finish(fig, ax, handles, ncol=min(4, max(1, len(handles))))
+        if peak:
+            ax.set_ylim(top=peak / rs * 1.25)  # head-room for the marker labels
+    return Chart("rates", "Throughput and dirty rate", fig)
+
+
+_MARK = {
+    "downtime-change": "downtime limit changed",
+    "bandwidth-change": "bandwidth limit changed",
+    "throttle-change": "CPU throttle changed",
+    "postcopy-start": "switched to post-copy",
+}
+
+
+def _markers(ax, s: RunSeries, ts: float, run_colour: str | None) -> None:
+    # Many changes (nova's downtime steps) stay legible by labelling a subset.
+    step = max(1, len(s.markers) // 12)
+    for k, m in enumerate(s.markers):
+        colour = run_colour or MARKER_COLOURS.get(m.kind, "#555555")
+        ax.axvline(m.t / ts, color=colour, lw=1.2, ls=":", zorder=1)
+        if k % step == 0:
+            ax.annotate(
+                m.label,
+                (m.t / ts, 0.98),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                rotation=90,
+                va="top",
+                ha="left",
+                fontsize=9,
+                color=colour,
+            )
+
+
+_UNREFERENCED_ID = re.compile(r'\sid="([^"]+)"')
+
+
+def to_svg(chart: Chart, salt: str = "") -> str:
+    """The chart as an ``<svg>`` element to inline in HTML (no XML prolog, no metadata)."""
+    buf = io.StringIO()
+    with plt.rc_context({**RC, "svg.hashsalt": f"migtune-{salt}{chart.name}"}):
+        chart.figure.savefig(
+            buf,
+            format="svg",
+            metadata={"Date": None, "Creator": None, "Format": None, "Type": None},
+        )
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    # Ids that nothing references would clash between several inline SVGs; drop them.
+    used = set(re.findall(r"#([\w.-]+)", svg))
+    svg = _UNREFERENCED_ID.sub(lambda m: m.group(0) if m.group(1) in used else "", svg)
+    svg = re.sub(r'\swidth="[\d.]+pt" height="[\d.]+pt"', "", svg, count=1)
+    label = chart.title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1).strip()
+
+
+def to_png(chart: Chart) -> bytes:
+    buf = io.BytesIO()
+    with plt.rc_context(RC):
+        chart.figure.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def close(charts: Sequence[Chart]) -> None:
+    for c in charts:
+        plt.close(c.figure)

@@ -1,0 +1,290 @@
+"""What the report draws, taken from a :class:`~migtune.model.Run`: plain lists, no plotting.
+
+Keeping the data extraction apart from matplotlib lets the tests check the numbers
+without rendering anything, and keeps the chart code about layout only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from migtune.analysis.metrics import event_downtime_limit, interval_rates
+from migtune.model import Event, Run, Sample
+from migtune.units import format_duration, format_rate
+
+# Cap on plotted points per line: keeps each inline SVG small enough for a ticket.
+MAX_POINTS = 400
+# A rise of ``remaining`` by more than this marks a dirty-bitmap sync when the log has
+# no dirty-sync-count (same threshold as migtune.analysis.metrics).
+_PASS_JUMP = 4 * 1024**2
+_PCT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+
+@dataclass(slots=True)
+class Line:
+    """One plotted series: x in seconds, y in base units (bytes, bytes/s or percent)."""
+
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    steps: bool = False  # draw as steps (a rate holding over an interval)
+
+    def __bool__(self) -> bool:
+        return bool(self.x)
+
+
+@dataclass(slots=True)
+class Marker:
+    """A vertical mark on the rates chart: a setting that changed at time ``t``."""
+
+    t: float
+    kind: str  # downtime-change | bandwidth-change | throttle-change | postcopy-start
+    label: str
+
+
+@dataclass(slots=True)
+class RunSeries:
+    transferred: Line
+    remaining: Line
+    throughput: Line
+    throughput_source: str  # "qemu" (QEMU's own rate) or "deltas" (Δtransferred/Δt)
+    dirty_rate: Line
+    page_rate: Line
+    throttle: Line
+    markers: list[Marker]
+    ram_bytes: int | None
+
+    @property
+    def has_progress(self) -> bool:
+        return bool(self.transferred or self.remaining)
+
+    @property
+    def has_rates(self) -> bool:
+        return bool(self.throughput or self.dirty_rate or self.throttle or self.markers)
+
+    @property
+    def t_max(self) -> float | None:
+        xs = [
+            x
+            for line in (self.transferred, self.remaining, self.throughput, self.dirty_rate)
+            for x in line.x
+        ]
+        xs += [m.t for m in self.markers]
+        return max(xs) if xs else None
+
+
+@dataclass(slots=True)
+class PassRow:
+    """One row of the per-pass table (a pass = the samples between two dirty syncs)."""
+
+    number: int | None  # dirty-sync-count, or an ordinal when derived from remaining
+    start: float | None
+    end: float | None
+    samples: int
+    remaining_start: int | None  # dirty bytes left when the pass was first seen
+    sent: int | None  # bytes sent during the pass (None when the start is unknown)
+    transferred_end: int | None  # cumulative bytes on the wire at the pass's last sample
+    dirty_rate: float | None
+    throughput: float | None
+    expected_downtime: float | None
+    throttle_pct: float | None
+
+
+def thin(x: list[float], y: list[float], limit: int = MAX_POINTS) -> tuple[list, list]:
+    """Reduce a series to at most ~``limit`` points, keeping each bucket's min and max.
+
+    Plain striding would drop the spikes an operator is looking for; min/max per
+    bucket keeps the envelope of the curve with a tenth of the points.
+    """
+    n = len(x)
+    if n <= limit:
+        return list(x), list(y)
+    buckets = max(1, limit // 2)
+    size = n / buckets
+    keep: set[int] = {0, n - 1}
+    for b in range(buckets):
+        lo, hi = int(b * size), min(n, int((b + 1) * size))
+        if lo >= hi:
+            continue
+        idx = range(lo, hi)
+        keep.add(min(idx, key=lambda i: y[i]))
+        keep.add(max(idx, key=lambda i: y[i]))
+    order = sorted(keep)
+    return [x[i] for i in order], [y[i] for i in order]
+
+
+def _line(samples: list[Sample], attr: str, steps: bool = False) -> Line:
+    xs, ys = [], []
+    for s in samples:
+        v = getattr(s, attr)
+        if s.t is not None and v is not None:
+            xs.append(float(s.t))
+            ys.append(float(v))
+    xs, ys = thin(xs, ys)
+    return Line(xs, ys, steps)
+
+
+def _throughput(run: Run) -> tuple[Line, str]:
+    """QEMU's own rate (``mbps``) where the log has it, else Δtransferred/Δt per interval."""
+    qemu = _line(run.samples, "throughput")
+    if qemu:
+        return qemu, "qemu"
+    xs: list[float] = []
+    ys: list[float] = []
+    for iv in interval_rates(run.samples):
+        # A step from start to end of each interval: the rate held over that span.
+        if not xs or xs[-1] != iv.start:
+            xs.append(iv.start)
+            ys.append(iv.rate)
+        xs.append(iv.end)
+        ys.append(iv.rate)
+    xs, ys = thin(xs, ys)
+    return Line(xs, ys, steps=True), "deltas"
+
+
+def _dirty(samples: list[Sample]) -> Line:
+    # QEMU reports 0 before its first rate period and after completion: not a measurement.
+    kept = [
+        s
+        for s in samples
+        if not (s.dirty_rate == 0 and ((s.passes or 0) < 2 or s.status == "completed"))
+    ]
+    return _line(kept, "dirty_rate")
+
+
+def _throttle_value(e: Event) -> float | None:
+    for key in ("throttle_pct", "cpu_throttle_percentage", "cpu-throttle-percentage", "pct"):
+        v = e.data.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    m = _PCT_RE.search(e.message)
+    return float(m.group(1)) if m else None
+
+
+def _bandwidth_value(e: Event) -> float | None:
+    for key in ("max_bandwidth", "max-bandwidth", "bandwidth"):
+        v = e.data.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _throttle(run: Run) -> Line:
+    line = _line(run.samples, "throttle_pct", steps=True)
+    if line:
+        return line
+    xs, ys = [], []
+    for e in run.events_of("throttle-change"):
+        v = _throttle_value(e)
+        if e.t is not None and v is not None:
+            xs.append(float(e.t))
+            ys.append(v)
+    return Line(xs, ys, steps=True)
+
+
+def markers(run: Run) -> list[Marker]:
+    """Setting changes during the migration, with a short label for the chart."""
+    out: list[Marker] = []
+    for e in run.events:
+        if e.t is None:
+            continue
+        if e.kind == "downtime-change":
+            v = event_downtime_limit(e)
+            label = f"limit {format_duration(v)}" if v is not None else "downtime limit"
+        elif e.kind == "bandwidth-change":
+            v = _bandwidth_value(e)
+            label = ("unlimited" if v == 0 else f"cap {format_rate(v)}") if v is not None else ""
+            label = label or "bandwidth"
+        elif e.kind == "throttle-change":
+            v = _throttle_value(e)
+            label = f"throttle {v:.0f} %" if v is not None else "throttle"
+        elif e.kind == "postcopy-start":
+            label = "post-copy"
+        else:
+            continue
+        out.append(Marker(float(e.t), e.kind, label))
+    return out
+
+
+def run_series(run: Run) -> RunSeries:
+    throughput, source = _throughput(run)
+    ram = run.ram_bytes or next((s.total for s in reversed(run.samples) if s.total), None)
+    return RunSeries(
+        transferred=_line(run.samples, "transferred"),
+        remaining=_line(run.samples, "remaining"),
+        throughput=throughput,
+        throughput_source=source,
+        dirty_rate=_dirty(run.samples),
+        page_rate=_line(run.samples, "page_rate"),
+        throttle=_throttle(run),
+        markers=markers(run),
+        ram_bytes=ram,
+    )
+
+
+def _groups(samples: list[Sample]) -> list[tuple[int | None, list[Sample]]]:
+    counted = [s for s in samples if s.passes is not None]
+    groups: list[tuple[int | None, list[Sample]]] = []
+    if counted:
+        for s in counted:
+            if groups and groups[-1][0] == s.passes:
+                groups[-1][1].append(s)
+            else:
+                groups.append((s.passes, [s]))
+        return groups
+    with_rem = [s for s in samples if s.remaining is not None]
+    if len(with_rem) < 2:
+        return []
+    number = 1
+    groups.append((number, [with_rem[0]]))
+    for prev, s in zip(with_rem, with_rem[1:], strict=False):
+        if s.remaining > prev.remaining + _PASS_JUMP:  # type: ignore[operator]
+            number += 1
+            groups.append((number, []))
+        groups[-1][1].append(s)
+    return groups
+
+
+def _last(samples: list[Sample], attr: str):
+    return next((v for s in reversed(samples) if (v := getattr(s, attr)) is not None), None)
+
+
+def _first(samples: list[Sample], attr: str):
+    return next((v for s in samples if (v := getattr(s, attr)) is not None), None)
+
+
+def pass_rows(run: Run) -> list[PassRow]:
+    """The per-pass table: one row per dirty-sync count seen in the samples."""
+    rows: list[PassRow] = []
+    prev_end: int | None = None
+    for number, group in _groups(run.samples):
+        if not group:
+            continue
+        times = [s.t for s in group if s.t is not None]
+        end_x = _last(group, "transferred")
+        if prev_end is not None and end_x is not None:
+            sent = end_x - prev_end
+        elif number == 1 and not rows and end_x is not None:
+            sent = end_x  # the first pass starts from nothing sent
+        else:
+            sent = None
+        active = [s for s in group if s.status != "completed"] or group
+        dirty = [s.dirty_rate for s in active if s.dirty_rate]
+        mbps = [s.throughput for s in active if s.throughput]
+        rows.append(
+            PassRow(
+                number=number,
+                start=min(times) if times else None,
+                end=max(times) if times else None,
+                samples=len(group),
+                remaining_start=_first(group, "remaining"),
+                sent=sent,
+                transferred_end=end_x,
+                dirty_rate=sum(dirty) / len(dirty) if dirty else None,
+                throughput=sum(mbps) / len(mbps) if mbps else None,
+                expected_downtime=_last(active, "expected_downtime"),
+                throttle_pct=_last(group, "throttle_pct"),
+            )
+        )
+        prev_end = end_x if end_x is not None else prev_end
+    return rows

@@ -1,0 +1,443 @@
+"""The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
+
+State is numpy arrays over page numbers: ``bmap`` (QEMU's migration bitmap, all ones
+at start), ``log`` (pages the guest wrote since the last sync, only over the range the
+guest can write) and ``wcount`` (writes since a page was last sent, mod 256: what the
+XBZRLE size model needs).  One step takes the next dirty pages from the circular scan
+cursor with ``np.flatnonzero``, prices every page (zero, normal, XBZRLE hit / miss /
+overflow / unchanged), and keeps the prefix QEMU would send before the rate limit
+(§1.4) or MAX_WAIT (§1.5) stops the call.  Guest writes are applied per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from migtune.sim import rules
+from migtune.sim.cache import PageCache, distinct_slot_runs
+from migtune.sim.machine import Machine
+from migtune.sim.xbzrle import prefix_write_size
+
+
+@dataclass
+class Counters:
+    normal: int = 0
+    duplicate: int = 0
+    xb_pages: int = 0
+    xb_miss: int = 0
+    xb_overflow: int = 0
+    xb_bytes: int = 0
+    target_pages: int = 0  # pages emitted by ram_save_iterate (cache-miss-rate denominator)
+    ram_bytes: int = 0  # RAM-accounted (7.2 ram.transferred)
+    all_bytes: int = 0  # every channel (8.2+ ram.transferred, rate limiter)
+    multifd_bytes: int = 0
+    precopy_bytes: int = 0
+    downtime_bytes: int = 0
+    postcopy_bytes: int = 0
+    postcopy_requests: int = 0
+
+
+class Plan:
+    """The next dirty pages of the scan, priced.
+
+    Without XBZRLE a step's pages are a run of non-zero pages then a run of zero pages
+    (zero-ness is a range test on ascending page numbers), so sums are closed forms;
+    with XBZRLE every page has its own cost and the sums are prefix sums.
+    """
+
+    def __init__(self, idx, link, cpu, *, nonzero=0, cost_nz=0.0, cost_z=0.0, arrays=None):
+        self.idx = idx
+        self.n = len(idx)
+        self.link, self.cpu = link, cpu
+        self.b, self.cost_nz, self.cost_z = nonzero, cost_nz, cost_z
+        self.arrays = arrays  # (cost, hits, size, zero, xbzrle_cpu) or None
+        if arrays is not None:
+            self.ccost = np.cumsum(arrays[0])
+            self.chits = np.cumsum(arrays[1]) if arrays[4] else None
+        self._ctime = None
+
+    @property
+    def xb(self) -> bool:
+        return self.arrays is not None
+
+    def zeros(self, k: int) -> int:
+        if self.arrays is not None:
+            return int(np.count_nonzero(self.arrays[3][:k]))
+        return max(0, k - self.b)
+
+    def bytes_upto(self, k: int) -> float:
+        if k <= 0:
+            return 0.0
+        if self.arrays is not None:
+            return float(self.ccost[k - 1])
+        return min(k, self.b) * self.cost_nz + max(0, k - self.b) * self.cost_z
+
+    def time_upto(self, k: int) -> float:
+        if k <= 0:
+            return 0.0
+        t = self.bytes_upto(k) / self.link + k * self.cpu
+        if self.arrays is not None and self.chits is not None:
+            t += float(self.chits[k - 1]) * self.arrays[4]
+        return t
+
+    def first_over_bytes(self, limit: float) -> int | None:
+        """Smallest page count whose bytes exceed ``limit`` (None: not within the plan)."""
+        if self.arrays is not None:
+            i = int(np.searchsorted(self.ccost, limit, side="right"))
+            return i + 1 if i < self.n else None
+        return self._solve(limit, self.cost_nz, self.cost_z)
+
+    def first_over_time(self, limit: float) -> int | None:
+        if self.arrays is not None:
+            if self._ctime is None:
+                k = np.arange(1, self.n + 1)
+                self._ctime = self.ccost / self.link + k * self.cpu
+                if self.chits is not None:
+                    self._ctime += self.chits * self.arrays[4]
+            i = int(np.searchsorted(self._ctime, limit, side="right"))
+            return i + 1 if i < self.n else None
+        return self._solve(limit, self.cost_nz / self.link + self.cpu, self.cost_z / self.link + self.cpu)
+
+    def _solve(self, limit: float, per_nz: float, per_z: float) -> int | None:
+        if limit < 0:
+            return 1 if self.n else None
+        if self.b and self.b * per_nz > limit:
+            return int(limit // per_nz) + 1
+        rest = limit - self.b * per_nz
+        if per_z <= 0:
+            return None
+        k = self.b + int(rest // per_z) + 1
+        return k if k <= self.n else None
+
+
+class Engine:
+    """Holds the state; :mod:`migtune.sim.run` drives the main loop."""
+
+    def __init__(self, pages, dirtier, settings, version, machine: Machine, page_size=4096):
+        self.N, self.P = int(pages), page_size
+        self.dirtier = dirtier
+        self.layout = dirtier.layout
+        self.s = settings
+        self.version = version
+        self.machine = machine
+        caps = settings.capabilities
+        self.multifd = bool(caps.get("multifd"))
+        self.channels = int(settings.multifd_channels or 2) if self.multifd else None
+        # 8.1+ rejects multifd + xbzrle; 7.2/8.0 silently skip XBZRLE (§4.1)
+        self.xbzrle_on = bool(caps.get("xbzrle")) and not self.multifd
+        self.auto_converge = bool(caps.get("auto-converge"))
+        self.dirty_limit = bool(caps.get("dirty-limit"))
+        self.link = machine.stream(self.channels)
+        self.budget = rules.window_budget(settings.max_bandwidth or 0)
+        self.downtime_limit_ms = int(round((settings.downtime_limit or 0) * 1000))
+        self.bmap = np.ones(self.N, dtype=bool)
+        self.rlo, self.rhi = dirtier.region
+        self.log = np.zeros(self.rhi - self.rlo, dtype=bool)
+        self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8) if self.xbzrle_on else None
+        self.cache = PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
+        self.enc_size = int(prefix_write_size(dirtier.bytes_per_write, page_size))
+        self.c = Counters()
+        self.dirty = self.N
+        self.cursor = 0
+        self.xbzrle_started = False
+        self.stopped = False
+        self.last_stage = False
+        self.postcopy_active = False
+        self.start = 0.0
+        self.t = 0.0
+        self.guest_t = 0.0
+        self.status = "setup"
+        # sync / rate period state (§1.6)
+        self.sync_count = 0
+        self.time_last_sync_ms: int | None = None
+        self.period_new = 0
+        self.bytes_xfer_prev = 0
+        self.dirty_pages_rate = 0
+        self.dirty_bytes_last_sync = 0
+        self.high_cnt = 0
+        self.throttle = 0
+        self.max_throttle = 0
+        self.dirty_limit_active = False
+        self.synced_since_tick = False
+        self.xb_prev = (0, 0, 0, 0)  # miss, target pages, xb pages, xb bytes at period start
+        self.cache_miss_rate = 0.0
+        self.encoding_rate = 0.0
+        # window state (§1.4)
+        self.win_start = 0.0
+        self.win_bytes0 = 0
+        self.win_pages0 = 0
+        self.threshold = 0
+        self.expected_downtime = self.downtime_limit_ms
+        self.mbps = 0.0
+        self.pps = 0.0
+        self.downtime_ms: int | None = None
+        self.total_time_ms: int | None = None
+        self.completed_mbps = 0.0
+        self.passes: list[dict[str, Any]] = []
+        self.events: list[tuple[float, str, str, dict]] = []
+        self.schedule: list[tuple[float, str]] = []
+
+    def apply_schedule(self) -> None:
+        """Setting changes made during the migration (``migrate-set-parameters``): the
+        bandwidth cap applies at once, the downtime limit at the next window (§1.4)."""
+        from migtune.settings import apply_assignment
+
+        while self.schedule and self.schedule[0][0] <= self.t - self.start:
+            t, assignment = self.schedule.pop(0)
+            self.s = apply_assignment(self.s, assignment)
+            self.budget = rules.window_budget(self.s.max_bandwidth or 0)
+            self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
+            self.events.append((self.t, "settings", f"set {assignment}", {"set": assignment}))
+
+    # -- counters ------------------------------------------------------------------
+    def transferred(self) -> int:
+        return self.c.all_bytes if rules.transferred_counts_all_bytes(self.version) else self.c.ram_bytes
+
+    def add_bytes(self, n: int, ram: bool, multifd: int = 0) -> None:
+        """Account ``n`` bytes on the main channel (+ ``multifd`` on the channels)."""
+        c = self.c
+        c.all_bytes += n + multifd
+        c.multifd_bytes += multifd
+        if ram:
+            c.ram_bytes += n + multifd
+            if self.postcopy_active:
+                c.postcopy_bytes += n
+            elif self.stopped:
+                c.downtime_bytes += n
+            else:
+                c.precopy_bytes += n
+
+    def pages_total(self) -> int:
+        return self.c.normal + self.c.duplicate + self.c.xb_pages
+
+    def window_bytes(self) -> int:
+        return self.c.all_bytes - self.win_bytes0
+
+    def rate_exceeded(self) -> bool:
+        return rules.rate_exceeded(self.window_bytes(), self.budget)
+
+    # -- the guest -------------------------------------------------------------------
+    def guest_to(self, t: float) -> None:
+        """Apply the guest's writes up to ``t`` (none once it is stopped)."""
+        if t <= self.guest_t:
+            return
+        if not self.stopped:
+            w = self.dirtier.writes(self.guest_t, t, self.throttle)
+            if self.dirty_limit_active and len(w):
+                limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
+                keep = max(0, int(limit * (t - self.guest_t)))
+                w = w[:keep]
+            if len(w):
+                rel = w - self.rlo
+                self.log[rel] = True
+                if self.wcount is not None:
+                    np.add.at(self.wcount, rel, np.uint8(1))
+        self.guest_t = t
+
+    # -- the scan (§1.5 find_dirty_block) ---------------------------------------------
+    def next_dirty(self, want: int) -> tuple[np.ndarray, bool]:
+        """Up to ``want`` dirty pages from the cursor, ascending; True if the scan ran off
+        the end of RAM (the caller wraps)."""
+        pos, out, got = self.cursor, [], 0
+        span = max(1 << 16, 4 * want)
+        while got < want and pos < self.N:
+            end = min(self.N, pos + span)
+            found = np.flatnonzero(self.bmap[pos:end])
+            if len(found):
+                found = found[: want - got] + pos
+                out.append(found)
+                got += len(found)
+                if got >= want:
+                    return np.concatenate(out), False
+            pos = end
+            span *= 2
+        idx = np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+        return idx, True
+
+    def on_wrap(self) -> None:
+        """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
+        self.cursor = 0
+        if self.xbzrle_on:
+            self.xbzrle_started = True
+        if self.multifd and self.version >= (8, 1):
+            self.t += self.machine.multifd_sync_time * (self.channels or 1)
+
+    # -- pricing and sending pages (§3, §4.1, §14.5) -----------------------------------
+    def plan(self, idx: np.ndarray) -> Plan:
+        P, m = self.P, self.machine
+        if self.multifd:
+            cz = rules.multifd_page_cost(True, P, self.version)
+            cn = rules.multifd_page_cost(False, P, self.version)
+        else:
+            cz, cn = rules.zero_page_cost(), rules.normal_page_cost(P)
+        xb = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
+        if not xb:
+            nonzero = int(np.searchsorted(idx, self.layout.nonzero_end(), side="left"))
+            return Plan(idx, self.link, m.page_cpu, nonzero=nonzero, cost_nz=cn, cost_z=cz)
+        n = len(idx)
+        zero = self.layout.zero_mask(idx)
+        cost = np.where(zero, cz, cn)
+        nz = ~zero
+        hits = np.zeros(n, dtype=bool)
+        hits[nz] = self.cache.lookup_many(idx[nz], self.sync_count)
+        inreg = (idx >= self.rlo) & (idx < self.rhi)
+        changed = np.zeros(n, dtype=bool)
+        changed[inreg] = self.wcount[idx[inreg] - self.rlo] != 0
+        size = np.zeros(n, dtype=np.int64)
+        size[hits] = np.where(changed[hits], self.enc_size, 0)
+        enc = hits & (size > 0)
+        cost[enc] = rules.PAGE_HEADER + 3 + size[enc]
+        cost[hits & (size == 0)] = 0
+        return Plan(idx, self.link, m.page_cpu, arrays=(cost, hits, size, zero, m.xbzrle_cpu))
+
+    def commit(self, p: Plan, n: int) -> None:
+        """Send the first ``n`` pages of a plan: clear bits, count, update the cache."""
+        if n <= 0:
+            return
+        idx = p.idx[:n]
+        self.bmap[idx] = False
+        self.dirty -= n
+        c = self.c
+        nzero = p.zeros(n)
+        c.duplicate += nzero
+        unchanged = enc = 0
+        if p.xb:
+            _, hits, size, zero, _ = (a[:n] if hasattr(a, "__len__") else a for a in p.arrays)
+            nz = ~zero
+            unchanged = int(np.count_nonzero(hits & (size == 0)))
+            over = int(np.count_nonzero(hits & (size < 0)))
+            encm = hits & (size > 0)
+            enc = int(np.count_nonzero(encm))
+            c.xb_pages += int(np.count_nonzero(hits))
+            c.xb_miss += int(np.count_nonzero(nz & ~hits))
+            c.xb_overflow += over
+            c.xb_bytes += int(size[encm].sum()) + 3 * enc + self.P * over
+            if not self.last_stage:
+                self.cache.commit(idx[nz], hits[nz], self.sync_count)
+                if nzero:
+                    self.cache.try_insert_many(idx[zero], self.sync_count)
+        c.normal += n - nzero - unchanged - enc
+        if not self.last_stage:
+            c.target_pages += n - unchanged
+        if self.wcount is not None:
+            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
+            self.wcount[idx[lo:hi] - self.rlo] = 0
+        nbytes = int(round(p.bytes_upto(n)))
+        if self.multifd:
+            main = nzero * rules.zero_page_cost() if self.version < (9, 0) else 0
+            self.add_bytes(main, True, nbytes - main)
+        else:
+            self.add_bytes(nbytes, True)
+        self.t += p.time_upto(n)
+
+    def pieces(self, idx: np.ndarray) -> list[slice]:
+        if self.xbzrle_on and self.xbzrle_started:
+            return distinct_slot_runs(idx, self.cache.items)
+        return [slice(0, len(idx))]
+
+    # -- bitmap sync (§1.6, §14.4) -------------------------------------------------------
+    def sync(self) -> None:
+        self.guest_to(self.t)
+        self.sync_count += 1
+        self.synced_since_tick = True
+        now_ms = self.now_ms()
+        if self.time_last_sync_ms is None:
+            self.time_last_sync_ms = now_ms
+        region = self.bmap[self.rlo : self.rhi]
+        new = int(np.count_nonzero(self.log & ~region))
+        region |= self.log
+        self.log[:] = False
+        self.dirty += new
+        self.period_new += new
+        self.dirty_bytes_last_sync = self.dirty * self.P
+        if rules.rate_period_elapsed(now_ms, self.time_last_sync_ms):
+            self.rate_period(now_ms)
+        self.t += self.machine.sync_cpu_per_page * self.N
+        self.passes.append(
+            {
+                "pass": self.sync_count,
+                "t": self.t,
+                "new_dirty_pages": new,
+                "dirty_pages": self.dirty,
+                "transferred": self.transferred(),
+                "threshold": self.threshold,
+                "throttle_pct": self.throttle,
+            }
+        )
+
+    def period_counter(self) -> int:
+        return self.c.all_bytes if rules.transferred_counts_all_bytes(self.version) else self.c.ram_bytes
+
+    def rate_period(self, now_ms: int) -> None:
+        """§1.6 step 5: auto-converge trigger, dirty rate, XBZRLE rates; new period."""
+        s = self.s
+        xfer = self.period_counter() - self.bytes_xfer_prev
+        dirty_b = self.period_new * self.P
+        hit, thresh = rules.throttle_condition(dirty_b, xfer, s.throttle_trigger_threshold or 50)
+        counting = self.auto_converge or self.version >= (8, 1)
+        if hit and counting:
+            self.high_cnt += 1
+            if self.high_cnt >= 2:
+                self.high_cnt = 0
+                if self.auto_converge:
+                    new = rules.throttle_step(
+                        self.throttle,
+                        dirty_b,
+                        thresh,
+                        s.cpu_throttle_initial or 20,
+                        s.cpu_throttle_increment or 10,
+                        s.max_cpu_throttle or 99,
+                        bool(s.extra.get("cpu-throttle-tailslow")),
+                    )
+                    if new != self.throttle:
+                        self.events.append(
+                            (self.t, "throttle-change", f"CPU throttle {new}%", {"pct": new})
+                        )
+                    self.throttle = new
+                    self.max_throttle = max(self.max_throttle, new)
+                elif self.dirty_limit:
+                    self.dirty_limit_active = True
+        self.dirty_pages_rate = rules.dirty_pages_rate(self.period_new, now_ms, self.time_last_sync_ms)
+        if self.xbzrle_on:
+            miss0, tp0, xp0, xb0 = self.xb_prev
+            dtp = self.c.target_pages - tp0
+            if dtp > 0:
+                self.cache_miss_rate = (self.c.xb_miss - miss0) / dtp
+                dpages, dbytes = self.c.xb_pages - xp0, self.c.xb_bytes - xb0
+                self.encoding_rate = dpages * self.P / dbytes if dpages and dbytes else 0.0
+                self.xb_prev = (self.c.xb_miss, self.c.target_pages, self.c.xb_pages, self.c.xb_bytes)
+        self.time_last_sync_ms = now_ms
+        self.period_new = 0
+        self.bytes_xfer_prev = self.period_counter()
+
+    # -- the rate-limit window (§1.4) --------------------------------------------------------
+    def now_ms(self) -> int:
+        return math.floor(self.t * 1000 + 1e-9)
+
+    def close_window_if_due(self) -> None:
+        start_ms = math.floor(self.win_start * 1000 + 1e-9)
+        now_ms = self.now_ms()
+        if now_ms < start_ms + rules.BUFFER_DELAY_MS:
+            return
+        xfer = self.window_bytes()
+        spent = now_ms - start_ms
+        bw = rules.window_bandwidth(xfer, spent)
+        exp_bw = rules.switchover_bandwidth(bw, self.s.avail_switchover_bandwidth or 0, self.version)
+        self.threshold = rules.switchover_threshold(exp_bw, self.downtime_limit_ms)
+        self.mbps = rules.window_mbps(xfer, spent)
+        self.pps = (self.pages_total() - self.win_pages0) / (spent / 1000)
+        ed = rules.expected_downtime_ms(
+            self.dirty_bytes_last_sync,
+            exp_bw if self.version >= (8, 2) else bw,
+            self.dirty_pages_rate,
+            xfer,
+        )
+        if ed is not None:
+            self.expected_downtime = ed
+        self.win_start = self.t
+        self.win_bytes0 = self.c.all_bytes
+        self.win_pages0 = self.pages_total()

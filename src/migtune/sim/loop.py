@@ -1,0 +1,224 @@
+"""The migration thread's main loop over an :class:`~migtune.sim.engine.Engine` (§14.6-§14.8)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from migtune.sim import rules
+from migtune.sim.engine import Engine
+from migtune.sim.report import query_migrate
+
+MAX_FETCH = 1 << 21
+
+
+def _want(e: Engine, boost: int) -> int:
+    """How many dirty pages to price next: enough full pages to end the call, times
+    ``boost`` (grows while fetches are used up: zero pages and unchanged pages are cheap)."""
+    if e.budget:
+        left = max(0, e.budget - e.window_bytes())
+        want = left // rules.normal_page_cost() + 2
+    else:
+        per_page = rules.normal_page_cost() / e.link + e.machine.page_cpu
+        want = int(rules.MAX_WAIT_MS / 1000 / per_page) + 64
+    return int(min(want * boost, MAX_FETCH, max(1, e.dirty)))
+
+
+def cutoff(e: Engine, plan, loop_i: int, t_iter: float) -> tuple[int, bool]:
+    """Pages of ``plan`` sent before the call stops, and whether it stopped.
+
+    The rate limit is checked before each page (strict, §1.4), so the page that crosses
+    the budget is still sent; the clock is read after pages 0, 64, 128 … (§1.5).
+    """
+    n = plan.n
+    stop, fired = n, False
+    if e.budget:
+        k = plan.first_over_bytes(e.budget - e.window_bytes())
+        if k is not None:
+            stop, fired = k, True
+    k = plan.first_over_time(rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
+    if k is not None:
+        every = rules.MAX_WAIT_CHECK_EVERY
+        j = k - 1  # page index after which the clock is first late
+        j += (-(loop_i + j)) % every  # … and the next page after which it is read
+        if j + 1 < stop or (j + 1 == stop and not fired):
+            stop, fired = j + 1, True
+    return stop, fired
+
+
+def iterate(e: Engine) -> None:
+    """One ``ram_save_iterate`` call (§1.5)."""
+    t_iter = e.t
+    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    loop_i = 0
+    boost = 1
+    while not e.rate_exceeded() and e.dirty > 0:
+        idx, ran_off = e.next_dirty(_want(e, boost))
+        boost *= 4
+        stopped = False
+        for sl in e.pieces(idx):
+            plan = e.plan(idx[sl])
+            n, stopped = cutoff(e, plan, loop_i, t_iter)
+            e.commit(plan, n)
+            loop_i += n
+            if n:
+                e.cursor = int(plan.idx[n - 1]) + 1
+            if stopped:
+                break
+        if stopped:
+            break
+        if ran_off:
+            e.on_wrap()
+        elif not len(idx):
+            break
+    e.add_bytes(rules.EOS_BYTES, ram=True)
+    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    if e.multifd and e.version < (8, 1):
+        e.t += e.machine.multifd_sync_time * (e.channels or 1)
+    e.guest_to(e.t)
+
+
+def send_everything(e: Engine) -> None:
+    """Send every dirty page with no rate limit (stop-and-copy, postcopy push)."""
+    while e.dirty > 0:
+        idx, ran_off = e.next_dirty(min(MAX_FETCH, e.dirty))
+        for sl in e.pieces(idx):
+            plan = e.plan(idx[sl])
+            e.commit(plan, plan.n)
+        if len(idx):
+            e.cursor = int(idx[-1]) + 1
+        if ran_off:
+            e.on_wrap()
+
+
+def complete(e: Engine) -> None:
+    """§1.7 / §14.7: stop the guest, final sync, send the rest and the device state."""
+    downtime_start = e.t
+    e.guest_to(e.t)
+    e.stopped = True
+    e.status = "device"
+    e.last_stage = True
+    e.sync()
+    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    send_everything(e)
+    e.add_bytes(rules.EOS_BYTES, ram=True)
+    e.add_bytes(rules.SECTION_FRAMING // 2 + e.machine.device_state_bytes, ram=False)
+    e.t += e.machine.device_state_bytes / e.link + e.machine.switchover_fixed
+    finish(e, downtime_start)
+
+
+def finish(e: Engine, downtime_start: float | None) -> None:
+    if downtime_start is not None and e.downtime_ms is None:
+        e.downtime_ms = int(round((e.t - downtime_start) * 1000))
+    e.total_time_ms = int(round((e.t - e.start) * 1000))
+    e.completed_mbps = rules.completed_mbps(
+        e.c.all_bytes, e.total_time_ms, int(round(e.machine.setup_time * 1000))
+    )
+    e.status = "completed"
+    e.throttle = 0
+
+
+def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
+    """§6 / §14.8: switch to post-copy, then push the rest while serving faults."""
+    downtime_start = e.t
+    e.guest_to(e.t)
+    e.stopped = True
+    e.sync()
+    # discard bitmap: roughly 16 bytes per run of dirty pages
+    runs = int(np.count_nonzero(np.diff(e.bmap.view(np.int8)) == 1)) + int(e.bmap[0])
+    e.add_bytes(16 * runs + e.machine.device_state_bytes, ram=False)
+    e.t += (16 * runs + e.machine.device_state_bytes) / e.link + e.machine.switchover_fixed
+    e.downtime_ms = int(round((e.t - downtime_start) * 1000))
+    e.events.append((e.t, "postcopy-start", "switched to post-copy", {}))
+    e.postcopy_active = True
+    e.stopped = False
+    e.status = "postcopy-active"
+    e.throttle = 0
+    budget = rules.window_budget(max_postcopy_bandwidth)
+    while e.dirty > 0:
+        t0 = e.t
+        # faults: pages the guest touches on the destination that are still on the source
+        touched = e.dirtier.writes(e.guest_t, e.t + 0.1, 0)
+        e.guest_t = e.t + 0.1
+        touched = np.unique(touched[e.bmap[touched]]) if len(touched) else touched
+        if len(touched):
+            e.c.postcopy_requests += len(touched)
+            plan = e.plan(touched)
+            e.commit(plan, plan.n)
+            e.t += len(touched) * e.machine.rtt
+        e.win_bytes0 = e.c.all_bytes
+        while e.dirty > 0 and not rules.rate_exceeded(e.window_bytes(), budget) and e.t < t0 + 0.1:
+            idx, ran_off = e.next_dirty(min(MAX_FETCH, e.dirty, 8192))
+            plan = e.plan(idx)
+            e.commit(plan, len(idx))
+            if len(idx):
+                e.cursor = int(idx[-1]) + 1
+            if ran_off:
+                e.on_wrap()
+        e.t = max(e.t, t0 + 0.1) if budget else e.t
+        e.log[:] = False  # the source no longer tracks a running guest
+    e.add_bytes(rules.EOS_BYTES, ram=True)
+    finish(e, None)
+
+
+def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> None:
+    """§1.2/§1.3/§14.6.  ``sample(e)`` is called whenever a poll is due."""
+    m = e.machine
+    e.status = "setup"
+    sample(e)
+    e.t += m.setup_time
+    e.guest_t = e.t  # the guest's writes before this are covered by the all-ones bitmap
+    e.sync()
+    setup_bytes = 8 + (1 + 6 + 8) + rules.EOS_BYTES
+    e.add_bytes(setup_bytes, ram=True)
+    e.status = "active"
+    next_tick = rules.FORCED_SYNC_PERIOD_MS / 1000
+    e.synced_since_tick = False
+    while True:
+        sample(e)
+        e.apply_schedule()
+        if e.t - e.start >= time_limit:
+            e.status = "cancelled"
+            e.throttle = 0
+            e.total_time_ms = int(round((e.t - e.start) * 1000))
+            break
+        if e.t >= next_tick:  # §5.4 timer (its own thread: runs between our steps)
+            if rules.forced_sync_due(e.version, e.auto_converge, e.sync_count, e.synced_since_tick):
+                e.sync()
+            e.synced_since_tick = False
+            next_tick += rules.FORCED_SYNC_PERIOD_MS / 1000
+        pending = e.dirty * e.P
+        if rules.sync_due(pending, e.threshold):
+            e.sync()
+            pending = e.dirty * e.P
+        if postcopy_trigger is not None and postcopy_trigger(e):
+            postcopy(e, e.s.max_postcopy_bandwidth or 0)
+            break
+        if rules.completion_ready(pending, e.threshold, e.version):
+            complete(e)
+            break
+        iterate(e)
+        e.close_window_if_due()
+        if e.rate_exceeded():
+            end = e.win_start + rules.BUFFER_DELAY_MS / 1000 + m.wake_latency
+            e.t = max(e.t, end)
+            e.guest_to(e.t)
+            e.close_window_if_due()
+    sample(e)
+
+
+def make_sampler(interval: float, records: list):
+    """A ``sample`` callback that stores a query-migrate reply every ``interval`` s."""
+    state = {"next": 0.0}
+
+    def sample(e: Engine) -> None:
+        final = e.status in ("completed", "cancelled")
+        if e.status == "setup" and not records:
+            records.append((e.t, query_migrate(e)))
+            return
+        while state["next"] <= e.t and not final:
+            records.append((state["next"], query_migrate(e)))
+            state["next"] += interval
+        if final:
+            records.append((e.t, query_migrate(e)))
+
+    return sample

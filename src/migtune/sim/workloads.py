@@ -1,0 +1,226 @@
+"""Page-level dirtying processes for the simulator, built from a :class:`Workload` spec.
+
+A guest's RAM is laid out as three ranges of page numbers (reference §14.1):
+``[0, static)`` non-zero pages nobody writes (kernel, page cache), ``[ws_lo, ws_hi)``
+the working set the dirtier writes (non-zero), and the rest zero pages.  Zero-ness is
+therefore a range test, not a per-page array, which keeps a 1 TiB guest small.
+
+:meth:`Dirtier.writes` returns the page numbers written in ``[t0, t1)`` (repeats
+allowed: XBZRLE cares how often a page was written) given the CPU throttle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from migtune.errors import InputError
+from migtune.sim import rules
+from migtune.workload import PAGE_SIZE, Workload
+
+THROTTLE_TIMESLICE = 0.010  # §5.3: a throttled vCPU runs 10 ms per cycle
+WRITER_BURST = 0.020  # lab dirtier: a rate-limited writer banks at most 20 ms of writes
+
+
+def throttled_rate(rate: float | None, cpu_rate: float, throttle_pct: float, catchup: bool) -> float:
+    """Pages/s a writer achieves under a CPU throttle (§5.3).
+
+    ``rate`` is the asked page rate (None = CPU-bound), ``cpu_rate`` what the vCPU can
+    write flat out.  A CPU-bound writer keeps ``1 - p`` of its speed.  A rate-limited
+    writer sleeps anyway: it loses nothing until the throttle's sleep exceeds what it
+    can bank (20 ms), then keeps ``(10 ms + 20 ms) / cycle`` - unless it catches up,
+    in which case only the CPU share limits it.
+    """
+    share = rules.throttle_cpu_share(throttle_pct)
+    if rate is None:
+        return cpu_rate * share
+    asked = min(rate, cpu_rate)
+    if throttle_pct <= 0:
+        return asked
+    if catchup:
+        return min(asked, cpu_rate * share)
+    cycle = THROTTLE_TIMESLICE / share
+    sleep = cycle - THROTTLE_TIMESLICE
+    per_cycle = min(
+        rate * (THROTTLE_TIMESLICE + min(sleep, WRITER_BURST)), cpu_rate * THROTTLE_TIMESLICE
+    )
+    return min(asked, per_cycle / cycle)
+
+
+@dataclass
+class Layout:
+    """Where the static, working-set and zero pages are (page numbers)."""
+
+    pages: int
+    static: int  # [0, static) non-zero, never written
+    ws_lo: int
+    ws_hi: int
+
+    def nonzero_end(self) -> int:
+        return max(self.static, self.ws_hi)
+
+    def zero_mask(self, idx: np.ndarray) -> np.ndarray:
+        return idx >= self.nonzero_end()
+
+    def zero_pages(self) -> int:
+        return self.pages - self.nonzero_end()
+
+
+def make_layout(pages: int, ws_pages: int, zero_fraction: float) -> Layout:
+    if ws_pages > pages:
+        raise InputError("workload: working set larger than guest RAM")
+    rest = pages - ws_pages
+    static = int(round(rest * (1.0 - zero_fraction)))
+    return Layout(pages, static, static, static + ws_pages)
+
+
+class Dirtier:
+    """A spec-driven dirtier: idle, random, hot/cold or sequential over the working set."""
+
+    def __init__(self, workload: Workload, layout: Layout, cpu_rate: float, seed: int = 0):
+        self.w = workload
+        self.layout = layout
+        self.cpu_rate = float(cpu_rate)
+        self.rng = np.random.default_rng(seed)
+        self.carry = 0.0
+        self.seq = 0
+        self.bytes_per_write = workload.bytes_per_write
+        n = layout.ws_hi - layout.ws_lo
+        self.nhot = min(n, max(1, int(workload.hot * n))) if n else 0
+
+    @property
+    def region(self) -> tuple[int, int]:
+        return self.layout.ws_lo, self.layout.ws_hi
+
+    def rate(self, throttle_pct: float) -> float:
+        """Current write rate in pages/s."""
+        if self.w.idle:
+            return 0.0
+        asked = None if self.w.rate is None else self.w.rate / PAGE_SIZE
+        return throttled_rate(asked, self.cpu_rate, throttle_pct, self.w.catchup)
+
+    def count(self, t0: float, t1: float, throttle_pct: float) -> int:
+        x = self.carry + self.rate(throttle_pct) * max(0.0, t1 - t0)
+        n = math.floor(x)
+        self.carry = x - n
+        return n
+
+    def writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
+        n = self.count(t0, t1, throttle_pct)
+        lo, hi = self.region
+        size = hi - lo
+        if n <= 0 or size <= 0:
+            return np.empty(0, dtype=np.int64)
+        if self.w.pattern == "seq":
+            idx = (np.arange(self.seq, self.seq + n, dtype=np.int64) % size) + lo
+            self.seq = (self.seq + n) % size
+            return idx
+        if self.w.pattern == "hotcold" and self.nhot < size:
+            nh = int(self.rng.binomial(n, self.w.hotw))
+            hot = self.rng.integers(lo, lo + self.nhot, size=nh)
+            cold = self.rng.integers(lo + self.nhot, hi, size=n - nh)
+            return np.concatenate([hot, cold])
+        if self.w.pattern == "hotcold":
+            return self.rng.integers(lo, lo + self.nhot, size=n)
+        return self.rng.integers(lo, hi, size=n)
+
+    def distinct_rate(self, throttle_pct: float, window: float) -> float:
+        """Expected distinct pages/s dirtied over a window: what QEMU's dirty-pages-rate sees."""
+        lo, hi = self.region
+        n = self.rate(throttle_pct) * window
+        size = hi - lo
+        if size <= 0 or n <= 0:
+            return 0.0
+        if self.w.pattern == "seq":
+            return min(n, size) / window
+        return size * (1 - math.exp(-n / size)) / window
+
+
+class TraceDirtier:
+    """Trace-driven writes: timestamped page numbers, or a sequence of dirty bitmaps.
+
+    Files (numpy ``.npz``):
+
+    * ``t`` (seconds, ascending) and ``pages`` (page numbers), one write each; or
+    * ``t`` (end time of each interval) and ``bitmaps`` (one packed bit row per
+      interval, ``np.packbits`` order): the set pages are written, spread evenly over
+      the interval ``[t[i-1], t[i])``.
+
+    Text files hold one write per line: ``seconds page`` (comma or space separated).
+    The trace repeats when it runs out (``loop``).  Throttling scales time: a guest kept
+    at ``1 - p`` of its CPU replays the trace that much slower.
+    """
+
+    def __init__(self, path: str | Path, pages: int, bytes_per_write: int = 8, loop: bool = True):
+        self.bytes_per_write = bytes_per_write
+        self.loop = loop
+        t, pg = _load_trace(Path(path))
+        if len(pg) and (pg.min() < 0 or pg.max() >= pages):
+            raise InputError(f"{path}: page numbers outside guest RAM (0..{pages - 1})")
+        order = np.argsort(t, kind="stable")
+        self.t, self.pages = t[order], pg[order]
+        self.period = float(self.t[-1]) if len(self.t) and self.t[-1] > 0 else 1.0
+        hi = int(self.pages.max()) + 1 if len(self.pages) else 0
+        self.layout = Layout(pages, 0, 0, hi)
+        self.guest_t = 0.0  # trace time consumed (slower when throttled)
+        self.w = None
+
+    @property
+    def region(self) -> tuple[int, int]:
+        return 0, self.layout.ws_hi
+
+    def _slice(self, a: float, b: float) -> np.ndarray:
+        if not self.loop:
+            lo, hi = np.searchsorted(self.t, [a, b], side="left")
+            return self.pages[lo:hi]
+        out = []
+        while a < b:
+            k = math.floor(a / self.period)
+            base = k * self.period
+            end = min(b, base + self.period)
+            lo, hi = np.searchsorted(self.t, [a - base, end - base], side="left")
+            if end - base >= self.period:
+                hi = len(self.t)
+            out.append(self.pages[lo:hi])
+            a = end
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
+        dt = max(0.0, t1 - t0) * rules.throttle_cpu_share(throttle_pct)
+        a, self.guest_t = self.guest_t, self.guest_t + dt
+        return self._slice(a, self.guest_t)
+
+    def rate(self, throttle_pct: float) -> float:
+        return len(self.pages) / self.period * rules.throttle_cpu_share(throttle_pct)
+
+
+def _load_trace(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        if path.suffix == ".npz":
+            data = np.load(path)
+            t = np.asarray(data["t"], dtype=np.float64)
+            if "pages" in data:
+                return t, np.asarray(data["pages"], dtype=np.int64)
+            bm = np.asarray(data["bitmaps"], dtype=np.uint8)
+            if bm.ndim != 2 or len(bm) != len(t):
+                raise InputError(f"{path}: 'bitmaps' must be one packed row per time in 't'")
+            ts, ps = [], []
+            prev = 0.0
+            for end, row in zip(t, bm, strict=True):
+                pg = np.flatnonzero(np.unpackbits(row))
+                ts.append(np.linspace(prev, end, len(pg), endpoint=False))
+                ps.append(pg)
+                prev = float(end)
+            return np.concatenate(ts), np.concatenate(ps).astype(np.int64)
+        text = path.read_text(encoding="utf-8").replace(",", " ")
+        rows = np.loadtxt(text.splitlines(), comments="#", ndmin=2)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such trace file") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read trace ({exc})") from None
+    if rows.shape[1] < 2:
+        raise InputError(f"{path}: each line must be 'seconds page'")
+    return rows[:, 0].astype(np.float64), rows[:, 1].astype(np.int64)

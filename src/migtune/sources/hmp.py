@@ -1,0 +1,483 @@
+"""QEMU human monitor (HMP) output: ``info migrate``, ``info migrate_parameters``,
+``info migrate_capabilities``.
+
+Layouts understood (reference §10):
+
+* 7.2 and 8.x-10.0: one ``label: value`` line per counter (``Migration status:``,
+  ``transferred ram: N kbytes``, ...).  HMP "kbytes" are KiB; ``throughput`` is
+  decimal megabits/s.  Very old QEMUs (2015) print ``milliseconds`` and a one-line
+  ``capabilities: xbzrle: off ...`` header; both are read.
+* 10.1+ compact layout (``Status:``, ``Time (ms): total=..., setup=..., exp_down=...``,
+  ``Sizes:``/``Transfers:`` with ``size_to_str`` values such as ``1.5 GiB``, and the
+  ``-a`` blocks ``XBZRLE: ...`` and ``CPU Throttle (%): ...``).  ``size_to_str``
+  keeps three significant digits, so those byte counts are approximate.
+
+A file may hold several snapshots.  A new one starts at an ``info migrate`` command
+line (with or without the ``(qemu)`` prompt) or at a second status line.  Each
+snapshot is one :class:`~migtune.model.Sample` whose ``t`` is QEMU's ``total time``.
+
+Parameters and capabilities go to ``run.settings``; a later block that changes a
+value becomes a ``settings`` event.  Capability names are stored under their QMP
+names (``x-postcopy-ram`` of old QEMUs is stored as ``postcopy-ram``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from migtune.errors import InputError
+from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
+from migtune.sources._common import (
+    add_sample_events,
+    finish_from_samples,
+    first_number,
+    has_data,
+    run_status,
+    to_int,
+    warn,
+)
+from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
+
+FORMAT = "hmp"
+
+CAPABILITY_NAMES = {
+    "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
+    "postcopy-ram", "x-postcopy-ram", "x-colo", "release-ram", "block", "return-path",
+    "pause-before-switchover", "multifd", "x-multifd", "dirty-bitmaps",
+    "postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
+    "background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack",
+    "dirty-limit", "mapped-ram",
+}  # fmt: skip
+_CAP_ALIASES = {"x-postcopy-ram": "postcopy-ram", "x-multifd": "multifd"}
+
+# migrate parameter -> (Settings field, kind); kinds: ms, rate, size, int
+_PARAMS = {
+    "downtime-limit": ("downtime_limit", "ms"),
+    "max-bandwidth": ("max_bandwidth", "rate"),
+    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", "rate"),
+    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", "rate"),
+    "xbzrle-cache-size": ("xbzrle_cache_size", "size"),
+    "multifd-channels": ("multifd_channels", "int"),
+    "cpu-throttle-initial": ("cpu_throttle_initial", "int"),
+    "cpu-throttle-increment": ("cpu_throttle_increment", "int"),
+    "max-cpu-throttle": ("max_cpu_throttle", "int"),
+    "throttle-trigger-threshold": ("throttle_trigger_threshold", "int"),
+}
+# Other parameters QEMU prints; kept verbatim in settings.extra.
+_OTHER_PARAMS = {
+    "compress-level", "compress-threads", "compress-wait-thread", "decompress-threads",
+    "cpu-throttle-tailslow", "tls-creds", "tls-hostname", "tls-authz", "x-checkpoint-delay",
+    "block-incremental", "multifd-compression", "multifd-zlib-level", "multifd-zstd-level",
+    "multifd-qatzip-level", "zero-page-detection", "x-vcpu-dirty-limit-period",
+    "vcpu-dirty-limit", "mode", "direct-io", "announce-initial", "announce-max",
+    "announce-rounds", "announce-step", "block-bitmap-mapping", "cpr-exec-command",
+    "max-cpu-throttle", "x-multifd-channels", "x-multifd-page-count",
+}  # fmt: skip
+_GLOBALS = {
+    "store-global-state", "only-migratable", "send-configuration", "send-section-footer",
+    "decompress-error-check", "send-switchover-start", "clear-bitmap-shift",
+}  # fmt: skip
+
+# Classic layout: label -> (Sample field, kind).  kinds: kib, ms, int, mbps, bytes, pages
+_CLASSIC = {
+    "total time": ("total_time", "ms"),
+    "expected downtime": ("expected_downtime", "ms"),
+    "downtime": ("downtime", "ms"),
+    "setup": ("setup_time", "ms"),
+    "transferred ram": ("transferred", "kib"),
+    "throughput": ("throughput", "mbps"),
+    "remaining ram": ("remaining", "kib"),
+    "total ram": ("total", "kib"),
+    "duplicate": ("duplicate", "int"),
+    "normal": ("normal", "int"),
+    "normal bytes": ("normal_bytes", "kib"),
+    "dirty sync count": ("passes", "int"),
+    "page size": ("page_size", "kib"),
+    "multifd bytes": ("multifd_bytes", "kib"),
+    "pages-per-second": ("_pps", "float"),
+    "dirty pages rate": ("_dirty_pps", "float"),
+    "precopy ram": ("precopy_bytes", "kib"),
+    "downtime ram": ("downtime_bytes", "kib"),
+    "postcopy ram": ("postcopy_bytes", "kib"),
+    "postcopy request count": ("postcopy_requests", "int"),
+    "cpu throttle percentage": ("throttle_pct", "float"),
+    "vfio device transferred": ("vfio_bytes", "kib"),
+    "transferred disk": ("disk_transferred", "kib"),
+    "remaining disk": ("disk_remaining", "kib"),
+    "total disk": ("disk_total", "kib"),
+    "cache size": ("x:cache_size", "int"),
+    "xbzrle transferred": ("x:bytes", "kib"),
+    "xbzrle pages": ("x:pages", "int"),
+    "xbzrle cache miss": ("x:cache_miss", "int"),
+    "xbzrle cache miss rate": ("x:cache_miss_rate", "float"),
+    "xbzrle encoding rate": ("x:encoding_rate", "float"),
+    "xbzrle overflow": ("x:overflow", "int"),
+}
+# Labels that are understood but carry nothing migtune models.
+_IGNORED = {
+    "skipped", "zero-copy-send fallbacks happened", "dirty-limit throttle time",
+    "dirty-limit ring full time", "postcopy blocktime", "postcopy vcpu blocktime",
+    "socket address", "sockets", "remaining", "outgoing migration blocked",
+    "postcopy latency", "postcopy vcpu latency", "compression pages", "compressed size",
+    "compression busy", "compression busy rate", "compression rate", "dirty-limit throttle",
+    "dirty-limit ring full", "postcopy vcpu blocktime (ms)",
+}  # fmt: skip
+
+_PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
+_LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
+_PAIR_RE = re.compile(r"([a-z_]+)=([^,]+)")
+_COMMAND_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?info\s+(migrate(?:_parameters|_capabilities)?)\b")
+_SET_RE = re.compile(
+    r"^\s*(?:\(qemu\)\s*)?(migrate_set_parameter|migrate_set_capability|migrate_set_downtime|"
+    r"migrate_set_speed|migrate_set_cache_size)\s+(\S+)(?:\s+(\S+))?"
+)
+
+
+def sniff(lines: Sequence[str]) -> float:
+    score = 0.0
+    for line in lines:
+        s = line.strip()
+        if s.startswith("Migration status:") or re.match(r"Status:\s+\w", s):
+            score += 0.4
+        elif _COMMAND_RE.match(s):
+            score += 0.4
+        elif re.match(
+            r"(transferred ram|remaining ram|total ram|dirty sync count|normal bytes):\s+\d+ kbytes",
+            s,
+        ):
+            score += 0.2
+        elif re.match(r"Time \(ms\):\s+total=|RAM info:|Throughput \(Mbps\):|Page Types:", s):
+            score += 0.3
+        elif re.match(r"(downtime-limit|max-bandwidth|xbzrle-cache-size):\s+\d+", s):
+            score += 0.2
+        if score >= 1.0:
+            return 1.0
+    return min(score, 1.0)
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.run = Run(format=FORMAT)
+        self.mode = "migrate"  # migrate | parameters | capabilities
+        self.sample: Sample | None = None
+        self.rates: dict[str, float] = {}
+        self.recognised = 0
+
+    # --- snapshots -------------------------------------------------------------
+    def start(self, ref: SourceRef) -> Sample:
+        self.close()
+        self.sample = Sample(source=ref)
+        self.rates = {}
+        return self.sample
+
+    def current(self, ref: SourceRef) -> Sample:
+        return self.sample if self.sample is not None else self.start(ref)
+
+    def close(self) -> None:
+        s = self.sample
+        self.sample = None
+        if s is None or not has_data(s):
+            return
+        if s.page_size is None and s.normal and s.normal_bytes:
+            # Old QEMUs print no page size; normal bytes = normal pages x page size.
+            guess = s.normal_bytes / s.normal
+            size = 1 << max(0, round(guess).bit_length() - 1)
+            if abs(guess - size) < 0.01 * size:
+                s.page_size = size
+        if s.page_size:
+            if "_pps" in self.rates:
+                s.page_rate = self.rates["_pps"] * s.page_size
+            if "_dirty_pps" in self.rates:
+                s.dirty_rate = self.rates["_dirty_pps"] * s.page_size
+        s.t = s.total_time
+        self.run.samples.append(s)
+
+    # --- settings --------------------------------------------------------------
+    def set_param(self, name: str, value: str, ref: SourceRef, command: bool = False) -> bool:
+        st = self.run.settings
+        if name in _PARAMS:
+            field, kind = _PARAMS[name]
+            num = first_number(value)
+            if num is None:
+                return False
+            if kind == "ms":
+                parsed: float | int = num / 1000.0
+            elif kind == "rate":
+                parsed = float(num)
+            else:
+                parsed = int(num)
+            if command and self.run.samples:
+                # Changed by the operator while migrating: not the initial setting.
+                self._event_setting(name, parsed, ref)
+            else:
+                self._assign(field, parsed, name, ref)
+            return True
+        if name in _OTHER_PARAMS:
+            old = st.extra.get(name)
+            if old is not None and old != value:
+                self._event_setting(name, value, ref)
+            st.extra.setdefault(name, value)
+            return True
+        return False
+
+    def _assign(self, field: str, value: float | int, name: str, ref: SourceRef) -> None:
+        st = self.run.settings
+        old = getattr(st, field)
+        if old is None:
+            setattr(st, field, value)
+        elif old != value:
+            self._event_setting(name, value, ref)
+
+    def _event_setting(self, name: str, value: object, ref: SourceRef) -> None:
+        kind = {"downtime-limit": "downtime-change", "max-bandwidth": "bandwidth-change"}.get(
+            name, "settings"
+        )
+        t = self.run.samples[-1].t if self.run.samples else None
+        data = {name.replace("-", "_"): value, "name": name, "value": value}
+        self.run.events.append(Event(t, kind, f"{name} = {value}", data, ref))
+
+    def set_cap(self, name: str, state: str, ref: SourceRef, command: bool = False) -> None:
+        name = _CAP_ALIASES.get(name, name)
+        caps = self.run.settings.capabilities
+        on = state == "on"
+        if (name in caps and caps[name] != on) or (command and self.run.samples):
+            self._event_setting(name, on, ref)
+        if not (command and self.run.samples):
+            caps.setdefault(name, on)
+
+    def set_command(self, m: re.Match[str], ref: SourceRef) -> None:
+        cmd, arg, value = m.group(1), m.group(2), m.group(3)
+        try:
+            if cmd == "migrate_set_capability" and value in ("on", "off"):
+                self.set_cap(arg, value, ref, command=True)
+            elif cmd == "migrate_set_parameter" and value:
+                if arg in ("max-bandwidth", "xbzrle-cache-size", "max-postcopy-bandwidth"):
+                    # HMP reads these as sizes with MiB as the default unit.
+                    num = value + ("M" if value.isdigit() else "")
+                    self.set_param(arg, str(parse_size(num)), ref, True)
+                else:
+                    self.set_param(arg, value, ref, True)
+            elif cmd == "migrate_set_downtime":
+                secs = first_number(arg)
+                if secs is not None:
+                    self.set_param("downtime-limit", str(secs * 1000), ref, True)
+            elif cmd == "migrate_set_speed":
+                num = arg + ("M" if arg.isdigit() else "")
+                self.set_param("max-bandwidth", str(parse_size(num)), ref, True)
+            elif cmd == "migrate_set_cache_size":
+                num = arg + ("M" if arg.isdigit() else "")
+                self.set_param("xbzrle-cache-size", str(parse_size(num)), ref, True)
+        except InputError:
+            warn(self.run, f"line {ref.line}: cannot read {cmd} value")
+
+    # --- counters ------------------------------------------------------------
+    def status(self, value: str, ref: SourceRef) -> None:
+        s = self.sample
+        if s is None or s.status is not None:
+            s = self.start(ref)
+        word, _, rest = value.partition(" ")
+        s.status = word.strip()
+        err = rest.strip()
+        if err.startswith("(") and err.endswith(")"):
+            s.error = err[1:-1]
+        elif err:
+            s.error = err
+
+    def classic(self, label: str, value: str, ref: SourceRef) -> bool:
+        spec = _CLASSIC.get(label)
+        if spec is None:
+            return False
+        field, kind = spec
+        num = first_number(value)
+        if num is None:
+            return False
+        s = self.current(ref)
+        if kind == "kib":
+            parsed: float | int = int(num) * KiB
+        elif kind == "ms":
+            parsed = num / 1000.0
+        elif kind == "int":
+            parsed = int(num)
+        elif kind == "mbps":
+            parsed = mbps_to_bytes_per_s(num)
+        else:
+            parsed = num
+        if field.startswith("_"):
+            self.rates[field] = float(parsed)
+        elif field.startswith("x:"):
+            if s.xbzrle is None:
+                s.xbzrle = Xbzrle()
+            setattr(s.xbzrle, field[2:], parsed)
+        else:
+            setattr(s, field, parsed)
+        return True
+
+    def compact(self, label: str, value: str, ref: SourceRef) -> bool:
+        """10.1+ layout; returns False for labels it does not know."""
+        pairs = {k: v.strip() for k, v in _PAIR_RE.findall(value)}
+        if label == "time (ms)":
+            s = self.current(ref)
+            for key, field in (
+                ("total", "total_time"),
+                ("setup", "setup_time"),
+                ("exp_down", "expected_downtime"),
+                ("down", "downtime"),
+            ):
+                if key in pairs and (num := first_number(pairs[key])) is not None:
+                    setattr(s, field, num / 1000.0)
+            return True
+        if label == "ram info":
+            self.current(ref)
+            return True
+        if label == "throughput (mbps)":
+            num = first_number(value)
+            if num is not None:
+                self.current(ref).throughput = mbps_to_bytes_per_s(num)
+            return True
+        sizes = {
+            "sizes": {"pagesize": "page_size", "total": "total"},
+            "transfers": {"transferred": "transferred", "remain": "remaining"},
+            "channels": {
+                "precopy": "precopy_bytes",
+                "multifd": "multifd_bytes",
+                "postcopy": "postcopy_bytes",
+                "vfio": "vfio_bytes",
+            },
+        }
+        if label in sizes:
+            s = self.current(ref)
+            for key, field in sizes[label].items():
+                if key in pairs:
+                    try:
+                        setattr(s, field, parse_size(pairs[key]))
+                    except InputError:
+                        warn(self.run, f"line {ref.line}: cannot read size {pairs[key]!r}")
+            return True
+        counts = {
+            "page types": {"normal": ("normal", int), "zero": ("duplicate", int)},
+            "page rates (pps)": {"transfer": ("_pps", float), "dirty": ("_dirty_pps", float)},
+            "others": {
+                "dirty_syncs": ("passes", int),
+                "postcopy_req": ("postcopy_requests", int),
+                "downtime_bytes": ("downtime_bytes", int),
+            },
+        }
+        if label in counts:
+            s = self.current(ref)
+            for key, (field, conv) in counts[label].items():
+                if key in pairs and (num := first_number(pairs[key])) is not None:
+                    if field.startswith("_"):
+                        self.rates[field] = conv(num)
+                    else:
+                        setattr(s, field, conv(num))
+            return True
+        if label == "xbzrle" or (label == "" and "miss_rate" in pairs):
+            s = self.current(ref)
+            x = s.xbzrle if s.xbzrle is not None else Xbzrle()
+            s.xbzrle = x
+            for key, field, conv in (
+                ("size", "cache_size", int),
+                ("transferred", "bytes", int),
+                ("pages", "pages", int),
+                ("miss", "cache_miss", int),
+                ("miss_rate", "cache_miss_rate", float),
+                ("encode_rate", "encoding_rate", float),
+                ("overflow", "overflow", int),
+            ):
+                if key in pairs and (num := first_number(pairs[key])) is not None:
+                    setattr(x, field, conv(num))
+            return True
+        if label == "cpu throttle (%)":
+            num = first_number(value)
+            if num is not None:
+                self.current(ref).throttle_pct = num
+            return True
+        return False
+
+    # --- driver ----------------------------------------------------------------
+    def line(self, no: int, raw: str) -> None:
+        text = raw.rstrip()
+        if not text.strip():
+            return
+        ref = SourceRef(no, raw)
+        if m := _COMMAND_RE.match(text):
+            self.recognised += 1
+            which = m.group(1)
+            if which == "migrate":
+                self.mode = "migrate"
+                self.start(ref)
+            else:
+                self.close()
+                self.mode = which.removeprefix("migrate_")
+            return
+        if m := _SET_RE.match(text):
+            self.recognised += 1
+            self.set_command(m, ref)
+            return
+        body = _PROMPT_RE.sub("", text, count=1)
+        if body.startswith("capabilities:"):
+            pairs = re.findall(r"([a-z0-9-]+):\s*(on|off)\b", body[len("capabilities:") :])
+            for name, state in pairs:
+                self.set_cap(name, state, ref)  # one-line list of very old QEMUs
+            self.recognised += bool(pairs)
+            return
+        stripped = body.strip()
+        if stripped.startswith("miss_rate="):  # second line of the 10.1+ XBZRLE block
+            self.recognised += self.compact("", stripped, ref)
+            return
+        if stripped in ("]", "[") or stripped.startswith(("tcp:", "unix:", "rdma:", "fd:", "vsock:")):
+            return  # socket address list printed inside a snapshot
+        m = _LABEL_RE.match(body)
+        if m is None:
+            warn(self.run, f"line {no}: not understood: {stripped[:80]}")
+            return
+        key, value = m.group(1), m.group(2)
+        label = key.lower()
+        if label in ("migration status", "status"):
+            self.mode = "migrate"
+            self.status(value, ref)
+            self.recognised += 1
+            return
+        if label in ("globals", "globals:"):
+            self.recognised += 1
+            return
+        if key in _GLOBALS:
+            self.run.meta.setdefault("globals", {})[key] = value
+            self.recognised += 1
+            return
+        if value in ("on", "off") and (self.mode == "capabilities" or key in CAPABILITY_NAMES):
+            self.set_cap(key, value, ref)
+            self.recognised += 1
+            return
+        if key in _PARAMS or key in _OTHER_PARAMS or self.mode == "parameters":
+            if self.set_param(key, value, ref):
+                self.recognised += 1
+                return
+            if self.mode == "parameters":
+                self.run.settings.extra.setdefault(key, value)
+                return
+        if self.classic(label, value, ref) or self.compact(label, value, ref):
+            self.recognised += 1
+            return
+        if label in _IGNORED or label.startswith(("dirty-limit", "postcopy")):
+            return
+        warn(self.run, f"line {no}: unknown field {key!r}")
+
+
+def parse(lines: Sequence[str]) -> Run:
+    p = _Parser()
+    for no, line in enumerate(lines, 1):
+        p.line(no, line)
+    p.close()
+    run = p.run
+    if not run.samples and p.recognised == 0:
+        raise InputError("no HMP 'info migrate' output found")
+    if not run.samples:
+        warn(run, "no 'info migrate' snapshot, only parameters/capabilities")
+    for s in run.samples:
+        if s.status is None:
+            warn(run, f"line {s.source.line if s.source else '?'}: snapshot without a status line")
+    add_sample_events(run)
+    finish_from_samples(run)
+    return run

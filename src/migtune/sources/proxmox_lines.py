@@ -1,0 +1,301 @@
+"""Streaming reader of Proxmox VE migration task logs: one line in, records out.
+
+:func:`iter_records` turns the lines of a ``qmigrate``/``hamigrate`` task log into a
+stream of :class:`~migtune.model.Sample` (progress counters), :class:`~migtune.model.Event`
+(everything else that happened) and :class:`Update` (a run-level fact: a setting, the
+VM id, the outcome...).  It keeps only a few values of state, so a log of any length is
+read in constant memory; :mod:`migtune.sources.proxmox` folds the stream into a Run.
+
+Templates, their units and their history are in management-layers.md §1.2-§1.6; the
+rarely seen ones live in :mod:`migtune.sources.proxmox_templates`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import re
+from collections.abc import Iterable, Iterator
+
+from migtune.model import Event, Sample, SourceRef, Xbzrle
+from migtune.sources.proxmox_templates import Context, Update, classify
+
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    )
+}
+# Pre-2017 stamps have no year; any fixed leap year works since only differences matter.
+ASSUMED_YEAR = 2000
+_EPOCH = _dt.datetime(1970, 1, 1)
+_DATE_REMOVED = "[date removed] "
+_SIZE = r"([0-9]+(?:\.[0-9]+)?) (B|KiB|MiB|GiB|TiB|PiB)"
+
+# The two hot templates (one line per second of migration each), matched first.
+# Sizes are matched loosely ("<number> <unit>") and checked when converted: faster.
+_PROGRESS_RE = re.compile(
+    r"migration ([a-z-]+), transferred ([^ ]+ [^ ]+) of ([^ ]+ [^ ]+) VM-state, ([^ /]+ [^ /]+)/s"
+    r"(?: \(\+ ([^ ]+ [^ ]+) VFIO-state\))?(?:, VM dirties lots of memory: ([^ /]+ [^ /]+)/s)?"
+)
+_XBZRLE_RE = re.compile(
+    r"xbzrle: send updates to (\d+) pages in ([^ ]+ [^ ]+) encoded memory"
+    r"(?:, cache-miss ([0-9.]+)%)?(?:, overflow (\d+))?"
+)
+_OLD_PROGRESS_RE = re.compile(
+    r"migration status: ([\w-]+) \(transferred (\d+), remaining (\d+)\), total (\d+)\)?"
+)
+_OLD_XBZRLE_RE = re.compile(
+    r"migration xbzrle cachesize: (\d+) transferred (\d+) pages (\d+) cachemiss (\d+)"
+    r" overflow (\d+)"
+)
+_FACTORS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "PiB": 1024**5}
+# Control characters (other than tab) or U+FFFD from undecodable bytes: not a log line.
+_GARBAGE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+# A message continued on the next physical line (corpus #9) is glued back, within reason.
+_MAX_CONTINUATION = 2000
+
+
+Record = Sample | Event | Update
+
+
+@functools.lru_cache(maxsize=64)
+def _day(date: str, short: bool, year: int) -> float | None:
+    """Epoch seconds of midnight of a stamp's date, or None if it is not a date."""
+    try:
+        if short:
+            month = _MONTHS.get(date[:3])
+            if month is None or not date[4:6].strip().isdecimal():
+                return None
+            day = _dt.datetime(year, month, int(date[4:6]))
+        else:
+            if not (date[0:4] + date[5:7] + date[8:10]).isdecimal() or date[7] != "-":
+                return None
+            day = _dt.datetime(int(date[0:4]), int(date[5:7]), int(date[8:10]))
+    except ValueError:
+        return None
+    return (day - _EPOCH).total_seconds()
+
+
+def _clock(key: str, short: bool, year: int) -> float | None:
+    """Epoch seconds of a stamp (node-local time read as UTC), or None if it is not one."""
+    day = _day(key[:6], True, year) if short else _day(key[:10], False, year)
+    if day is None:
+        return None
+    hms = key[7:15] if short else key[11:19]
+    h, m, s = hms[0:2], hms[3:5], hms[6:8]
+    if hms[2] != ":" or hms[5] != ":" or not (h + m + s).isdecimal():
+        return None
+    h, m, s = int(h), int(m), int(s)
+    if h > 23 or m > 59 or s > 60:
+        return None
+    return day + h * 3600 + m * 60 + s
+
+
+def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
+    """Read a Proxmox task log line by line; yields records in line order.
+
+    ``lines`` may be a list or an open file (trailing newlines are stripped).  Sample
+    and event ``t`` are seconds since the first timestamped line (``run.t0``, emitted
+    once as ``Update("run.t0")``); lines without a stamp take the last stamp seen,
+    ``[date removed]`` lines have ``t=None``.  Never raises on odd input.
+    """
+    ctx = Context()
+    held: Record | None = None  # the last record, kept back for xbzrle / continuations
+    held_ts_line = -1  # line number of the held record when it came from a stamped line
+    last_key = last_minute = ""
+    minute_epoch = 0.0
+    last_epoch: float | None = None
+    t0: float | None = None
+    t: float | None = None
+    year = ASSUMED_YEAR
+    progress_re = _PROGRESS_RE.match
+    xbzrle_re = _XBZRLE_RE.match
+    sizes: dict[str, int] = {}  # "40.6 GiB" -> bytes; the same few strings recur
+    for no, line in enumerate(lines, start):
+        if line and line[-1] in "\r\n":
+            line = line.rstrip("\r\n")
+        if not line or line.isspace():
+            continue
+        # --- timestamp prefix: message starts at `off` ----------------------------------
+        stamped = True
+        if len(line) > 19 and line[4] == "-" and line[10] == " " and line[19] == " ":
+            off = 20
+            key = line[:19]
+            if key != last_key:
+                # Usually the same minute as the last stamp: only the seconds to read.
+                sec = key[17:19]
+                if key[:17] == last_minute and sec.isdecimal() and sec < "61":
+                    epoch = minute_epoch + int(sec)
+                else:
+                    epoch = _clock(key, False, year)
+                    if epoch is not None:
+                        last_minute, minute_epoch = key[:17], epoch - int(sec)
+                if epoch is None:
+                    stamped, off = False, 0
+                else:
+                    last_key, last_epoch = key, epoch
+                    if t0 is None:
+                        t0 = epoch
+                        ctx.timestamps = "iso"
+                        yield Update("run.t0", t0, no)
+                        yield Update("version", (">=", (5, 0)), no)
+                    t = ctx.t = last_epoch - t0
+        elif len(line) > 15 and line[3] == " " and line[9] == ":" and line[15] == " ":
+            off = 16
+            key = line[:15]
+            if key != last_key:
+                epoch = _clock(key, True, year)
+                # Dec 31 -> Jan 01: the year rolled over while the task ran.
+                if epoch is not None and last_epoch is not None and epoch < last_epoch - 86400:
+                    year += 1
+                    epoch = _clock(key, True, year)
+                if epoch is None:
+                    stamped, off = False, 0
+                else:
+                    last_key, last_epoch = key, epoch
+                    if t0 is None:
+                        t0 = epoch
+                        ctx.timestamps = "short"
+                        yield Update("run.t0", t0, no)
+                        yield Update("meta.year_assumed", ASSUMED_YEAR, no)
+                        yield Update("version", ("<=", (4, 4)), no)
+                    t = ctx.t = last_epoch - t0
+        elif line.startswith(_DATE_REMOVED):
+            off = 15
+            if ctx.timestamps is None:
+                ctx.timestamps = "removed"
+            last_key, last_epoch = _DATE_REMOVED, None
+            t = ctx.t = None
+        else:
+            stamped, off = False, 0
+        err = line.startswith("ERROR: ", off)
+        if err:
+            off += 7
+        # --- hot path: progress and xbzrle lines (one of each per logged poll) ---------
+        if line.startswith("migration ", off) and (m := progress_re(line, off)):
+            try:
+                status, done, total, rate, vfio, dirty = m.groups()
+                s = Sample(
+                    t,
+                    status,
+                    sizes[done] if done in sizes else _size(sizes, done),
+                    None,
+                    sizes[total] if total in sizes else _size(sizes, total),
+                    None,
+                    float(sizes[rate] if rate in sizes else _size(sizes, rate)),
+                    source=SourceRef(no, line),
+                )
+                if vfio is not None:
+                    s.vfio_bytes = _size(sizes, vfio)
+                if dirty is not None:
+                    s.dirty_rate = float(_size(sizes, dirty))
+            except (KeyError, ValueError, OverflowError):
+                pass  # not really a progress line: the general path reports it
+            else:
+                if not ctx.progress_seen:
+                    ctx.progress_seen = True
+                    yield Update("meta.pve_format", "new", no)
+                    yield Update("version", (">=", (6, 4)), no)
+                if status == "device" and not ctx.device_seen:
+                    ctx.device_seen = True
+                    yield Update("version", (">=", (9, 0)), no)
+                if held is not None:
+                    yield held
+                held, held_ts_line = s, no
+                continue
+        if line.startswith("xbzrle: ", off) and (m := xbzrle_re(line, off)):
+            pages, encoded, miss, overflow = m.groups()
+            try:
+                # Proxmox leaves out a zero miss rate / overflow count: still known values.
+                xb = Xbzrle(
+                    ctx.cache_size,
+                    _size(sizes, encoded),
+                    int(pages),
+                    None,
+                    0.0 if miss is None else float(miss) / 100.0,
+                    None,
+                    0 if overflow is None else int(overflow),
+                )
+            except (KeyError, ValueError, OverflowError):
+                pass
+            else:
+                if (
+                    type(held) is Sample
+                    and held_ts_line == no - 1
+                    and held.xbzrle is None
+                    and held.transferred is not None
+                ):
+                    held.xbzrle = xb
+                    continue
+                if held is not None:
+                    yield held
+                held, held_ts_line = Sample(t, xbzrle=xb, source=SourceRef(no, line)), no
+                continue
+        if line.startswith("migration status: ", off) and (m := _OLD_PROGRESS_RE.match(line, off)):
+            status, done, remaining, total = m.groups()
+            s = Sample(t, status, int(done), int(remaining), int(total), source=SourceRef(no, line))
+            if not ctx.progress_seen:
+                ctx.progress_seen = True
+                yield Update("meta.pve_format", "old", no)
+                yield Update("version", ("<=", (6, 3)), no)
+            if held is not None:
+                yield held
+            held, held_ts_line = s, no
+            continue
+        if line.startswith("migration xbzrle ", off) and (m := _OLD_XBZRLE_RE.match(line, off)):
+            size, encoded, pages, miss, overflow = (int(v) for v in m.groups())
+            xb = Xbzrle(size, encoded, pages, miss, None, None, overflow)
+            ctx.cache_size = size
+            if type(held) is Sample and held.xbzrle is None and held_ts_line == no - 1:
+                held.xbzrle = xb
+            else:
+                if held is not None:
+                    yield held
+                held, held_ts_line = Sample(t, xbzrle=xb, source=SourceRef(no, line)), no
+            continue
+        msg = line[off:] if off else line
+        # --- a message broken over two physical lines (no stamp on the second) ---------
+        if (
+            not stamped
+            and type(held) is Event
+            and held_ts_line == no - 1
+            and (held.source.text.endswith(" ") or msg[:1].islower())
+            and len(held.message) < _MAX_CONTINUATION
+            and not _GARBAGE_RE.search(msg)
+            and not classify(ctx, msg, t, no, line, False, False, probe=True)
+        ):
+            held.message = f"{held.message.rstrip()} {msg.strip()}"
+            held.source = SourceRef(held.source.line, f"{held.source.text}\n{line}")
+            held.data["continued"] = True
+            held_ts_line = no
+            continue
+        # --- everything else ------------------------------------------------------------
+        if _GARBAGE_RE.search(line):
+            if held is not None:
+                yield held
+                held = None
+            yield Update("warning", f"line {no}: unreadable characters, line skipped", no)
+            continue
+        records = classify(ctx, msg, t, no, line, stamped, err)
+        for rec in records:
+            if held is not None:
+                yield held
+            held = rec
+        if records:
+            held_ts_line = no if stamped else -1
+    if held is not None:
+        yield held
+    yield Update("meta.timestamps", ctx.timestamps or "none", None)
+
+
+def _size(cache: dict[str, int], text: str) -> int:
+    """``render_bytes`` text (``40.6 GiB``) to bytes, remembered in a bounded cache."""
+    value = cache.get(text)
+    if value is None:
+        number, unit = text.split(" ")
+        value = round(float(number) * _FACTORS[unit])
+        if len(cache) > 4096:
+            cache.clear()
+        cache[text] = value
+    return value
