@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from migtune.analysis.explain import explain
 from migtune.cli.main import main
+from migtune.errors import InputError
+from migtune.outputs.jsonout import dumps, explanation_dict
+from migtune.sources import parse_text
 
 HMP_STUCK = """\
 Migration status: active
@@ -92,3 +98,44 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, content, message, comman
 def test_directory_is_bad_input(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path)]) == 2
     assert "directory" in capsys.readouterr().err
+
+
+# --- robustness: whatever a parser makes of odd input, the analysis never crashes ----------
+
+
+_PIECES = [
+    "2025-01-04 00:34:30 migration active, transferred 357.9 MiB of 4.0 GiB VM-state, 586.6 MiB/s",
+    "2025-01-04 00:34:31 xbzrle: send updates to 12 pages in 1.0 KiB encoded memory, cache-miss 99.59%",
+    "2025-01-04 00:34:32 auto-increased downtime to continue migration: 200 ms",
+    "Nov 24 12:26:45 migration status: active (transferred 1, remaining 0), total 0)",
+    "Migration status: active",
+    "transferred ram: 0 kbytes",
+    "dirty pages rate: 39044 pages",
+    "Memory bandwidth: 0.000 B/s",
+    '{"return": {"status": "completed", "ram": {"transferred": 0, "total": 0}}}',
+    "Increasing downtime to 0 ms after 0 sec elapsed time",
+    "2025-01-04 00:34:38 average migration speed: 0.0 B/s - downtime 0 ms",
+    "[date removed] ERROR: online migrate failure - interrupted by signal",
+]
+
+
+def _analyse(text: str) -> None:
+    try:
+        run = parse_text(text)
+    except InputError:
+        return
+    x = explain(run)
+    dumps(explanation_dict(x))  # must be valid JSON: no NaN, no Infinity
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=80), min_size=1, max_size=12))
+def test_mixed_and_random_lines_never_crash(lines):
+    _analyse("\n".join(lines))
+
+
+def test_truncated_shared_logs_never_crash(shared_logs):
+    for path in sorted(shared_logs.glob("*.txt")):
+        text = path.read_text()
+        for cut in range(0, len(text), max(1, len(text) // 12)):
+            _analyse(text[:cut])

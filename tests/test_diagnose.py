@@ -67,7 +67,9 @@ def test_not_converging_gives_rates_ratio_and_remedies():
 
 def test_near_convergence_is_a_warning_and_slow_guest_is_fine():
     run = Run(format="qmp", status="active", ram_bytes=GiB)
-    run.samples = [Sample(t=5, transferred=GiB // 2, total=GiB, throughput=100e6, dirty_rate=85e6, passes=3)]
+    run.samples = [
+        Sample(t=5, transferred=GiB // 2, total=GiB, throughput=100e6, dirty_rate=85e6, passes=3)
+    ]
     assert diagnose(run).get("not-converging").severity == "warning"
     run.samples[0].dirty_rate = 20e6
     assert "not-converging" not in ids(run)
@@ -142,7 +144,9 @@ def test_downtime_over_limit_completed_and_expected():
     done.downtime = 0.12  # a little over the limit is normal
     assert "downtime-over-limit" not in ids(done)
     live = Run(format="qmp", status="active")
-    live.samples = [Sample(t=10, transferred=10, remaining=1, expected_downtime=4.0, throughput=20e3)]
+    live.samples = [
+        Sample(t=10, transferred=10, remaining=1, expected_downtime=4.0, throughput=20e3)
+    ]
     f = diagnose(live).get("downtime-over-limit")
     assert f.evidence["limit_stated"] is False and f.evidence["downtime_limit_s"] == 0.3
     assert f.evidence["needed_downtime_limit_s"] == 4.0  # stalled: QEMU's estimate, not hours
@@ -155,6 +159,9 @@ def test_downtime_increased_proxmox_and_nova():
                                 {"downtime_limit": ms / 1000, "auto": True}))  # fmt: skip
     f = diagnose(run).get("downtime-increased")
     assert f.evidence["increases"] == 3 and f.evidence["final_limit_s"] == 0.8
+    assert f.recommendations == []  # still running: 0.8 s is not proven to be enough
+    run.status, run.downtime = "completed", 0.7
+    f = diagnose(run).get("downtime-increased")
     assert f.recommendations[0].commands["proxmox"] == ["qm set 105 --migrate_downtime 0.8"]
     nova = Run(format="nova", status="unknown")
     for i in range(8):
@@ -174,7 +181,10 @@ def test_zero_pages_and_slow_target_start():
     run.samples = [Sample(t=10, status="completed", duplicate=900, normal=100, throughput=1e9)]
     assert "zero-pages-dominate" in ids(run)
     slow = pve(series(400 * MiB, 8), downtime=0.05)
-    slow.events[:0] = [Event(-20, "target-start", "starting VM"), Event(-5, "tunnel", "start remote tunnel")]
+    slow.events[:0] = [
+        Event(-20, "target-start", "starting VM"),
+        Event(-5, "tunnel", "start remote tunnel"),
+    ]
     f = diagnose(slow).get("slow-target-start")
     assert f.evidence["target_start_s"] == 15 and f.severity == "warning"
 
@@ -191,9 +201,17 @@ def test_failures_cancel_machine_type_device_state():
     d = diagnose(run)
     assert d.ids()[:2] == ["migration-failed", "machine-type-mismatch"]
     mt = d.get("machine-type-mismatch").evidence
-    assert mt == {"target_qemu_version": "8.1.2", "machine_type": "pc-i440fx-9.0+pve0", "target_node": "pve2"}
+    assert mt == {
+        "target_qemu_version": "8.1.2",
+        "machine_type": "pc-i440fx-9.0+pve0",
+        "target_node": "pve2",
+    }
     dev = Run(format="proxmox", status="failed")
-    dev.events = [Event(1, "target-output", "[pve2] qemu: check_section_footer: Read section footer failed: -5")]
+    dev.events = [
+        Event(
+            1, "target-output", "[pve2] qemu: check_section_footer: Read section footer failed: -5"
+        )
+    ]
     assert {"device-state-error", "migration-failed"} <= set(ids(dev))
     cancel = pve(series(113 * MiB, 20, ram=16 * GiB), status="cancelled", ram=16 * GiB)
     cancel.events.append(Event(21, "cancelled", "online migrate failure - interrupted by signal"))
@@ -205,7 +223,9 @@ def test_stalled_migration():
     run = Run(format="qmp", status="active")
     run.samples = [Sample(t=10, transferred=10, remaining=168_550_400, throughput=22680.0)]
     f = diagnose(run).get("throughput-stalled")
-    assert f.severity == "error" and f.evidence["seconds_left_at_this_rate"] == pytest.approx(7431.7)
+    assert f.severity == "error" and f.evidence["seconds_left_at_this_rate"] == pytest.approx(
+        7431.7
+    )
 
 
 def test_recommendation_helpers():
@@ -229,7 +249,15 @@ def test_json_contract_keys_and_finite_numbers():
     run.samples = [Sample(t=130, status="active", transferred=18 * GiB, remaining=400_000_000,
                           total=8 * GiB, throughput=100e6, dirty_rate=150e6, passes=6)]  # fmt: skip
     data = json.loads(dumps(diagnosis_dict(diagnose(run))))
-    assert {"format", "status", "metrics", "findings", "partial", "warnings", "migtune_version"} <= set(data)
+    assert {
+        "format",
+        "status",
+        "metrics",
+        "findings",
+        "partial",
+        "warnings",
+        "migtune_version",
+    } <= set(data)
     assert set(data["metrics"]) >= {
         "ram_bytes", "transferred_bytes", "duration_s", "downtime_ms", "throughput_bytes_per_s",
         "dirty_rate_bytes_per_s", "xbzrle_cache_miss_rate", "passes",

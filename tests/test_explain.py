@@ -59,7 +59,7 @@ def test_busy_proxmox_lines_are_explained_with_numbers():
     assert "1.06x the 32.0 GiB RAM" in first and "pass 2 or later" in first
     assert "zero pages count" in first  # the per-line rate is not the network rate
     busy = notes_of(x, "transferred 54.9 GiB")
-    assert "real rate since the previous line 35.7 MiB/s" in busy
+    assert "real rate over the last 600 s: 35.7 MiB/s" in busy
     assert "dirties 46.4 MiB/s" in busy and "faster than the migration" in busy
     xb = notes_of(x, "cache-miss 99.59%, overflow 1100")
     assert "cache-miss 99.59%" in xb and "4.0 GiB cache" in xb and "too small" in xb
@@ -112,13 +112,17 @@ def test_hmp_fields_explained():
     assert "103.3 MiB/s" in notes_of(x, "throughput")
     assert "3.6 s" in notes_of(x, "remaining ram")
     assert "pass 6" in notes_of(x, "dirty sync count")
-    assert "152.5 MiB/s" in notes_of(x, "dirty pages rate") and "1.48x" in notes_of(x, "dirty pages rate")
+    assert "152.5 MiB/s" in notes_of(x, "dirty pages rate") and "1.48x" in notes_of(
+        x, "dirty pages rate"
+    )
 
 
 def test_run_without_text_is_rebuilt_from_source_refs_and_renders():
     run = Run(format="qmp", status="completed", downtime=0.05)
     text = '{"status": "completed", "downtime": 50}'
-    run.samples = [Sample(t=3, status="completed", transferred=1, downtime=0.05, source=SourceRef(1, text))]
+    run.samples = [
+        Sample(t=3, status="completed", transferred=1, downtime=0.05, source=SourceRef(1, text))
+    ]
     run.events = [Event(3, "status", "migration status completed", source=SourceRef(1, text))]
     x = explain(run)
     assert [ln.line for ln in x.lines] == [1]
@@ -136,3 +140,64 @@ def test_markup_in_log_text_is_printed_verbatim():
     out = io.StringIO()
     render_explanation(x, out)
     assert "[pve2] [bold]not markup[/bold]" in out.getvalue()
+
+
+QMP_SESSION = """\
+{"execute": "migrate-set-parameters", "arguments": {"downtime-limit": 300, "max-bandwidth": 134217728}}
+{"execute": "migrate-set-capabilities", "arguments": {"capabilities": [{"capability": "xbzrle", "state": true}]}}
+{"execute": "migrate", "arguments": {"uri": "tcp:10.0.0.2:4444"}}
+{"timestamp": {"seconds": 1700000001, "microseconds": 0}, "event": "MIGRATION", "data": {"status": "active"}}
+{"return": {"status": "active", "total-time": 5000, "expected-downtime": 300, "ram": {"transferred": 671088640, "remaining": 3000000000, "total": 4297064448, "duplicate": 10, "normal": 163840, "dirty-pages-rate": 0, "mbps": 1073.7, "dirty-sync-count": 1, "page-size": 4096}}}
+{"timestamp": {"seconds": 1700000040, "microseconds": 0}, "event": "STOP"}
+{"return": {"status": "completed", "total-time": 41327, "downtime": 64, "ram": {"transferred": 5391204321, "remaining": 0, "total": 4297064448, "duplicate": 52011, "normal": 1261377, "mbps": 1043.9, "dirty-sync-count": 7, "page-size": 4096}}}
+"""
+
+
+def test_qmp_session_commands_events_and_samples():
+    x = explain(parse_text(QMP_SESSION, "qmp"))
+    assert "300 ms" in notes_of(x, '"downtime-limit": 300') and "128.0 MiB/s" in notes_of(
+        x, '"max-bandwidth"'
+    )
+    assert notes_of(x, "migrate-set-capabilities") == "capabilities: xbzrle on"
+    assert "tcp:10.0.0.2:4444" in notes_of(x, '"execute": "migrate",')
+    assert "downtime starts" in notes_of(x, '"event": "STOP"')
+    active = notes_of(x, '"status": "active", "total-time"')
+    assert "16% of the 4.0 GiB RAM" in active and "the downtime limit itself" in active
+    done = notes_of(x, '"status": "completed"')
+    assert "real rate since the previous sample 123.9 MiB/s" in done and "64 ms" in done
+    names = [p.name for p in x.timeline]
+    assert "first-pass" not in names and "ram-copy" in names  # pass 2's start is not shown
+    # Plain QEMU sitting at its configured 128 MiB/s cap.
+    assert x.diagnosis.get("bandwidth-capped").evidence["cap_source"] == "configured max-bandwidth"
+
+
+def test_first_pass_bounded_by_transferred_passing_ram_size():
+    x = explain(parse_text(BUSY_PVE, "proxmox"))
+    first = next(p for p in x.timeline if p.name == "first-pass")
+    # RAM copy starts 10:00:15; at 10:16:15 more than the RAM size had been sent.
+    assert (first.start, first.end) == (15.0, 975.0) and "at the latest" in first.note
+    assert x.timeline[1].name == "target-start" and x.timeline[1].duration == 14.0
+
+
+def test_storage_mirror_and_failure_lines():
+    log = """\
+2024-05-01 09:00:00 starting migration of VM 300 to node 'n2' (10.1.1.2)
+2024-05-01 09:00:00 starting VM 300 on remote node 'n2'
+2024-05-01 09:00:03 start remote tunnel
+2024-05-01 09:00:04 starting storage migration
+2024-05-01 09:00:04 scsi0: start migration to nbd:unix:/run/qemu-server/300_nbd.migrate:exportname=drive-scsi0
+drive mirror is starting for drive-scsi0
+drive-scsi0: transferred 1.1 GiB of 32.0 GiB (3.44%) in 5s
+all 'mirror' jobs are ready
+2024-05-01 09:02:04 starting online/live migration on unix:/run/qemu-server/300.migrate
+2024-05-01 09:02:05 migration status error: failed - Unable to write to socket: Broken pipe
+2024-05-01 09:02:05 ERROR: online migrate failure - aborting
+"""
+    x = explain(parse_text(log, "proxmox"))
+    assert "storage mirror" in notes_of(x, "drive-scsi0: transferred")
+    assert "in sync" in notes_of(x, "all 'mirror' jobs are ready")
+    assert "Broken pipe" in notes_of(x, "migration status error")
+    assert "failed" in notes_of(x, "online migrate failure - aborting")
+    d = x.diagnosis
+    assert d.status == "failed" and "migration-failed" in d.ids()
+    assert "Broken pipe" in d.get("migration-failed").summary

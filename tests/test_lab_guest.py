@@ -216,3 +216,69 @@ def test_serial_tail_yields_complete_lines_only(tmp_path):
     assert [x.kind for x in got] == ["rate", "heartbeat"]
     assert got[0].get("rate_pps") == 4096
     assert list(tail.read()) == []
+
+
+# -- recording merge and CLI (no QEMU) -------------------------------------------------
+
+
+class _FakeLab:
+    def __init__(self, rates):
+        self.guest_rates = rates
+        self.meta = {"machine_after": {"loadavg": [0.5, 0.4, 0.3]}}
+
+    def to_dict(self):
+        return {"status": "completed", "workload": "idle"}
+
+
+def test_guest_rates_are_merged_in_time_order(tmp_path):
+    import json
+
+    from migtune.lab.run import _finish_recording
+
+    path = tmp_path / "r.jsonl"
+    lines = [
+        {"kind": "header", "origin": "migrate", "meta": {"x": 1}},
+        {"kind": "event", "t": 0.0, "event": "ram-start", "message": "", "data": {}},
+        {"kind": "sample", "t": 0.5, "query-migrate": {"status": "active"}},
+        {"kind": "qmp-event", "t": 0.45, "event": "MIGRATION_PASS", "data": {}},
+        {"kind": "sample", "t": 1.5, "query-migrate": {"status": "completed"}},
+        {"kind": "result", "status": "completed"},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rate = {"side": "source", "guest_t": 3.0, "pages": 10, "rate_pps": 10.0}
+    rates = [
+        {**rate, "t": -0.3, "rate_Bps": 40960.0, "behind": 0},  # before the migration: left out
+        {**rate, "t": 0.7, "rate_Bps": 40960.0, "behind": 0},
+        {**rate, "t": 2.0, "side": "destination", "rate_Bps": 40960.0, "behind": 0},
+    ]
+    _finish_recording(path, _FakeLab(rates))
+    out = [json.loads(x) for x in path.read_text().splitlines()]
+    kinds = [(r["kind"], r.get("event")) for r in out]
+    assert kinds == [
+        ("header", None),
+        ("event", "ram-start"),
+        ("sample", None),
+        ("qmp-event", "MIGRATION_PASS"),  # existing order kept even where t is not sorted
+        ("event", "guest-rate"),
+        ("sample", None),
+        ("event", "guest-rate"),
+        ("result", None),
+    ]
+    assert out[0]["origin"] == "lab" and out[0]["meta"]["x"] == 1
+    assert out[0]["meta"]["machine_after"]["loadavg"] == [0.5, 0.4, 0.3]
+    assert out[4]["data"]["side"] == "source" and out[6]["data"]["side"] == "destination"
+    assert out[-1] == {"kind": "result", "status": "completed", "workload": "idle"}
+
+
+def test_cli_lab_matrix_list_and_bad_input(capsys):
+    from migtune.cli.main import main
+
+    assert main(["lab", "matrix", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(s.name in listed for s in MATRIX)
+    assert main(["lab", "matrix", "--only", "nope"]) == 2
+    assert "unknown scenario nope" in capsys.readouterr().err
+    assert main(["lab", "run", "--ram", "64MiB"]) == 2
+    assert main(["lab", "run", "--workload", "ws=1GiB,rate=1MiB/s"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert main(["lab", "run", "--workload", "pattern=zigzag"]) == 2

@@ -12,6 +12,7 @@ from migtune.analysis.metrics import (
     event_downtime_limit,
     interval_rates,
     link_match,
+    storage_window,
     target_start_duration,
 )
 from migtune.model import Event, Run, Sample, Settings, Xbzrle
@@ -184,3 +185,17 @@ def test_settings_limits_and_changes():
     m = compute(run)
     assert (m.downtime_limit_s, m.downtime_limit_final_s) == (0.1, 0.4)
     assert len(m.downtime_changes) == 2 and m.max_bandwidth == 50 * MiB
+
+
+def test_storage_window_ends_with_the_last_mirror_line_before_ram():
+    run = Run(format="proxmox")
+    run.events = [
+        Event(4, "storage-start", "starting storage migration"),
+        Event(5, "storage-progress", "drive-scsi0: transferred 1 GiB of 32 GiB"),
+        Event(44, "storage-progress", "drive-scsi0: transferred 32 GiB of 32 GiB, ready"),
+        Event(4, "storage-ready", "all 'mirror' jobs are ready"),  # unstamped: lags behind
+        Event(45, "ram-start", "starting online/live migration on unix:/x"),
+        Event(60, "storage-ready", "all 'mirror' jobs are ready"),  # after RAM: not the copy
+    ]
+    assert storage_window(run) == (4, 44)
+    assert compute(run).storage_s == 40

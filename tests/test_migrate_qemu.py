@@ -154,7 +154,11 @@ def test_sigint_cancels_and_exits_3(qemus, blob, tmp_path):
     cmd = [sys.executable, "-m", "migtune", "migrate", "--qmp", src.qmp_path, "--to", uri]
     cmd += ["--max-bandwidth", "2MiB/s", "--time-limit", "15s", "--no-diagnosis"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    deadline = time.monotonic() + 15  # interrupt once the migration is under way
+    while src.qmp().cmd("query-migrate").get("status") != "active":
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err
@@ -256,17 +260,25 @@ def test_proxmox_policy_doubles_downtime_on_real_qemu(qemus, dirty_bios, tmp_pat
     src, dst, uri = _dirty_pair(qemus, dirty_bios)
     rec = tmp_path / "pve.jsonl"
     result = migrate(
-        src.qmp_path, uri, Settings(max_bandwidth=2 * MiB), policy="proxmox:downtime=100ms", record=rec,
-        dest_qmp=dst.qmp_path, time_limit=25, poll_interval=0.25, progress=False,
+        src.qmp_path, uri, Settings(max_bandwidth=1 * MiB), policy="proxmox", record=rec,
+        dest_qmp=dst.qmp_path, time_limit=12, poll_interval=0.25, progress=False,
     )  # fmt: skip
     limits = [a.params["downtime-limit"] for a in result.actions]
-    assert limits[0] == 100  # Proxmox sets migrate_downtime before migrating
+    assert limits[0] == 100  # Proxmox's default migrate_downtime, set before migrating
     assert len(limits) >= 2 and all(b == 2 * a for a, b in zip(limits, limits[1:], strict=False))
     run = load_run(rec)
+    assert run.settings.downtime_limit == pytest.approx(0.1)
     changes = run.events_of("downtime-change")
     assert [e.data["params"]["downtime-limit"] for e in changes] == limits[1:]
-    assert run.settings.downtime_limit == pytest.approx(0.1)
-    assert result.status == "completed", result.reason  # the raised limit let it finish
+    assert src.qmp().cmd("query-migrate-parameters")["downtime-limit"] == limits[-1]
+    # Each doubling came after six polls in which remaining rose (or was zero).
+    first = changes[0].t
+    polls = [x for x in run.samples if x.t is not None and x.t <= first]
+    rises = sum(1 for a, b in zip(polls, polls[1:], strict=False) if b.remaining > a.remaining)
+    assert rises >= 5
+    assert result.status in ("completed", "cancelled")
+    if result.status == "cancelled":
+        assert result.source_status == "running"
 
 
 def test_auto_converge_raises_the_throttle(qemus, dirty_bios):
@@ -296,3 +308,33 @@ def test_xbzrle_statistics_appear_and_move(qemus, dirty_bios):
     assert stats[-1].pages > stats[0].pages  # hits grow as the same pages are re-sent
     # every word of a page changes each round, so deltas do not fit: overflows
     assert result.outcome.xbzrle.overflow > 0
+
+
+def test_nova_force_complete_pauses_then_resumes_on_destination(qemus, dirty_bios):
+    src, dst, uri = _dirty_pair(qemus, dirty_bios)
+    result = migrate(
+        src.qmp_path, uri, Settings(max_bandwidth=1 * MiB),
+        policy="nova:timeout=1s,action=force_complete", dest_qmp=dst.qmp_path,
+        time_limit=15, poll_interval=0.25, progress=False,
+    )  # fmt: skip
+    assert [a.kind for a in result.actions] == ["set-parameters", "pause"]
+    assert result.actions[0].params == {"downtime-limit": 50}  # 500 ms / 10 steps
+    assert result.actions[1].t > 2.0  # completion timeout: 1 s x 2 GiB (the minimum size)
+    assert result.status == "completed", result.reason
+    assert dst.qmp().status() == "running"  # paused to finish, resumed where it arrived
+
+
+def test_accel_probe_and_missing_binary(monkeypatch):
+    monkeypatch.delenv("MIGTUNE_ACCEL", raising=False)
+    assert qproc.probe_accel() == "tcg"  # no way to check a guest: do not trust KVM
+    assert qproc.probe_accel(verify=lambda p: False) == "tcg"
+    monkeypatch.setenv("MIGTUNE_ACCEL", "kvm")
+    assert qproc.probe_accel() == "kvm"
+    with pytest.raises(UnavailableError, match="not found: install QEMU"):
+        QemuProcess(binary="qemu-system-nonexistent").start()
+
+
+def test_qemu_that_exits_at_start_is_a_clear_error():
+    with pytest.raises(UnavailableError, match="QEMU exited at start"):
+        QemuProcess(["-machine", "no-such-machine"], accel="tcg").start()
+    assert not qproc.live_pids()

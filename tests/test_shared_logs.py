@@ -116,7 +116,9 @@ def test_ppc64_capped_at_old_default(shared_logs):
 
 
 def test_nova_steps_match_the_formula(shared_logs):
-    ev = diag(shared_logs, "nova-compute-downtime-steps-4GiB.txt").get("downtime-increased").evidence
+    ev = (
+        diag(shared_logs, "nova-compute-downtime-steps-4GiB.txt").get("downtime-increased").evidence
+    )
     assert ev["initial_limit_s"] == 0.714 and ev["final_limit_s"] == 4.998
     assert ev["step_s"] == pytest.approx(0.612) and ev["delay_between_steps_s"] == 300
     assert ev["inferred_live_migration_downtime_ms"] == 5000

@@ -18,6 +18,7 @@ from migtune.analysis.metrics import Metrics, compute
 from migtune.analysis.rates import (
     SAFETY,
     bandwidth_capped,
+    cap_hit,
     link_bound,
     r1,
     ssh_tunnel,
@@ -31,8 +32,11 @@ NEAR_CONVERGING_RATIO = 0.8  # dirty close to send: passes shrink very slowly
 RESEND_RATIO = 1.5  # transferred / RAM above this: a lot of RAM was sent twice or more
 XBZRLE_MISS_HIGH = 0.90
 XBZRLE_OVERFLOW_MANY = 1000
+XBZRLE_OVERFLOW_SHARE = 0.10  # overflows per cache hit above which XBZRLE is mostly waste
 ZERO_SHARE_HIGH = 0.5
 SLOW_TARGET_START_S = 10.0
+# Beyond this a longer stop-and-copy is an outage, not a tuning knob: offer other remedies.
+MAX_SENSIBLE_DOWNTIME = 30.0
 
 
 @dataclass(slots=True)
@@ -71,8 +75,9 @@ def diagnose(run: Run) -> Diagnosis:
     )
     if run.status == "unknown":
         d.warnings.append("the log does not show how the migration ended; analysed as still active")
-    machine = failures.machine_type(run, tgt)
-    device = failures.device_state(run)
+    errors = failures.error_text(run)
+    machine = failures.machine_type(run, tgt, errors)
+    device = failures.device_state(run, errors)
     rules = [
         failures.failed(run, m, machine, device),
         machine,
@@ -137,11 +142,13 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
         needed_dt = max(needed_dt or 0.0, m.expected_downtime_s)
     ev["needed_downtime_limit_s"] = r1(needed_dt, 3)
     recs = []
-    if needed_dt:
+    if needed_dt and needed_dt <= MAX_SENSIBLE_DOWNTIME:
         recs.append(rec.downtime_limit(needed_dt, tgt, proxmox_autoraise=run.format == "proxmox"))
-    recs.append(rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw))
-    if m.max_bandwidth and m.max_bandwidth < need_bw:
-        recs.append(rec.bandwidth(need_bw, tgt, "the configured cap is below the dirty rate"))
+    if cap_hit(run, m) is not None or (m.max_bandwidth and m.max_bandwidth < need_bw):
+        # A setting, not the link, holds the rate down: raise it before buying a network.
+        recs.append(rec.bandwidth(need_bw, tgt, "the cap is below the dirty rate"))
+    else:
+        recs.append(rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw))
     recs += [rec.auto_converge(tgt), rec.postcopy(tgt), rec.multifd(tgt), rec.throttle_note(tgt)]
     state = "was dirtying" if finished else "dirties"
     verdict = (
@@ -164,7 +171,7 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
             f"To converge, send faster than the guest writes (at least {format_rate(need_bw)}), "
             + (
                 f"allow a {format_duration(rec.nice_seconds(needed_dt))} stop-and-copy, "
-                if needed_dt
+                if needed_dt and needed_dt <= MAX_SENSIBLE_DOWNTIME
                 else ""
             )
             + "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
@@ -235,10 +242,13 @@ def xbzrle_overflow(m: Metrics, tgt: rec.Target) -> Finding | None:
     share = ovf / m.xbzrle_pages if m.xbzrle_pages else None
     if ovf < XBZRLE_OVERFLOW_MANY and not grew and (share is None or share < 0.1):
         return None
+    # A few overflows per hundred hits are normal; only a large share costs real CPU.
+    minor = share is not None and share < XBZRLE_OVERFLOW_SHARE
     return Finding(
         id="xbzrle-overflow",
-        severity="warning",
-        summary=f"{ovf} pages changed too much to delta-encode (XBZRLE overflow) and went in full",
+        severity="info" if minor else "warning",
+        summary=f"{ovf} pages changed too much to delta-encode (XBZRLE overflow) and went in full"
+        + (f", {share * 100:.1f}% of the cache hits" if share is not None else ""),
         evidence={
             "xbzrle_overflow": ovf,
             "xbzrle_pages": m.xbzrle_pages,

@@ -85,7 +85,7 @@ def downtime_increased(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
             f"Proxmox raised the downtime limit {n} time(s), to {final * 1000:.0f} ms: "
             "the guest kept out-running the link"
             if run.format == "proxmox"
-            else f"the downtime limit was raised {n} time(s), to {final * 1000:.0f} ms"
+            else f"the downtime limit was changed {n} time(s) during the migration, to {final * 1000:.0f} ms"
         ),
         evidence={
             "increases": n,
@@ -94,18 +94,27 @@ def downtime_increased(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
             "final_limit_s": final,
             "remaining_rose_polls_at_least": 6 * n if run.format == "proxmox" else None,
         },
-        recommendations=[rec.downtime_limit(final, tgt, proxmox_autoraise=run.format == "proxmox")],
+        # Only a finished run proves the final limit was enough to set it up front.
+        recommendations=[rec.downtime_limit(final, tgt, proxmox_autoraise=run.format == "proxmox")]
+        if run.status == "completed"
+        else [],
         detail=(
-            "Proxmox doubles the limit after every 6 polls in which the remaining data grew, "
-            "preferring a long pause to a migration that never ends. The guest will pause "
-            "about as long as the final limit."
+            (
+                "Proxmox doubles the limit after every 6 polls in which the remaining data grew, "
+                "preferring a long pause to a migration that never ends. "
+            )
             if run.format == "proxmox"
             else ""
+        )
+        + (
+            "The final pause could be about as long as the final limit."
+            if run.status == "completed"
+            else "Even the last limit was not enough when the log ends."
         ),
     )
 
 
-def _nova_steps(values: list, m: Metrics) -> Finding:
+def _nova_steps(values: list, m: Metrics) -> Finding | None:
     limits = [v for _, v in values]
     times: list[float | None] = []
     for e, _ in values:
@@ -116,6 +125,8 @@ def _nova_steps(values: list, m: Metrics) -> Finding:
         else:
             times.append(float(mt.group(1)) if mt else e.t)
     increases = len(limits) - 1 if times and times[0] == 0 else len(limits)
+    if increases < 1:
+        return None  # only the initial step (downtime / steps) was applied
     delay = None
     known = [t for t in times if t is not None]
     if len(known) >= 2:

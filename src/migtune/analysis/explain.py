@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from migtune.analysis import explain_proxmox, explain_qemu
+from migtune.analysis import explain_proxmox, explain_qemu, explain_qmp
 from migtune.analysis.diagnose import Diagnosis, diagnose
 from migtune.analysis.explain_ctx import Ctx
 from migtune.analysis.findings import ExplainedLine, Phase
-from migtune.analysis.metrics import Metrics, count_remaining_jumps
+from migtune.analysis.metrics import Metrics, count_remaining_jumps, storage_window
 from migtune.model import Event, Run, Sample
+from migtune.settings import describe
 from migtune.units import format_bytes, format_duration, format_rate
 
 
@@ -48,10 +49,16 @@ def explain(run: Run) -> Explanation:
         if text.strip() and not text.startswith("#"):
             if run.format == "proxmox":
                 notes = explain_proxmox.notes_for(text, samples.get(no), ctx)
+            elif '"execute"' in text:
+                notes = explain_qmp.command_notes(text, ctx)
             elif no in samples and _one_line_object(text):
-                notes = explain_qemu.sample_notes(samples[no], ctx)
+                notes = explain_qmp.sample_notes(samples[no], ctx)
+            elif '"migtune-recording"' in text:
+                notes = [f"migtune recording header; settings in force: {describe(run.settings)}"]
             else:
                 notes = explain_qemu.notes_for(text, ctx)
+        if not notes and no in ctx.events_by_line:
+            notes = event_notes(ctx.events_by_line[no])
         lines.append(ExplainedLine(no, text, notes))
     return Explanation(
         format=run.format,
@@ -60,6 +67,47 @@ def explain(run: Run) -> Explanation:
         diagnosis=diagnosis,
         summary=summary(run, m),
     )
+
+
+_QMP_EVENTS = {
+    "STOP": "the source vCPUs stopped: the guest's downtime starts here",
+    "RESUME": "the guest runs again",
+    "MIGRATION_PASS": "QEMU synced the dirty bitmap: a new pass starts",
+}
+_KIND_NOTES = {
+    "ram-start": "the RAM copy starts here",
+    "postcopy-start": "switch to post-copy: the guest runs on the destination and fetches missing pages",
+    "cancelled": "the migration is cancelled; the guest stays on the source",
+    "storage-ready": "the disks are in sync on the destination",
+    "completed": "the RAM copy finished",
+}
+
+
+def event_notes(events: list[Event]) -> list[str]:
+    """Generic notes from what the parser understood of a line (any format)."""
+    notes: list[str] = []
+    for e in events:
+        d = e.data
+        if e.kind == "downtime-change" and isinstance(d.get("downtime_limit"), (int, float)):
+            notes.append(
+                f"downtime limit set to {format_duration(d['downtime_limit'])} during the migration"
+            )
+        elif e.kind == "bandwidth-change" and isinstance(d.get("max_bandwidth"), (int, float)):
+            cap = d["max_bandwidth"]
+            notes.append(f"bandwidth cap set to {format_rate(cap) if cap else 'unlimited'}")
+        elif e.kind == "throttle-change" and d.get("throttle_pct") is not None:
+            notes.append(f"auto-converge now throttles the vCPUs by {d['throttle_pct']:g}%")
+        elif e.kind == "qmp-event" and d.get("event") in _QMP_EVENTS:
+            notes.append(_QMP_EVENTS[d["event"]])
+        elif e.kind == "status" and isinstance(d.get("status"), str):
+            notes += explain_qemu.status_meaning(d["status"])
+        elif e.kind == "info" and "pass" in d:
+            notes.append(f"pass {d['pass']} starts (dirty-bitmap sync)")
+        elif e.kind in ("error", "warning") and e.message:
+            notes.append(f"{e.kind}: {e.message}")
+        elif e.kind in _KIND_NOTES:
+            notes.append(_KIND_NOTES[e.kind])
+    return list(dict.fromkeys(notes))
 
 
 def _one_line_object(text: str) -> bool:
@@ -94,7 +142,9 @@ def _pass_boundary(run: Run) -> float | None:
     """Time the second pass began, where the log shows it."""
     for s in run.samples:
         if s.t is not None and s.passes is not None and s.passes >= 2:
-            return s.t if s is not run.samples[0] else None
+            # The final sample only says that pass 2 began at some point before it.
+            first = s is run.samples[0] or s.status == "completed"
+            return None if first else s.t
     prev = None
     for s in run.samples:
         if s.remaining is None or s.t is None:
@@ -102,6 +152,16 @@ def _pass_boundary(run: Run) -> float | None:
         if prev is not None and s.remaining > prev.remaining and count_remaining_jumps([prev, s]):
             return s.t
         prev = s
+    return None
+
+
+def _pass1_over_by(run: Run) -> float | None:
+    """First time transferred exceeded the RAM size: pass 1 had ended by then."""
+    for s in run.samples:
+        if s.status == "completed":
+            break  # the final counters say nothing about when pass 1 ended
+        if s.t is not None and s.transferred and s.total and s.transferred > s.total:
+            return s.t
     return None
 
 
@@ -129,7 +189,6 @@ def timeline(run: Run, m: Metrics) -> list[Phase]:
 
     begin = _first(run, "task-start", "migration-start", "migration-network", "disk-scan")
     target = _first(run, "target-start")
-    storage_end = _first(run, "storage-ready")
     ram = _first(run, "ram-start")
     completed = _first(run, "completed")
     finished = _first(run, "finished")
@@ -148,9 +207,9 @@ def timeline(run: Run, m: Metrics) -> list[Phase]:
     if target is not None:
         t_end = target.t + m.target_start_s if m.target_start_s is not None else None
         add("target-start", target.t, t_end)
-    storage = _first(run, "storage-start")
+    storage = storage_window(run)
     if storage is not None:
-        add("storage-copy", storage.t, storage_end.t if storage_end else ram_start)
+        add("storage-copy", storage[0], storage[1] if storage[1] is not None else ram_start)
     ram_end = completed.t if completed else (stop.t if stop else (max(timed) if timed else None))
     if run.status == "completed" and run.format != "proxmox" and timed:
         ram_end = max(timed)
@@ -159,9 +218,18 @@ def timeline(run: Run, m: Metrics) -> list[Phase]:
     # Proxmox logs no progress for the last poll(s): the gap up to "completed" is switch-over.
     copy_end = last_progress if completed and run.format == "proxmox" and progress else ram_end
     boundary = _pass_boundary(run)
+    by = _pass1_over_by(run) if boundary is None else None
     if boundary is not None:
         add("first-pass", ram_start, boundary)
         add("dirty-passes", boundary, copy_end)
+    elif by is not None:
+        add(
+            "first-pass",
+            ram_start,
+            by,
+            "every non-zero page sent once (ended by here at the latest)",
+        )
+        add("dirty-passes", by, copy_end)
     else:
         add("ram-copy", ram_start, copy_end)
     if completed and run.format == "proxmox" and progress and completed.t > last_progress:

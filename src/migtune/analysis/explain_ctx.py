@@ -16,6 +16,7 @@ class Ctx:
     fmt: str
     page_size: int | None = None
     prev: Sample | None = None  # previous progress sample (for deltas)
+    history: list[Sample] = field(default_factory=list)  # progress samples so far
     pass_no: int = 1  # pass inferred so far (old Proxmox: from remaining jumps)
     limit_now: float | None = None  # downtime limit in force at this line
     events_by_line: dict[int, list[Event]] = field(default_factory=dict)
@@ -48,9 +49,11 @@ class Ctx:
             )
             self.said.add("pass1")
             return f"{ratio * 100:.0f}% of the {format_bytes(ram)} RAM{why}"
+        known = self.m.passes if self.m.passes_source == "dirty-sync-count" else None
+        where = f"pass {int(ratio) + 1} or later" if known is None else f"pass {known} by now"
         return (
             f"{ratio:.2f}x the {format_bytes(ram)} RAM: everything beyond it is pages re-sent "
-            f"after the guest wrote them again, so this is pass {int(ratio) + 1} or later"
+            f"after the guest wrote them again ({where})"
         )
 
     def cap_phrase(self, rate: float) -> list[str]:

@@ -6,6 +6,7 @@ and units are handled once) and from the line text for the purely descriptive li
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -36,8 +37,8 @@ def _progress(s: Sample, c: Ctx) -> list[str]:
         notes.append(
             "status 'device': QEMU 10 switch-over, the guest is paused while device state goes"
         )
+    real = _delta(s, c)
     if s.page_rate is not None:
-        real = _delta(s, c)
         notes += c.once(
             "page_rate",
             f"{format_rate(s.page_rate)} is QEMU's pages-per-second x page size over ~100 ms: "
@@ -45,15 +46,15 @@ def _progress(s: Sample, c: Ctx) -> list[str]:
         )
         if real is not None:
             notes.append(
-                f"real rate since the previous line {format_rate(real)} "
+                f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])} "
                 f"(the per-line figure says {format_rate(s.page_rate)})"
             )
-    elif (real := _delta(s, c)) is not None:
-        notes.append(f"real rate since the previous line: {format_rate(real)}")
+    elif real is not None:
+        notes.append(f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])}")
     if s.remaining is not None:
         notes.append(_remaining_note(s, c))
     if s.dirty_rate is not None:
-        send = c.m.throughput
+        send = real[0] if real is not None else c.m.throughput
         rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
         notes.append(
             f"the guest dirties {format_rate(s.dirty_rate)}{rel}: more than the per-line rate, "
@@ -62,6 +63,7 @@ def _progress(s: Sample, c: Ctx) -> list[str]:
     if s.vfio_bytes is not None:
         notes.append(f"plus {format_bytes(s.vfio_bytes)} of passed-through device (VFIO) state")
     c.prev = s
+    c.history.append(s)
     return notes
 
 
@@ -71,13 +73,32 @@ def _xbzrle_line(match: re.Match, c: Ctx) -> list[str]:
     return _xbzrle(p, c) if p is not None and p.xbzrle is not None else []
 
 
-def _delta(s: Sample, c: Ctx) -> float | None:
-    p = c.prev
-    if p is None or p.t is None or s.t is None or s.transferred is None or p.transferred is None:
+def _rounding(value: int) -> float:
+    """Half the last printed digit of a render_bytes value (``1.1 GiB`` is +-0.05 GiB)."""
+    unit = 1024 ** min(5, int(math.log(value, 1024))) if value > 1023 else 1
+    return 0.05 * unit
+
+
+def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
+    """Real rate and the seconds it was measured over.
+
+    New-format values are rounded to one decimal (+-51 MiB at GiB scale), so the window
+    reaches back until the bytes sent dwarf that rounding; old raw-byte logs use 1 line.
+    """
+    if s.t is None or s.transferred is None:
         return None
-    if s.t <= p.t or s.transferred < p.transferred:
+    exact = s.remaining is not None  # the old format prints raw bytes
+    need = 0 if exact else 20 * _rounding(s.transferred)
+    best = None
+    for p in reversed(c.history[-300:]):  # bounded: a long stall must not go quadratic
+        if p.t is None or p.transferred is None or p.t >= s.t or p.transferred > s.transferred:
+            continue
+        best = p
+        if s.transferred - p.transferred >= need:
+            break
+    if best is None:
         return None
-    return (s.transferred - p.transferred) / (s.t - p.t)
+    return (s.transferred - best.transferred) / (s.t - best.t), s.t - best.t
 
 
 def _remaining_note(s: Sample, c: Ctx) -> str:

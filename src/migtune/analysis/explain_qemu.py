@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 
 from migtune.analysis.explain_ctx import Ctx
-from migtune.model import Sample
 from migtune.units import KiB, format_bits, format_bytes, format_duration, format_rate, parse_size
 
 # label (lower-case, HMP / virsh / QMP / virsh --rawstats) -> canonical field
@@ -120,7 +119,7 @@ def _pct(x: float, of: float | None) -> str:
     return f"{100 * x / of:.1f}%" if of else "?"
 
 
-def _status(v: str, c: Ctx) -> list[str]:
+def _status(v: str, c: Ctx | None = None) -> list[str]:
     word = v.split()[0].lower() if v else ""
     meaning = {
         "active": "pre-copy is running: RAM is being copied while the guest keeps running",
@@ -136,6 +135,10 @@ def _status(v: str, c: Ctx) -> list[str]:
     return [meaning] if meaning else []
 
 
+def status_meaning(status: str) -> list[str]:
+    return _status(status)
+
+
 def _total_time(v: str, c: Ctx) -> list[str]:
     s = ms_of(v)
     return [f"{format_duration(s)} since the migrate command"] if s is not None else []
@@ -146,6 +149,11 @@ def _expected(v: str, c: Ctx) -> list[str]:
     if s is None:
         return []
     lim, stated = c.limit()
+    if abs(s - lim) < 0.0005:  # QEMU only reports it while the migration runs
+        return [
+            f"{format_duration(s)} = the downtime limit itself: QEMU reports the limit until it "
+            "has measured a dirty rate (first pass), so this says nothing yet"
+        ]
     verdict = (
         f"above the {format_duration(lim)} limit{'' if stated else ' (QEMU default)'}: QEMU will not stop the guest yet"
         if s > lim
@@ -200,7 +208,7 @@ def _bps(v: str, c: Ctx) -> list[str]:
 
 def _remaining(v: str, c: Ctx) -> list[str]:
     b = size_of(v, c.fmt)
-    if b is None:
+    if b is None or (b == 0 and c.run.status == "completed"):
         return []
     notes = [
         f"{format_bytes(b)} of dirty RAM still to send in this pass (it jumps up at each bitmap sync)"
@@ -250,6 +258,8 @@ def _dirty(v: str, c: Ctx) -> list[str]:
     n = number(v)
     if n is None:
         return []
+    if n == 0:
+        return ["0: QEMU has not measured a dirty rate yet (first pass) or the migration is over"]
     rate = n * (c.page_size or 4096)
     out = f"the guest dirtied {n:.0f} pages/s = {format_rate(rate)} (measured at the last sync)"
     if rate and c.m.throughput:
@@ -475,36 +485,3 @@ def notes_for(text: str, c: Ctx) -> list[str]:
     field, value = kv
     fn = EXPLAIN.get(field)
     return fn(value, c) if fn else []
-
-
-def sample_notes(s: Sample, c: Ctx) -> list[str]:
-    """Notes for a whole query-migrate reply on one line (JSON lines, recordings)."""
-    notes = _status(s.status or "", c)
-    if s.transferred is not None:
-        notes.append(f"{format_bytes(s.transferred)} sent, " + c.pass_phrase(s.transferred))
-    p = c.prev
-    if p is not None and None not in (p.t, s.t, p.transferred, s.transferred) and s.t > p.t:
-        if s.transferred >= p.transferred:
-            rate = (s.transferred - p.transferred) / (s.t - p.t)
-            notes.append(f"real rate since the previous sample {format_rate(rate)}")
-    elif s.throughput is not None:
-        notes.append(f"QEMU's mbps: {format_rate(s.throughput)} on the wire")
-    if s.passes is not None:
-        notes.append(f"pass {s.passes} (dirty-bitmap syncs)")
-    if s.remaining is not None and s.status != "completed":
-        notes += _remaining(str(s.remaining), c)[:1]
-    if s.dirty_rate and s.throughput:
-        ratio = s.dirty_rate / s.throughput
-        notes.append(f"guest dirties {format_rate(s.dirty_rate)}, {ratio:.2f}x QEMU's rate")
-    if s.expected_downtime is not None and s.status != "completed":
-        notes += _expected(str(s.expected_downtime * 1000), c)
-    if s.downtime is not None:
-        notes += _downtime(str(s.downtime * 1000), c)
-    if s.throttle_pct:
-        notes += _throttle(str(s.throttle_pct), c)
-    if s.xbzrle is not None and s.xbzrle.cache_miss_rate is not None:
-        notes += _xb_miss_rate(str(s.xbzrle.cache_miss_rate), c)
-    if s.error:
-        notes.append(f"QEMU's error: {s.error}")
-    c.prev = s
-    return notes

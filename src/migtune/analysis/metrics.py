@@ -209,7 +209,7 @@ def compute(run: Run) -> Metrics:
     if m.dirty_rate is not None and m.throughput:
         m.dirty_ratio = m.dirty_rate / m.throughput
 
-    _passes(samples, m)
+    _passes(run, samples, m)
     active = [s for s in samples if s.status != "completed"]
     m.remaining_bytes = _last(active, "remaining")
     m.expected_downtime_s = _last(active, "expected_downtime")
@@ -247,11 +247,13 @@ def _throughput(run: Run, m: Metrics) -> None:
         m.throughput_source = "ram-phase-average"
 
 
-def _passes(samples: list[Sample], m: Metrics) -> None:
+def _passes(run: Run, samples: list[Sample], m: Metrics) -> None:
     syncs = _values(samples, "passes")
     if syncs:
         m.passes, m.passes_source = max(syncs), "dirty-sync-count"
-    elif len(_values(samples, "remaining")) >= 2:
+    elif run.format == "proxmox" and len(_values(samples, "remaining")) >= 2:
+        # Old Proxmox logs remaining every second, so each sync shows as a jump; nova's
+        # 30 s progress lines are too sparse to count passes this way.
         m.passes, m.passes_source = 1 + count_remaining_jumps(samples), "remaining-jumps"
     if m.ram_bytes and m.transferred_bytes is not None:
         m.sent_ratio = m.transferred_bytes / m.ram_bytes
@@ -331,14 +333,33 @@ def _predictions(run: Run, m: Metrics) -> None:
 
 
 def _orchestration(run: Run, m: Metrics) -> None:
-    edges = _phase_edges(run)
     m.target_start_s = target_start_duration(run)
-    if "storage-start" in edges:
-        end = edges.get("storage-ready", edges.get("ram-start"))
-        if end is not None and end >= edges["storage-start"]:
-            m.storage_s = end - edges["storage-start"]
+    window = storage_window(run)
+    if window is not None and window[1] is not None:
+        m.storage_s = window[1] - window[0]
     if m.duration_s is not None and m.ram_duration_s is not None and run.format == "proxmox":
         m.orchestration_s = max(0.0, m.duration_s - m.ram_duration_s)
+
+
+def storage_window(run: Run) -> tuple[float, float | None] | None:
+    """Start and end of the disk mirror before the RAM copy.
+
+    The end is the last mirror progress/ready time before the RAM copy starts: Proxmox
+    prints mirror lines without a timestamp, so their own times can lag behind.
+    """
+    start = end = None
+    for e in run.events:
+        if e.kind == "ram-start" and start is not None:
+            break
+        if e.t is None:
+            continue
+        if e.kind == "storage-start" and start is None:
+            start = e.t
+        elif e.kind in ("storage-progress", "storage-ready") and start is not None:
+            end = e.t if end is None else max(end, e.t)
+    if start is None:
+        return None
+    return start, (end if end is not None and end >= start else None)
 
 
 def target_start_duration(run: Run) -> float | None:

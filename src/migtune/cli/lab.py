@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,17 +22,51 @@ from migtune.cli.options import (
 from migtune.units import format_bytes, format_rate
 
 
-@contextmanager
-def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner line on a terminal for boot and warm-up; silent otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda _msg: None
-        return
-    from rich.console import Console
+class _Spinner:
+    """A one-line status on a terminal for boot and warm-up; silent otherwise.
 
-    console = Console(stderr=True)
-    with console.status("starting") as st:
-        yield lambda msg: st.update(msg)
+    ``spinner(None)`` hides it while the migration's own progress bar runs (rich
+    allows one live display at a time).
+    """
+
+    def __init__(self, enabled: bool):
+        self.console: Any = None
+        self._live: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+
+    def __call__(self, message: str | None) -> None:
+        if self.console is None:
+            return
+        if message is None:
+            self.stop()
+        elif self._live is None:
+            self._live = self.console.status(message)
+            self._live.start()
+        else:
+            self._live.update(message)
+
+    def log(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text, highlight=False)
+        else:
+            click.echo(text, err=True)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+@contextmanager
+def _status(enabled: bool) -> Iterator[_Spinner]:
+    spinner = _Spinner(enabled)
+    try:
+        yield spinner
+    finally:
+        spinner.stop()
 
 
 @cli.group("lab")
@@ -183,14 +217,21 @@ def matrix_cmd(
             click.echo(f"{sc.name:26} {sc.description}")
         return 0
 
-    def echo_row(row: Any) -> None:
-        if not as_json:
-            state = row.error or (row.result.outcome.status if row.result else "?")
-            click.echo(f"{row.scenario.name} #{row.repeat}: {state}", err=True)
-
     with _status(not as_json) as say:
+
+        def echo_row(row: Any) -> None:
+            if not as_json:
+                state = row.error or (row.result.outcome.status if row.result else "?")
+                say.log(f"{row.scenario.name} #{row.repeat}: {state}")
+
         rows = run_matrix(
-            scenarios, repeat=repeat, out_dir=out_dir, accel=accel, status=say, on_row=echo_row
+            scenarios,
+            repeat=repeat,
+            out_dir=out_dir,
+            accel=accel,
+            progress=not as_json,
+            status=say,
+            on_row=echo_row,
         )
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, default=str))

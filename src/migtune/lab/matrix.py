@@ -56,7 +56,7 @@ def run_matrix(
     out_dir: str | Path = "lab-matrix",
     accel: str = "auto",
     progress: bool = False,
-    status: Callable[[str], None] | None = None,
+    status: Callable[[str | None], None] | None = None,
     on_row: Callable[[MatrixRow], None] | None = None,
 ) -> list[MatrixRow]:
     """Run each scenario ``repeat`` times; a run that errors is reported, not fatal."""
@@ -95,7 +95,7 @@ def run_matrix(
                     postcopy_after_passes=sc.postcopy_after_passes,
                     accel=accel,
                     progress=progress,
-                    status=lambda m, name=sc.name: say(f"{name}: {m}"),
+                    status=lambda m, name=sc.name: say(None if m is None else f"{name}: {m}"),
                     meta=meta,
                     image=image,
                 )

@@ -38,7 +38,7 @@ BOOT_TIMEOUT = 60.0  # s for the guest's first line (TCG boots in 3-4 s, slower 
 WARMUP_TIMEOUT = 60.0  # s from the first line until the writer runs at its rate
 RATE_REACHED = 0.9  # fraction of the asked rate that counts as "at its rate"
 ALIVE_TIMEOUT = 10.0  # s to see the destination's heartbeat advance
-Status = Callable[[str], None]
+Status = Callable[[str | None], None]  # None: hide the status line
 
 
 @dataclass
@@ -310,7 +310,7 @@ def lab_run(
             },
             "machine": load_before,
         }
-        say("migrating")
+        say(None)  # the migration shows its own progress bar
         result = migrate(
             src.qmp_path,
             f"tcp:127.0.0.1:{port}",

@@ -29,6 +29,7 @@ from migtune.model import Run, Sample, Settings, to_dict
 from migtune.outcome import Outcome, outcome_from_run
 from migtune.outputs.recording import RecordingWriter
 from migtune.qemu import compat
+from migtune.qemu.params import qmp_parameters, settings_from_qemu
 from migtune.qemu.policies import (
     ABORT,
     PAUSE,
@@ -80,61 +81,6 @@ class MigrationResult:
         }
 
 
-def qmp_parameters(s: Settings) -> dict[str, Any]:
-    """``migrate-set-parameters`` arguments for the settings that are set."""
-    out: dict[str, Any] = {}
-    if s.downtime_limit is not None:
-        out["downtime-limit"] = int(round(s.downtime_limit * 1000))
-    for key, value in (
-        ("max-bandwidth", s.max_bandwidth),
-        ("avail-switchover-bandwidth", s.avail_switchover_bandwidth),
-        ("xbzrle-cache-size", s.xbzrle_cache_size),
-        ("max-postcopy-bandwidth", s.max_postcopy_bandwidth),
-    ):
-        if value is not None:
-            out[key] = int(value)
-    for key, value in (
-        ("cpu-throttle-initial", s.cpu_throttle_initial),
-        ("cpu-throttle-increment", s.cpu_throttle_increment),
-        ("max-cpu-throttle", s.max_cpu_throttle),
-        ("throttle-trigger-threshold", s.throttle_trigger_threshold),
-        ("multifd-channels", s.multifd_channels),
-    ):
-        if value is not None:
-            out[key] = int(value)
-    return out
-
-
-def settings_from_qemu(params: dict[str, Any], caps: list[dict[str, Any]], uri: str) -> Settings:
-    """The settings QEMU reports as in force (``query-migrate-parameters`` + capabilities)."""
-
-    def num(key: str) -> Any:
-        return params.get(key)
-
-    dl = num("downtime-limit")
-    return Settings(
-        downtime_limit=None if dl is None else dl / 1000.0,
-        max_bandwidth=None if num("max-bandwidth") is None else float(num("max-bandwidth")),
-        avail_switchover_bandwidth=(
-            None
-            if num("avail-switchover-bandwidth") is None
-            else float(num("avail-switchover-bandwidth"))
-        ),
-        xbzrle_cache_size=num("xbzrle-cache-size"),
-        capabilities={str(c["capability"]): bool(c["state"]) for c in caps},
-        migration_type=uri.split(":", 1)[0] if ":" in uri else None,
-        migration_uri=uri,
-        multifd_channels=num("multifd-channels"),
-        cpu_throttle_initial=num("cpu-throttle-initial"),
-        cpu_throttle_increment=num("cpu-throttle-increment"),
-        max_cpu_throttle=num("max-cpu-throttle"),
-        throttle_trigger_threshold=num("throttle-trigger-threshold"),
-        max_postcopy_bandwidth=(
-            None if num("max-postcopy-bandwidth") is None else float(num("max-postcopy-bandwidth"))
-        ),
-    )
-
-
 @contextlib.contextmanager
 def _signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
     """While driving, SIGINT/SIGTERM only ask for a clean cancel (main thread only)."""
@@ -143,6 +89,8 @@ def _signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: Any) -> None:
+        if flag.get("stop"):  # asked twice: stop waiting (a cancel has been sent already)
+            raise KeyboardInterrupt
         flag["stop"] = "interrupted" if signum == signal.SIGINT else "terminated"
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -151,6 +99,14 @@ def _signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+def _progress_sink(progress: bool | ProgressFn) -> ProgressFn | None:
+    if progress is True:
+        from migtune.qemu.progress import ProgressDisplay
+
+        return ProgressDisplay()
+    return progress if callable(progress) else None
 
 
 class _Tee(io.StringIO):
@@ -259,7 +215,11 @@ class _Driver:
         caps_arg = [{"capability": k, "state": bool(v)} for k, v in caps.items()]
         if dst is not None:
             if caps_arg:
-                dst.cmd("migrate-set-capabilities", capabilities=caps_arg)
+                try:
+                    dst.cmd("migrate-set-capabilities", capabilities=caps_arg)
+                except QMPCommandError as exc:
+                    hint = " (start the destination with -incoming defer)"
+                    raise InputError(f"destination: {exc}" + hint) from None
             if self.settings.multifd_channels is not None:
                 dst.cmd(
                     "migrate-set-parameters", **{"multifd-channels": self.settings.multifd_channels}
@@ -303,21 +263,17 @@ class _Driver:
         meta: dict,
         workload: str | None,
     ) -> MigrationResult:
-        src = QMP(self.source_qmp, name="source").connect()
-        dst = QMP(self.dest_qmp, name="destination").connect() if self.dest_qmp else None
-        tee = _Tee(record)
+        tee = _Tee(record)  # an unwritable recording fails before QEMU is touched
         self.rec = RecordingWriter(None, stream=tee)
         status, reason, source_status, version = "failed", None, None, None
-        started = False
-        try:
-            version, effective, run_state = self._configure(src, dst)
-            if progress is True:
-                from migtune.qemu.progress import ProgressDisplay
-
-                self.show = ProgressDisplay()
-            elif callable(progress):
-                self.show = progress
-            with _signals_request_stop(self.flag):
+        run_state, started = "running", False
+        src = dst = None
+        with _signals_request_stop(self.flag):
+            try:
+                src = QMP(self.source_qmp, name="source").connect()
+                dst = QMP(self.dest_qmp, name="destination").connect() if self.dest_qmp else None
+                version, effective, run_state = self._configure(src, dst)
+                self.show = _progress_sink(progress)
                 src.events()  # drop whatever was queued before this migration
                 self.t0 = time.time()
                 self.rec.header(
@@ -333,19 +289,27 @@ class _Driver:
                 src.cmd("migrate", uri=self.to_uri)
                 started = True
                 status, reason = self._loop(src, dst)
-        except QMPCommandError as exc:
-            if not started:
-                raise InputError(str(exc)) from None
-            status, reason = "failed", str(exc)
-        finally:
-            if started:
-                status, reason = self._ensure_safe(src, status, reason)
-                source_status = self._source_state(src, run_state)
-            if self.show is not None and hasattr(self.show, "close"):
-                self.show.close()  # type: ignore[attr-defined]
-            src.close()
-            if dst is not None:
-                dst.close()
+            except QMPCommandError as exc:
+                if not started:
+                    raise InputError(str(exc)) from None
+                status, reason = "failed", str(exc)
+            except QMPConnectionLost as exc:
+                if not started:
+                    raise
+                status, reason = "failed", str(exc)
+            finally:
+                if started and src is not None:
+                    status, reason = self._ensure_safe(src, dst, status, reason)
+                    source_status = self._source_state(src, run_state)
+                if self.show is not None and hasattr(self.show, "close"):
+                    self.show.close()  # type: ignore[attr-defined]
+                for conn in (src, dst):
+                    if conn is not None:
+                        conn.close()
+                if not started:
+                    tee.close_file()
+                    if record is not None and Path(record).stat().st_size == 0:
+                        Path(record).unlink()
         run = parse_recording(tee.getvalue().splitlines())
         run.meta["path"] = str(record) if record else None
         outcome = outcome_from_run(run, str(record) if record else None)
@@ -368,8 +332,7 @@ class _Driver:
             next_poll += self.poll_interval
             while time.monotonic() < next_poll and not self.flag.get("stop"):
                 time.sleep(min(0.05, max(0.0, next_poll - time.monotonic())))
-            info = self._poll(src)
-            sample = sample_from_query_migrate(info, time.time() - self.t0)
+            sample = self._poll(src)
             status = sample.status or "unknown"
             if status in POSTCOPY_STATES and not self.postcopy:
                 self.postcopy = True
@@ -389,16 +352,18 @@ class _Driver:
                 if self._apply(src, action, now):
                     return "cancelled", action.reason
 
-    def _poll(self, src: QMP) -> dict[str, Any]:
+    def _poll(self, src: QMP) -> Sample:
+        """One ``query-migrate``: recorded (with the QMP events before it) and shown."""
         info = src.cmd("query-migrate")
         t = time.time() - self.t0
         assert self.rec is not None
         for ev in src.events(EVENTS):
             self.rec.qmp_event(ev["timestamp"] - self.t0, ev["event"], ev["data"])
         self.rec.sample(t, info)
+        sample = sample_from_query_migrate(info, round(t, 3))
         if self.show is not None:
-            self.show(sample_from_query_migrate(info, t), {"postcopy": self.postcopy})
-        return info
+            self.show(sample, {"postcopy": self.postcopy})
+        return sample
 
     def _dest_alive(self, dst: QMP) -> bool:
         try:
@@ -459,34 +424,59 @@ class _Driver:
                 self.rec.event(time.time() - self.t0, "warning", text)
 
     # -- safety ----------------------------------------------------------------------
-    def _ensure_safe(self, src: QMP, status: str, reason: str | None) -> tuple[str, str | None]:
+    def _ensure_safe(
+        self, src: QMP, dst: QMP | None, status: str, reason: str | None
+    ) -> tuple[str, str | None]:
         """Make sure the migration is over and, unless it completed, the source runs."""
         final = status
         try:
-            state = self._poll(src).get("status")  # also records the final state
+            state = self._poll(src).status  # also records the final state
             if state not in TERMINAL and not self.postcopy:
                 with contextlib.suppress(QMPCommandError):
                     src.cmd("migrate_cancel")
                 deadline = time.monotonic() + CANCEL_WAIT
                 while state not in TERMINAL and time.monotonic() < deadline:
                     time.sleep(0.1)
-                    state = self._poll(src).get("status")
-            elif state not in TERMINAL:  # post-copy: only wait for it to finish
-                while state not in TERMINAL:
+                    state = self._poll(src).status
+            elif state not in TERMINAL:  # post-copy cannot be cancelled: wait for it to end
+                while state not in (*TERMINAL, "postcopy-paused"):
                     time.sleep(self.poll_interval)
-                    state = self._poll(src).get("status")
+                    state = self._poll(src).status
+                if state == "postcopy-paused":
+                    final = "failed"
+                    reason = (
+                        "post-copy paused (stream broken): neither side holds the whole VM; "
+                        "only migrate-recover on the destination can save it"
+                    )
             if state == "completed":
                 final, reason = "completed", None
             elif status == "completed" and state in ("failed", "cancelled"):
                 final = state
+            assert self.rec is not None
             if final != "completed" and self.paused_by_us:
                 src.cmd("cont")
-                self.rec.event(
-                    time.time() - self.t0, "info", "guest resumed after the migration stopped"
-                )  # type: ignore[union-attr]
+                self.rec.event(time.time() - self.t0, "info", "source guest resumed")
+            elif final == "completed" and self.paused_by_us:
+                self._resume_destination(dst)
         except QMPConnectionLost as exc:
             final, reason = "failed", f"lost the source QMP connection: {exc}"
         return final, reason
+
+    def _resume_destination(self, dst: QMP | None) -> None:
+        """The guest was paused to finish; like Nova and KubeVirt, run it again on arrival."""
+        assert self.rec is not None
+        t = time.time() - self.t0
+        if dst is None:
+            self._note_once("the guest was paused to complete: run 'cont' on the destination")
+            return
+        try:
+            deadline = time.monotonic() + 10
+            while dst.status() == "inmigrate" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            dst.cmd("cont")
+            self.rec.event(t, "info", "guest resumed on the destination")
+        except (QMPCommandError, QMPConnectionLost) as exc:
+            self._note_once(f"could not resume the guest on the destination: {exc}")
 
     def _source_state(self, src: QMP, before: str) -> str | None:
         try:

@@ -136,6 +136,8 @@ class QemuProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                with _LIVE_LOCK:
+                    _LIVE.pop(self.proc.pid, None)
                 tail = self.stderr_tail()
                 self._cleanup_dir()
                 raise UnavailableError(
@@ -260,7 +262,15 @@ def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-_ACCEL_CACHE: dict[tuple[str, ...], str] = {}
+_ACCEL_CACHE: dict[tuple[tuple[str, ...], object], str] = {}
+
+
+def firmware_runs(p: QemuProcess) -> bool:
+    """A weak ``verify`` for :func:`probe_accel`: the vCPU still runs after a second
+    under KVM.  Enough for firmware-only guests; a kernel can still fail later."""
+    time.sleep(1.0)
+    q = p.qmp()
+    return q.status() == "running" and bool(q.cmd("query-kvm").get("enabled"))
 
 
 def probe_accel(
@@ -272,29 +282,27 @@ def probe_accel(
     """``"kvm"`` if a guest really runs under KVM here, else ``"tcg"``.
 
     ``/dev/kvm`` can be openable while guests still die on a KVM emulation
-    failure, so starting QEMU is not proof.  The probe starts QEMU with ``args``
-    under KVM and asks ``verify(process)`` (the lab passes a check that waits for
-    its guest's first serial line).  Without ``verify`` it checks that the vCPU
-    is still running after a second under BIOS alone, which catches only early
-    failures.  Any doubt gives TCG.  Results are cached per ``args``.
+    failure (lab notes), so starting QEMU proves nothing.  The probe starts QEMU
+    with ``args`` under KVM and asks ``verify(process)`` whether the guest works
+    (the lab passes a check that waits for its guest's first serial line;
+    :func:`firmware_runs` suits firmware-only guests).  Without ``verify`` the
+    answer is unsure, hence ``"tcg"``.  ``MIGTUNE_ACCEL=kvm|tcg`` overrides the
+    probe.  Results are cached per ``args`` and ``verify``.
     """
-    key = tuple(args)
+    forced = os.environ.get("MIGTUNE_ACCEL", "").strip().lower()
+    if forced in ("kvm", "tcg"):
+        return forced
+    if verify is None or not kvm_usable():
+        return "tcg"
+    key = (tuple(args), verify)
     if key in _ACCEL_CACHE:
         return _ACCEL_CACHE[key]
     result = "tcg"
-    if kvm_usable():
-        try:
-            with QemuProcess(args, accel="kvm", name="kvm-probe") as p:
-                if verify is not None:
-                    ok = verify(p)
-                else:
-                    time.sleep(1.0)
-                    ok = p.qmp().status() == "running" and bool(
-                        p.qmp().cmd("query-kvm").get("enabled")
-                    )
-                if ok and p.alive and p.qmp().status() == "running":
-                    result = "kvm"
-        except (UnavailableError, QMPCommandError, OSError):
-            result = "tcg"
+    try:
+        with QemuProcess(args, accel="kvm", name="kvm-probe") as p:
+            if verify(p) and p.alive and p.qmp().status() == "running":
+                result = "kvm"
+    except (UnavailableError, QMPCommandError, OSError):
+        result = "tcg"
     _ACCEL_CACHE[key] = result
     return result

@@ -48,38 +48,43 @@ def describe(sample: Sample, extra: dict[str, Any] | None = None) -> str:
 class ProgressDisplay:
     """Callable progress sink: ``display(sample, extra)``; ``close()`` at the end.
 
-    On a terminal a transient rich progress bar (transferred of RAM total); on
-    anything else a plain line every ``every`` seconds on ``stream`` (stderr).
+    On a terminal a transient rich display (a bar of RAM sent in the first pass /
+    drained since, and one wrapped line of figures); on anything else a plain
+    line every ``every`` seconds on ``stream`` (stderr).
     """
 
     def __init__(self, stream: IO[str] | None = None, every: float = 5.0):
         self.stream = stream or sys.stderr
         self.every = every
         self._last = 0.0
-        self._bar: Any = None
-        self._task: Any = None
+        self._live: Any = None
+        self._good: Sample | None = None
         if self.stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.live import Live
 
-            self._bar = Progress(
-                TextColumn("[bold]migrating"),
-                BarColumn(),
-                TextColumn("{task.description}"),
-                console=Console(file=self.stream),
-                transient=True,
-            )
-            self._task = self._bar.add_task("starting", total=None)
-            self._bar.start()
+            console = Console(file=self.stream)
+            self._live = Live(console=console, transient=True, auto_refresh=False)
+            self._live.start()
 
     def __call__(self, sample: Sample, extra: dict[str, Any] | None = None) -> None:
+        if sample.transferred is not None:
+            self._good = sample
+        elif self._good is not None:  # cancelled/failed replies carry no RAM figures
+            self._good.status = sample.status
+            sample = self._good
         line = describe(sample, extra)
-        if self._bar is not None:
-            total = sample.total
-            done = None
-            if total and sample.remaining is not None:
-                done = max(0, total - sample.remaining)
-            self._bar.update(self._task, description=line, total=total, completed=done)
+        if self._live is not None:
+            from rich.console import Group
+            from rich.progress_bar import ProgressBar
+            from rich.text import Text
+
+            total = sample.total or 0
+            done = max(0, total - (sample.remaining or 0)) if total else 0
+            bar = ProgressBar(total=total or None, completed=done, width=40)
+            pct = f" {100 * done / total:5.1f}% of RAM clean" if total else ""
+            header = Text.assemble(("migrating", "bold"), pct)
+            self._live.update(Group(header, bar, Text(line)), refresh=True)
             return
         now = time.monotonic()
         if now - self._last >= self.every:
@@ -87,6 +92,6 @@ class ProgressDisplay:
             print(f"migtune: {line}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

@@ -49,6 +49,7 @@ PHASE_COLOURS = {
     "target-start": "#fde0c5",
     "storage-copy": "#d9c8f0",
     "first-pass": "#d6e9f8",
+    "ram-copy": "#d6e9f8",
     "dirty-passes": "#fbe7a1",
     "switchover": "#f8c9c9",
     "downtime": "#f4a6a6",
@@ -130,21 +131,43 @@ def _colour(i: int, n_runs: int, series: str) -> str:
     return SINGLE[series] if n_runs == 1 else RUN_COLOURS[i % len(RUN_COLOURS)]
 
 
-def _t_scale(plots: Sequence[RunPlot]) -> tuple[float, str]:
-    ends = [p.series.t_max for p in plots if p.series.t_max is not None]
-    ends += [ph.end for p in plots for ph in p.phases if ph.end is not None]
-    return _time_unit(max(ends, default=0.0))
+def _t_range(plots: Sequence[RunPlot]) -> tuple[float, float]:
+    """Seconds spanned by every run, its markers and the phases: shared by both charts."""
+    ts = [p.series.t_max for p in plots if p.series.t_max is not None]
+    ts += [t for p in plots for ph in p.phases for t in (ph.start, ph.end) if t is not None]
+    ts += [
+        x
+        for p in plots
+        for line in (p.series.transferred, p.series.remaining, p.series.throughput)
+        for x in line.x[:1]
+    ]
+    return (min(0.0, *ts), max(ts)) if ts else (0.0, 1.0)
 
 
-def _finish(fig: Figure, ax, handles: list, ncol: int) -> None:
-    ax.set_xlim(left=min(0.0, ax.get_xlim()[0]))
+def _t_scale(plots: Sequence[RunPlot]) -> tuple[float, str, tuple[float, float]]:
+    lo, hi = _t_range(plots)
+    ts, tu = _time_unit(hi)
+    pad = max((hi - lo) * 0.015, 0.5)
+    return ts, tu, ((lo - pad) / ts, (hi + pad) / ts)
+
+
+def _figure() -> tuple[Figure, object]:
+    # Fixed margins (not constrained layout) so the two charts' time axes line up exactly.
+    fig = plt.figure(figsize=FIG_SIZE)
+    ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.065, right=0.935, top=0.92)
+    return fig, ax
+
+
+def _finish(fig: Figure, ax, handles: list, xlim: tuple[float, float]) -> None:
+    ax.set_xlim(*xlim)
     ax.set_ylim(bottom=0)
+    ncol = min(4, max(1, len(handles)))
+    rows = -(-len(handles) // ncol) if handles else 0
+    fig.subplots_adjust(bottom=0.14 + 0.05 * rows)
     if handles:
         fig.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncol=ncol,
-            frameon=False,
+            handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False
         )
 
 
@@ -173,11 +196,10 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
         + [p.series.ram_bytes or 0 for p in drawable]
     )
     bs, bu = _byte_unit(peak)
-    ts, tu = _t_scale(drawable)
+    ts, tu, xlim = _t_scale(plots)
     with plt.rc_context(RC):
-        fig = plt.figure(figsize=FIG_SIZE, layout="constrained")
-        ax = fig.add_subplot()
-        handles = _phases(ax, plots[0].phases, ts) if plots[0].series.has_progress else []
+        fig, ax = _figure()
+        handles = _phases(ax, plots[0].phases, ts)
         rams: set[int] = set()
         for i, p in enumerate(plots):
             s = p.series
@@ -208,12 +230,12 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
                     fontsize=10,
                     color="#333333",
                 )
-        ax.set_xlabel(f"time since migration start ({tu})")
+        ax.set_xlabel(f"time since the start of the log ({tu})")
         ax.set_ylabel(f"bytes ({bu})")
         ax.set_title("Progress: bytes transferred and remaining")
         names = [k for k in ("transferred", "remaining") if _any(plots, k)]
         handles = _series_legend(plots, names) + handles
-        _finish(fig, ax, handles, ncol=min(4, max(1, len(handles))))
+        _finish(fig, ax, handles, xlim)
         ax.set_ylim(top=max(ax.get_ylim()[1], peak / bs * 1.08))
     return Chart("progress", "Progress over time", fig)
 
@@ -262,10 +284,10 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
         + [0.0]
     )
     rs, ru = _rate_unit(peak)
-    ts, tu = _t_scale(drawable)
+    ts, tu, xlim = _t_scale(plots)
     with plt.rc_context(RC):
-        fig = plt.figure(figsize=FIG_SIZE, layout="constrained")
-        ax = fig.add_subplot()
+        fig, ax = _figure()
+        _phases(ax, plots[0].phases, ts)  # same shading as the progress chart, legend there
         extra: list = []
         throttle_ax = None
         for i, p in enumerate(plots):
@@ -295,6 +317,7 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
                     throttle_ax.set_ylabel("CPU throttle (%)")
                     throttle_ax.set_ylim(0, 100)
                     throttle_ax.grid(False)
+                    throttle_ax.spines["right"].set_visible(True)
                 c = SINGLE["throttle"] if n == 1 else RUN_COLOURS[i % len(RUN_COLOURS)]
                 _plot(throttle_ax, s.throttle, ts, 1.0, color=c, lw=1.5, ls="-.", alpha=0.8)
                 if not any(h.get_label() == "CPU throttle (right axis)" for h in extra):
@@ -307,7 +330,7 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
             Line2D([], [], color=MARKER_COLOURS.get(k, "#555555"), lw=1, ls=":", label=_MARK[k])
             for k in sorted(kinds)
         ]
-        ax.set_xlabel(f"time since migration start ({tu})")
+        ax.set_xlabel(f"time since the start of the log ({tu})")
         ax.set_ylabel(f"rate ({ru})")
         ax.set_title("Throughput against the guest's dirty rate")
         if not any(p.series.throughput or p.series.dirty_rate for p in plots):
@@ -317,7 +340,7 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
             k for k, a in (("throughput", "throughput"), ("dirty", "dirty_rate")) if _any(plots, a)
         ]
         handles = _series_legend(plots, names) + extra
-        _finish(fig, ax, handles, ncol=min(4, max(1, len(handles))))
+        _finish(fig, ax, handles, xlim)
         if peak:
             ax.set_ylim(top=peak / rs * 1.25)  # head-room for the marker labels
     return Chart("rates", "Throughput and dirty rate", fig)

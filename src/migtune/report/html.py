@@ -19,17 +19,14 @@ from typing import Any
 from migtune import __version__
 from migtune.analysis.findings import Phase
 from migtune.model import Run
+from migtune.report import logview
 from migtune.report.analysis import Analysis
 from migtune.report.series import PassRow
 from migtune.settings import describe
 from migtune.units import format_bytes, format_duration, format_rate
 
+MAX_PASS_ROWS = 200
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-# Keep the page small enough for a ticket: above MAX_LOG_LINES only the annotated lines
-# and LOG_EDGE lines at each end are kept, and very long lines (JSON dumps) are cut.
-MAX_LOG_LINES = 3000
-LOG_EDGE = 300
-MAX_LINE_CHARS = 300
 
 
 def esc(value: Any) -> str:
@@ -141,6 +138,9 @@ def _header(view: RunView) -> str:
         f'<p class="sub">{" · ".join(esc(w) for w in where)}</p>',
         f'<dl class="facts" id="facts">{facts}</dl>',
     ]
+    summary = getattr(view.analysis.explanation, "summary", None) or []
+    if summary:
+        out.append(f'<p class="summary" id="summary">{" ".join(esc(x) for x in summary)}</p>')
     if run.warnings:
         items = "".join(f"<li>{esc(w)}</li>" for w in run.warnings[:20])
         more = len(run.warnings) - 20
@@ -201,11 +201,10 @@ def _recommendation(rec: Any) -> str:
 def _findings(view: RunView) -> str:
     diag = view.analysis.diagnosis
     out = ['<section id="findings"><h2>Findings</h2>']
-    if diag is None:
-        out.append('<p class="muted">Diagnosis is not available in this build of migtune.</p>')
-    elif not diag.findings:
+    findings = diag.findings if diag is not None else []
+    if not findings:
         out.append('<p class="ok">No problems found in this log.</p>')
-    for f in getattr(diag, "findings", None) or []:
+    for f in findings:
         sev = f.severity if f.severity in ("info", "warning", "error") else "info"
         out.append(f'<article class="finding sev-{sev}" data-id="{attr(f.id)}">')
         out.append(
@@ -263,6 +262,23 @@ def _t(t: float | None) -> str:
     return "?" if t is None else f"{t:.1f}"
 
 
+def _pass_row(r: PassRow) -> str:
+    cells = (
+        r.number if r.number is not None else "?",
+        _t(r.start),
+        _t(r.end),
+        r.samples,
+        format_bytes(r.remaining_start),
+        format_bytes(r.sent),
+        format_bytes(r.transferred_end),
+        format_rate(r.dirty_rate),
+        format_rate(r.throughput),
+        _ms(r.expected_downtime),
+        "?" if r.throttle_pct is None else f"{r.throttle_pct:.0f} %",
+    )
+    return "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>"
+
+
 def _passes(rows: Sequence[PassRow]) -> str:
     out = ['<section id="passes"><h2>Passes</h2>']
     if not rows:
@@ -276,28 +292,14 @@ def _passes(rows: Sequence[PassRow]) -> str:
         "<th>remaining at start</th><th>sent in pass</th><th>transferred (total)</th>"
         "<th>dirty rate</th><th>throughput</th><th>expected downtime</th><th>CPU throttle</th>"
     )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{esc(v)}</td>"
-            for v in (
-                r.number if r.number is not None else "?",
-                _t(r.start),
-                _t(r.end),
-                r.samples,
-                format_bytes(r.remaining_start),
-                format_bytes(r.sent),
-                format_bytes(r.transferred_end),
-                format_rate(r.dirty_rate),
-                format_rate(r.throughput),
-                _ms(r.expected_downtime),
-                "?" if r.throttle_pct is None else f"{r.throttle_pct:.0f} %",
-            )
-        )
-        + "</tr>"
-        for r in rows
+    body = [_pass_row(r) for r in rows]
+    if len(rows) > MAX_PASS_ROWS:  # a run stuck for hours: the start and the end tell the story
+        half = MAX_PASS_ROWS // 2
+        gap = f'<tr class="gap"><td colspan="11">{len(rows) - 2 * half} passes left out</td></tr>'
+        body = [*body[:half], gap, *body[-half:]]
+    out.append(
+        f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
-    out.append(f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     out.append(
         '<p class="muted">A pass ends at each dirty-bitmap sync. "?" means the log does not say.</p>'
     )
@@ -325,45 +327,6 @@ def _compare(views: Sequence[RunView]) -> str:
     )
 
 
-def _log_lines(view: RunView) -> list[tuple[int, str, list[str]]]:
-    exp = view.analysis.explanation
-    if exp is not None and getattr(exp, "lines", None):
-        return [(ln.line, ln.text, list(ln.notes)) for ln in exp.lines]
-    return [(i, text, []) for i, text in enumerate(view.run.lines or [], 1)]
-
-
-def _log(view: RunView) -> str:
-    lines = _log_lines(view)
-    if not lines:
-        return ""
-    omitted = 0
-    if len(lines) > MAX_LOG_LINES:
-        keep = [
-            ln for k, ln in enumerate(lines) if ln[2] or k < LOG_EDGE or k >= len(lines) - LOG_EDGE
-        ]
-        omitted = len(lines) - len(keep)
-        lines = keep
-    noted = sum(1 for ln in lines if ln[2])
-    what = "Explained log" if view.analysis.explanation is not None else "Log"
-    rows = []
-    for no, text, notes in lines:
-        if len(text) > MAX_LINE_CHARS:
-            text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
-        cls = ' class="noted"' if notes else ""
-        note_html = "".join(f"<li>{esc(n)}</li>" for n in notes)
-        rows.append(
-            f'<tr{cls}><td class="no">{no}</td><td><code class="line">{esc(text)}</code>'
-            + (f'<ul class="notes">{note_html}</ul>' if notes else "")
-            + "</td></tr>"
-        )
-    extra = f", {omitted} unannotated lines left out" if omitted else ""
-    return (
-        '<section id="log"><h2>Log</h2><details class="log">'
-        f"<summary>{what}: {len(lines)} lines, {noted} with notes{extra}</summary>"
-        f'<table class="log"><tbody>{"".join(rows)}</tbody></table></details></section>'
-    )
-
-
 def page(
     views: Sequence[RunView],
     charts: Sequence[ChartView],
@@ -386,7 +349,7 @@ def page(
         _compare(views),
         _timeline(list(phases)),
         _passes(primary.passes),
-        _log(primary),
+        logview.render(primary.run, primary.analysis.explanation),
         f"<footer>Generated by migtune {esc(__version__)}. This file is self-contained: "
         "it loads nothing from the network.</footer>",
         "</main></body></html>",

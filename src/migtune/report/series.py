@@ -129,15 +129,11 @@ def _throughput(run: Run) -> tuple[Line, str]:
     qemu = _line(run.samples, "throughput")
     if qemu:
         return qemu, "qemu"
-    xs: list[float] = []
-    ys: list[float] = []
-    for iv in interval_rates(run.samples):
-        # A step from start to end of each interval: the rate held over that span.
-        if not xs or xs[-1] != iv.start:
-            xs.append(iv.start)
-            ys.append(iv.rate)
-        xs.append(iv.end)
-        ys.append(iv.rate)
+    ivs = interval_rates(run.samples)
+    # Drawn as steps (post): each rate holds from its interval's start to the next start,
+    # and the last one until its end.
+    xs = [iv.start for iv in ivs] + [ivs[-1].end] if ivs else []
+    ys = [iv.rate for iv in ivs] + [ivs[-1].rate] if ivs else []
     xs, ys = thin(xs, ys)
     return Line(xs, ys, steps=True), "deltas"
 
@@ -287,4 +283,21 @@ def pass_rows(run: Run) -> list[PassRow]:
             )
         )
         prev_end = end_x if end_x is not None else prev_end
+    _fill_pass_throughput(run, rows)
     return rows
+
+
+def _fill_pass_throughput(run: Run, rows: list[PassRow]) -> None:
+    """Without QEMU's rate, a pass's throughput is the mean Δtransferred/Δt inside it."""
+    intervals = interval_rates(run.samples)
+    prev_end: float | None = None
+    for r in rows:
+        if r.throughput is None and r.end is not None:
+            inside = [
+                iv.rate
+                for iv in intervals
+                if (prev_end is None or iv.end > prev_end) and iv.end <= r.end
+            ]
+            if inside:
+                r.throughput = sum(inside) / len(inside)
+        prev_end = r.end if r.end is not None else prev_end

@@ -72,6 +72,7 @@ def simulate(
     postcopy_after_passes: int | None = None,
     postcopy_after: float | None = None,
     schedule: list[tuple[float, str]] | None = None,
+    stop_after_passes: int | None = None,
     trace: str | Path | None = None,
     sample_interval: float | None = None,
 ) -> SimResult:
@@ -80,7 +81,8 @@ def simulate(
     ``settings`` as QEMU would get them (unset = QEMU default); ``link_rate`` the wire
     rate in bytes/s (default: the lab's loopback).  With the ``postcopy-ram``
     capability the switch happens after ``postcopy_after_passes`` syncs or
-    ``postcopy_after`` seconds (default 2 passes).  ``schedule`` lists ``(t, "name=value")``
+    ``postcopy_after`` seconds (default 2 passes).  ``stop_after_passes`` cancels the
+    migration once dirty-sync-count exceeds it (a give-up policy; benchmarks).  ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
     """
     version = rules.parse_version(qemu_version)
@@ -115,12 +117,13 @@ def simulate(
     else:
         w = parse_workload(workload) if isinstance(workload, str) else workload
         layout = make_layout(pages, w.ws // PAGE_SIZE, w.zero)
-        dirtier = Dirtier(w, layout, m.guest_cpu_rate, seed)
+        dirtier = Dirtier(w, layout, m.guest_cpu_rate, seed, m.guest_background_rate)
         spec = w.spec()
     eng = Engine(pages, dirtier, s, version, m)
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
     trigger = _postcopy_trigger(bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after)
+    eng.stop_after_passes = stop_after_passes
     if schedule:
         eng.schedule = sorted((float(t), a) for t, a in schedule)
     main_loop(eng, time_limit, make_sampler(m.sample_interval, records), trigger)

@@ -143,6 +143,9 @@ class Engine:
         self.c = Counters()
         self.dirty = self.N
         self.cursor = 0
+        self.last_call_pages = 0
+        self.density = 1.0  # dirty pages per page scanned, to size the next scan
+        self.outside_dirty = self.N - (self.rhi - self.rlo)  # only pass 1 sends these
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -180,6 +183,7 @@ class Engine:
         self.passes: list[dict[str, Any]] = []
         self.events: list[tuple[float, str, str, dict]] = []
         self.schedule: list[tuple[float, str]] = []
+        self.stop_after_passes: int | None = None
 
     def apply_schedule(self) -> None:
         """Setting changes made during the migration (``migrate-set-parameters``): the
@@ -226,13 +230,12 @@ class Engine:
         if t <= self.guest_t:
             return
         if not self.stopped:
-            w = self.dirtier.writes(self.guest_t, t, self.throttle)
-            if self.dirty_limit_active and len(w):
+            rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
+            if self.dirty_limit_active and len(rel):
                 limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
                 keep = max(0, int(limit * (t - self.guest_t)))
-                w = w[:keep]
-            if len(w):
-                rel = w - self.rlo
+                rel = rel[:keep]
+            if len(rel):
                 self.log[rel] = True
                 if self.wcount is not None:
                     np.add.at(self.wcount, rel, np.uint8(1))
@@ -241,17 +244,24 @@ class Engine:
     # -- the scan (§1.5 find_dirty_block) ---------------------------------------------
     def next_dirty(self, want: int) -> tuple[np.ndarray, bool]:
         """Up to ``want`` dirty pages from the cursor, ascending; True if the scan ran off
-        the end of RAM (the caller wraps)."""
-        pos, out, got = self.cursor, [], 0
-        span = max(1 << 16, 4 * want)
-        while got < want and pos < self.N:
-            end = min(self.N, pos + span)
+        the end of RAM (the caller wraps).  Once no page outside the guest's writable
+        range is dirty, only that range is scanned (nothing else can be found)."""
+        pos, end_all = self.cursor, self.N
+        if self.outside_dirty == 0:
+            if pos >= self.rhi:
+                return np.empty(0, dtype=np.int64), True
+            pos, end_all = max(pos, self.rlo), self.rhi
+        out, got = [], 0
+        span = max(1 << 16, int(want / max(self.density, 1e-4)))
+        while got < want and pos < end_all:
+            end = min(end_all, pos + span)
             found = np.flatnonzero(self.bmap[pos:end])
             if len(found):
                 found = found[: want - got] + pos
                 out.append(found)
                 got += len(found)
                 if got >= want:
+                    self.density = got / max(1, int(found[-1]) + 1 - self.cursor)
                     return np.concatenate(out), False
             pos = end
             span *= 2
@@ -299,8 +309,14 @@ class Engine:
         if n <= 0:
             return
         idx = p.idx[:n]
-        self.bmap[idx] = False
+        if int(idx[-1]) - int(idx[0]) == n - 1:  # a dense run (pass 1): a memset
+            self.bmap[int(idx[0]) : int(idx[-1]) + 1] = False
+        else:
+            self.bmap[idx] = False
         self.dirty -= n
+        if self.outside_dirty:
+            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
+            self.outside_dirty -= n - int(hi - lo)
         c = self.c
         nzero = p.zeros(n)
         c.duplicate += nzero

@@ -12,14 +12,16 @@ MAX_FETCH = 1 << 21
 
 
 def _want(e: Engine, boost: int) -> int:
-    """How many dirty pages to price next: enough full pages to end the call, times
-    ``boost`` (grows while fetches are used up: zero pages and unchanged pages are cheap)."""
+    """How many dirty pages to price next: what the last call sent (+25 %), or enough
+    full pages to end the call; doubled while fetches get used up."""
     if e.budget:
         left = max(0, e.budget - e.window_bytes())
         want = left // rules.normal_page_cost() + 2
     else:
         per_page = rules.normal_page_cost() / e.link + e.machine.page_cpu
         want = int(rules.MAX_WAIT_MS / 1000 / per_page) + 64
+    if e.last_call_pages:
+        want = max(want, int(e.last_call_pages * 1.25) + 64) if boost == 1 else want
     return int(min(want * boost, MAX_FETCH, max(1, e.dirty)))
 
 
@@ -53,7 +55,7 @@ def iterate(e: Engine) -> None:
     boost = 1
     while not e.rate_exceeded() and e.dirty > 0:
         idx, ran_off = e.next_dirty(_want(e, boost))
-        boost *= 4
+        boost *= 2
         stopped = False
         for sl in e.pieces(idx):
             plan = e.plan(idx[sl])
@@ -70,6 +72,7 @@ def iterate(e: Engine) -> None:
             e.on_wrap()
         elif not len(idx):
             break
+    e.last_call_pages = loop_i
     e.add_bytes(rules.EOS_BYTES, ram=True)
     e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
     if e.multifd and e.version < (8, 1):
@@ -176,7 +179,8 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
     while True:
         sample(e)
         e.apply_schedule()
-        if e.t - e.start >= time_limit:
+        give_up = e.stop_after_passes is not None and e.sync_count > e.stop_after_passes
+        if e.t - e.start >= time_limit or give_up:
             e.status = "cancelled"
             e.throttle = 0
             e.total_time_ms = int(round((e.t - e.start) * 1000))

@@ -27,7 +27,8 @@ class Machine:
     device_state_bytes: int = 180_000  # non-iterable device state sent at switchover
     switchover_fixed: float = 0.004  # s: stop vCPUs, inactivate disks, return path
     wake_latency: float = 0.0004  # s the thread oversleeps a rate-limit window
-    guest_cpu_rate: float = 350_000.0  # pages/s a CPU-bound dirtier writes unthrottled
+    guest_cpu_rate: float = 250_000.0  # pages/s a CPU-bound dirtier writes unthrottled
+    guest_background_rate: float = 0.0  # pages/s the guest OS rewrites of its own pages
     multifd_sync_time: float = 0.0002  # s per multifd channel sync
     sample_interval: float = 0.5  # s between query-migrate samples (the lab polls at 2 Hz)
     rtt: float = 0.0001  # s, one postcopy page request round trip

@@ -80,12 +80,23 @@ def make_layout(pages: int, ws_pages: int, zero_fraction: float) -> Layout:
 class Dirtier:
     """A spec-driven dirtier: idle, random, hot/cold or sequential over the working set."""
 
-    def __init__(self, workload: Workload, layout: Layout, cpu_rate: float, seed: int = 0):
+    def __init__(
+        self,
+        workload: Workload,
+        layout: Layout,
+        cpu_rate: float,
+        seed: int = 0,
+        background_rate: float = 0.0,
+    ):
         self.w = workload
         self.layout = layout
         self.cpu_rate = float(cpu_rate)
         self.rng = np.random.default_rng(seed)
         self.carry = 0.0
+        # the guest OS itself (timers, the init loop forking `sleep`) rewrites some of its
+        # own pages: uniform over the static non-zero pages, not throttled away entirely
+        self.background = float(background_rate) if layout.static else 0.0
+        self.bg_carry = 0.0
         self.seq = 0
         self.bytes_per_write = workload.bytes_per_write
         n = layout.ws_hi - layout.ws_lo
@@ -93,6 +104,8 @@ class Dirtier:
 
     @property
     def region(self) -> tuple[int, int]:
+        if self.background:
+            return 0, self.layout.ws_hi
         return self.layout.ws_lo, self.layout.ws_hi
 
     def rate(self, throttle_pct: float) -> float:
@@ -109,23 +122,38 @@ class Dirtier:
         return n
 
     def writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
+        """Page numbers written in ``[t0, t1)`` (repeats kept)."""
+        return self.writes_rel(t0, t1, throttle_pct) + self.region[0]
+
+    def writes_rel(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
+        """The same, relative to the start of the writable range (:attr:`region`)."""
+        ws = self._ws_writes(t0, t1, throttle_pct)
+        if not self.background:
+            return ws
+        x = self.bg_carry + self.background * rules.throttle_cpu_share(throttle_pct) * (t1 - t0)
+        n = math.floor(x)
+        self.bg_carry = x - n
+        bg = self.rng.integers(0, self.layout.static, size=n)
+        return np.concatenate([ws + self.layout.ws_lo, bg])
+
+    def _ws_writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
         n = self.count(t0, t1, throttle_pct)
-        lo, hi = self.region
-        size = hi - lo
+        size = self.layout.ws_hi - self.layout.ws_lo
+        dt = np.int64
         if n <= 0 or size <= 0:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=dt)
         if self.w.pattern == "seq":
-            idx = (np.arange(self.seq, self.seq + n, dtype=np.int64) % size) + lo
+            idx = np.arange(self.seq, self.seq + n, dtype=np.int64) % size
             self.seq = (self.seq + n) % size
-            return idx
+            return idx.astype(dt)
         if self.w.pattern == "hotcold" and self.nhot < size:
             nh = int(self.rng.binomial(n, self.w.hotw))
-            hot = self.rng.integers(lo, lo + self.nhot, size=nh)
-            cold = self.rng.integers(lo + self.nhot, hi, size=n - nh)
+            hot = self.rng.integers(0, self.nhot, size=nh, dtype=dt)
+            cold = self.rng.integers(self.nhot, size, size=n - nh, dtype=dt)
             return np.concatenate([hot, cold])
         if self.w.pattern == "hotcold":
-            return self.rng.integers(lo, lo + self.nhot, size=n)
-        return self.rng.integers(lo, hi, size=n)
+            return self.rng.integers(0, self.nhot, size=n, dtype=dt)
+        return self.rng.integers(0, size, size=n, dtype=dt)
 
     def distinct_rate(self, throttle_pct: float, window: float) -> float:
         """Expected distinct pages/s dirtied over a window: what QEMU's dirty-pages-rate sees."""
@@ -192,6 +220,9 @@ class TraceDirtier:
         dt = max(0.0, t1 - t0) * rules.throttle_cpu_share(throttle_pct)
         a, self.guest_t = self.guest_t, self.guest_t + dt
         return self._slice(a, self.guest_t)
+
+    def writes_rel(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
+        return self.writes(t0, t1, throttle_pct)  # the writable range starts at page 0
 
     def rate(self, throttle_pct: float) -> float:
         return len(self.pages) / self.period * rules.throttle_cpu_share(throttle_pct)

@@ -92,12 +92,15 @@ def iso_epoch(text: str) -> float | None:
     return value.timestamp()
 
 
-def add_sample_events(run: Run) -> None:
-    """Events implied by successive samples: status changes, throttle changes, errors."""
+def add_sample_events(run: Run, statuses: bool = True) -> None:
+    """Events implied by successive samples: status changes, throttle changes, errors.
+
+    ``statuses=False`` when the source has its own status events (QMP ``MIGRATION``).
+    """
     prev_status: str | None = None
     prev_throttle: float | None = None
     for s in run.samples:
-        if s.status and s.status != prev_status:
+        if statuses and s.status and s.status != prev_status:
             run.events.append(
                 Event(s.t, "status", f"migration status {s.status}", {"status": s.status}, s.source)
             )
@@ -115,7 +118,7 @@ def add_sample_events(run: Run) -> None:
             prev_throttle = s.throttle_pct
         if s.error:
             run.events.append(Event(s.t, "error", s.error, {}, s.source))
-    run.events.sort(key=lambda e: (e.source.line if e.source else 0))
+    run.events.sort(key=lambda e: e.source.line if e.source else 0)
 
 
 def finish_from_samples(run: Run) -> None:

@@ -117,6 +117,9 @@ def salvage(bodies: list[str]) -> dict[str, Any]:
     """Read ``'key': value`` lines into nested dicts, ignoring what cannot be read."""
     root: dict[str, Any] = {}
     stack: list[dict[str, Any]] = [root]
+    bodies = [b for b in bodies if b.strip()]
+    if bodies and not bodies[-1].rstrip().endswith((",", "}", "{")):
+        bodies = bodies[:-1]  # the line the cut went through: its value may be cut short
     for body in bodies:
         rest = body
         for _ in range(MAX_DEPTH):  # a line may open nested dicts: "'ram': {'mbps': 1,"

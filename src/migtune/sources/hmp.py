@@ -33,8 +33,6 @@ from migtune.sources._common import (
     finish_from_samples,
     first_number,
     has_data,
-    run_status,
-    to_int,
     warn,
 )
 from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
@@ -128,6 +126,9 @@ _PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
 _LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
 _PAIR_RE = re.compile(r"([a-z_]+)=([^,]+)")
 _COMMAND_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?info\s+(migrate(?:_parameters|_capabilities)?)\b")
+_MIGRATE_RE = re.compile(
+    r"^\s*(?:\(qemu\)\s*)?(migrate|migrate_cancel|migrate_start_postcopy)(?:\s+-\w+)*(?:\s+(\S+))?\s*$"
+)
 _SET_RE = re.compile(
     r"^\s*(?:\(qemu\)\s*)?(migrate_set_parameter|migrate_set_capability|migrate_set_downtime|"
     r"migrate_set_speed|migrate_set_cache_size)\s+(\S+)(?:\s+(\S+))?"
@@ -138,9 +139,11 @@ def sniff(lines: Sequence[str]) -> float:
     score = 0.0
     for line in lines:
         s = line.strip()
-        if s.startswith("Migration status:") or re.match(r"Status:\s+\w", s):
-            score += 0.4
-        elif _COMMAND_RE.match(s):
+        if (
+            s.startswith("Migration status:")
+            or re.match(r"Status:\s+\w", s)
+            or _COMMAND_RE.match(s)
+        ):
             score += 0.4
         elif re.match(
             r"(transferred ram|remaining ram|total ram|dirty sync count|normal bytes):\s+\d+ kbytes",
@@ -270,6 +273,19 @@ class _Parser:
                 self.set_param("xbzrle-cache-size", str(parse_size(num)), ref, True)
         except InputError:
             warn(self.run, f"line {ref.line}: cannot read {cmd} value")
+
+    def migrate_command(self, cmd: str, uri: str | None, ref: SourceRef) -> None:
+        self.close()
+        self.mode = "migrate"
+        t = self.run.samples[-1].t if self.run.samples else None
+        if cmd == "migrate":
+            if uri and self.run.settings.migration_uri is None:
+                self.run.settings.migration_uri = uri
+            self.run.events.append(Event(t, "ram-start", f"migrate {uri or ''}".strip(), {}, ref))
+        elif cmd == "migrate_cancel":
+            self.run.events.append(Event(t, "cancelled", "migrate_cancel issued", {}, ref))
+        else:
+            self.run.events.append(Event(t, "postcopy-start", "post-copy requested", {}, ref))
 
     # --- counters ------------------------------------------------------------
     def status(self, value: str, ref: SourceRef) -> None:
@@ -411,8 +427,14 @@ class _Parser:
                 self.close()
                 self.mode = which.removeprefix("migrate_")
             return
+        if m := _MIGRATE_RE.match(text):
+            self.recognised += 1
+            self.migrate_command(m.group(1), m.group(2), ref)
+            return
         if m := _SET_RE.match(text):
             self.recognised += 1
+            self.close()  # the snapshot before the command is complete
+            self.mode = "migrate"
             self.set_command(m, ref)
             return
         body = _PROMPT_RE.sub("", text, count=1)
@@ -426,7 +448,9 @@ class _Parser:
         if stripped.startswith("miss_rate="):  # second line of the 10.1+ XBZRLE block
             self.recognised += self.compact("", stripped, ref)
             return
-        if stripped in ("]", "[") or stripped.startswith(("tcp:", "unix:", "rdma:", "fd:", "vsock:")):
+        if stripped in ("]", "[") or stripped.startswith(
+            ("tcp:", "unix:", "rdma:", "fd:", "vsock:")
+        ):
             return  # socket address list printed inside a snapshot
         m = _LABEL_RE.match(body)
         if m is None:

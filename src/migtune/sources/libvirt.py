@@ -41,7 +41,14 @@ _JOB_TYPES = {
     "cancelled": "cancelled",
 }
 # virDomainJobType numbers, as --rawstats prints them.
-_JOB_NUMBERS = {0: "none", 1: "bounded", 2: "unbounded", 3: "completed", 4: "failed", 5: "cancelled"}
+_JOB_NUMBERS = {
+    0: "none",
+    1: "bounded",
+    2: "unbounded",
+    3: "completed",
+    4: "failed",
+    5: "cancelled",
+}
 _OPERATIONS = {
     0: "Unknown", 1: "Start", 2: "Save", 3: "Restore", 4: "Incoming migration",
     5: "Outgoing migration", 6: "Snapshot", 7: "Snapshot revert", 8: "Dump", 9: "Backup",
@@ -126,6 +133,7 @@ _OTHER_VIRSH_RE = re.compile(
     r"(migrate-setmaxdowntime|migrate-setspeed|migrate-compcache|migrate|migrate-postcopy|"
     r"domjobabort)\b(.*)$"
 )
+_SHELL_RE = re.compile(r"^(?:\$|virsh\s*#)\s*\S")
 _DATE_RE = re.compile(
     r"^\s*(?:[A-Z][a-z]{2}\s+)?([A-Z][a-z]{2})\s+(\d{1,2})\s+(\d{2}:\d{2}:\d{2})\s+(?:([A-Z]{2,5})\s+)?(\d{4})\s*$"
 )
@@ -139,7 +147,8 @@ def sniff(lines: Sequence[str]) -> float:
             score += 0.5
         elif re.match(
             r"(Operation|Memory processed|Memory remaining|Memory total|Data total|"
-            r"Time elapsed|Memory bandwidth|Iteration|Constant pages):\s", s
+            r"Time elapsed|Memory bandwidth|Iteration|Constant pages):\s",
+            s,
         ):
             score += 0.1
         elif re.match(r"(memory_total|memory_processed|time_elapsed|memory_iteration):\s*\d", s):
@@ -184,8 +193,12 @@ class _Parser:
         if self.dirty_pps is not None and s.page_size:
             s.dirty_rate = self.dirty_pps * s.page_size
         s.t = s.total_time
-        if s.t is None and self.stamp is not None and self.run.t0 is not None:
-            s.t = self.stamp - self.run.t0
+        if self.stamp is not None:
+            if self.run.t0 is None and s.total_time is not None:
+                self.run.t0 = self.stamp - s.total_time  # t = 0 is the job's start
+            elif s.t is None and self.run.t0 is not None:
+                s.t = self.stamp - self.run.t0
+            self.stamp = None
         self.run.samples.append(s)
         self.dirty_pps = None
 
@@ -218,7 +231,9 @@ class _Parser:
                 num = first_number(value)
                 if num is None:
                     raise ValueError(value)
-                parsed = num / 1000.0 if kind == "ms" else (float(num) if kind == "float" else int(num))
+                parsed = (
+                    num / 1000.0 if kind == "ms" else (float(num) if kind == "float" else int(num))
+                )
         except (InputError, ValueError):
             warn(self.run, f"line {ref.line}: cannot read {key} value {value!r}")
             return True
@@ -248,14 +263,18 @@ class _Parser:
             limit = float(nums[0]) / 1000.0
             if started:
                 data = {"downtime_limit": limit}
-                self.run.events.append(Event(t, "downtime-change", f"max downtime {nums[0]} ms", data, ref))
+                self.run.events.append(
+                    Event(t, "downtime-change", f"max downtime {nums[0]} ms", data, ref)
+                )
             else:
                 st.downtime_limit = limit
         elif cmd == "migrate-setspeed" and nums and "--postcopy" not in words:
             rate = float(nums[0]) * 1024**2  # virsh takes MiB/s
             if started:
                 data = {"max_bandwidth": rate}
-                self.run.events.append(Event(t, "bandwidth-change", f"speed {nums[0]} MiB/s", data, ref))
+                self.run.events.append(
+                    Event(t, "bandwidth-change", f"speed {nums[0]} MiB/s", data, ref)
+                )
             else:
                 st.max_bandwidth = rate
         elif cmd == "migrate-compcache" and "--size" in words and nums:
@@ -291,12 +310,12 @@ class _Parser:
             self.virsh_command(m.group(1), m.group(2), ref)
             self.recognised += 1
             return
+        if _SHELL_RE.match(text):
+            return  # another command of the transcript (date, sleep, ...)
         epoch = _date_epoch(text)
         if epoch is not None:
             self.close()
             self.stamp = epoch
-            if self.run.t0 is None and not self.run.samples:
-                self.run.t0 = epoch
             return
         m = _LINE_RE.match(text)
         if m is None:

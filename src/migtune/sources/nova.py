@@ -14,8 +14,8 @@ as people quote them.  Understood messages:
 * start, completion, abort, cancel, failure, post-copy and completion-timeout lines.
 
 Time: ``t`` is seconds since the migration started.  With the prefix, ``run.t0`` is
-the wall-clock start (a progress line's stamp minus its elapsed seconds, else the
-``Starting monitoring`` line, else the first stamp).  Lines about a second instance are
+the wall-clock start: the ``Starting monitoring`` line, else a progress or downtime
+line's stamp minus the seconds it reports, else the first stamp.  Lines about a second instance are
 left out with a warning.
 """
 
@@ -45,7 +45,9 @@ _RUNNING_RE = re.compile(
     r"(?:; disk (?P<dpct>\d+)% remaining \(bytes processed=(?P<dproc>\d+), "
     r"remaining=(?P<drem>\d+), total=(?P<dtotal>\d+)\))?"
 )
-_DOWNTIME_RE = re.compile(r"Increasing downtime to (?P<ms>\d+) ms after (?P<secs>\d+) sec elapsed time")
+_DOWNTIME_RE = re.compile(
+    r"Increasing downtime to (?P<ms>\d+) ms after (?P<secs>\d+) sec elapsed time"
+)
 _DOWNTIME_FAIL_RE = re.compile(r"Unable to increase max downtime to (?P<ms>\d+) ms: (?P<err>.*)")
 _TIMEOUT_RE = re.compile(r"Live migration not completed after (?P<secs>\d+) sec")
 _FAILURE_RE = re.compile(r"Live Migration failure: (?P<err>.*)")
@@ -74,7 +76,9 @@ def sniff(lines: Sequence[str]) -> float:
             score += 0.4
         elif "nova.virt.libvirt" in line or "nova.compute" in line:
             score += 0.2
-        elif any(msg in line for msg in ("Live Migration failure:", "Live migration not completed")):
+        elif any(
+            msg in line for msg in ("Live Migration failure:", "Live migration not completed")
+        ):
             score += 0.3
         if score >= 1.0:
             return 1.0
@@ -120,7 +124,10 @@ def _collect(run: Run, lines: Sequence[str]) -> list[_Record]:
         else:
             records.append(_Record(no, raw, None, text, None))
     if others:
-        warn(run, f"lines about {len(others)} other instance(s) left out: {', '.join(sorted(others))}")
+        # Not a defect of this run's log, so the run is not marked partial.
+        run.warnings.append(
+            f"lines about {len(others)} other instance(s) left out: {', '.join(sorted(others))}"
+        )
     return records
 
 
@@ -136,14 +143,14 @@ def _is_migration(msg: str) -> bool:
 def _origin(records: list[_Record]) -> float | None:
     """Wall-clock start of the migration (see module docstring)."""
     for r in records:
-        if r.stamp is None:
-            continue
-        m = _RUNNING_RE.search(r.msg) or _DOWNTIME_RE.search(r.msg)
-        if m:
-            return r.stamp - float(m.group("secs"))
-    for r in records:
         if r.stamp is not None and "Starting monitoring of live migration" in r.msg:
             return r.stamp
+    # nova counts "running for N secs" from the start of monitoring.
+    for pattern in (_RUNNING_RE, _DOWNTIME_RE):
+        for r in records:
+            m = pattern.search(r.msg) if r.stamp is not None else None
+            if m:
+                return r.stamp - float(m.group("secs"))
     return next((r.stamp for r in records if r.stamp is not None), None)
 
 
@@ -153,11 +160,12 @@ def parse(lines: Sequence[str]) -> Run:
     t0 = _origin(records)
     run.t0 = t0
     status = "unknown"
+    prefixed = any(r.level is not None for r in records)
     steps: list[tuple[float, int]] = []
     recognised = 0
     for r in records:
         ref = SourceRef(r.no, r.raw)
-        t = r.stamp - t0 if r.stamp is not None and t0 is not None else None
+        t = round(r.stamp - t0, 3) if r.stamp is not None and t0 is not None else None
         msg = r.msg
         if m := _RUNNING_RE.search(msg):
             recognised += 1
@@ -177,7 +185,9 @@ def parse(lines: Sequence[str]) -> Run:
             continue
         if m := _DOWNTIME_FAIL_RE.search(msg):
             recognised += 1
-            run.events.append(Event(t, "warning", msg, {"downtime_limit": int(m.group("ms")) / 1000.0}, ref))
+            run.events.append(
+                Event(t, "warning", msg, {"downtime_limit": int(m.group("ms")) / 1000.0}, ref)
+            )
             continue
         if m := _TIMEOUT_RE.search(msg):
             recognised += 1
@@ -208,7 +218,9 @@ def parse(lines: Sequence[str]) -> Run:
             elif kind in ("migration-start", "ram-start", "postcopy-start") and status == "unknown":
                 status = "active"
             continue
-        if r.level is None and not msg.startswith(("Traceback", "File ", "raise ", "libvirt")):
+        if r.level is None and not prefixed:
+            # Bare quoted messages: anything else is worth a warning.  In a real log,
+            # unprefixed lines are tracebacks or continuations of the line before.
             warn(run, f"line {r.no}: not a nova-compute migration line: {msg[:80]}")
     if not recognised:
         raise InputError("no nova-compute live-migration lines found")

@@ -206,7 +206,11 @@ class _Folder:
     def _settings_defaults(self) -> None:
         s, meta = self.run.settings, self.run.meta
         # PVE >= 6.4 leaves out the speed-limit line when none applies and sets 16 GiB/s.
-        if s.max_bandwidth is None and meta.get("parameters_set") and meta.get("pve_format") == "new":
+        if (
+            s.max_bandwidth is None
+            and meta.get("parameters_set")
+            and meta.get("pve_format") == "new"
+        ):
             s.max_bandwidth = PROXMOX_UNLIMITED_BANDWIDTH
             s.extra["max_bandwidth_source"] = "proxmox-default"
 
@@ -221,7 +225,9 @@ def _from_average(speed: float, seconds: float, meta: dict[str, Any]) -> int | N
     mib = speed / 1024**2
     delays = [d for d in (seconds, seconds - 1, seconds + 1) if d > 0]
     if old:
-        best = min(delays, key=lambda d: (abs(mib * d - round(mib * d)) > 0.005 * d, delays.index(d)))
+        best = min(
+            delays, key=lambda d: (abs(mib * d - round(mib * d)) > 0.005 * d, delays.index(d))
+        )
         meta["ram_bytes_source"] = "old summary speed x seconds (configured memory)"
         meta["configured_memory"] = int(round(mib * best)) * 1024**2
         return meta["configured_memory"]

@@ -255,6 +255,8 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                 held, held_ts_line = Sample(t, xbzrle=xb, source=SourceRef(no, line)), no
             continue
         msg = line[off:] if off else line
+        if not stamped and held is None and t0 is None and msg.startswith("#"):
+            continue  # a leading "# ..." comment block (as in ../shared/logs); never Proxmox's
         # --- a message broken over two physical lines (no stamp on the second) ---------
         if (
             not stamped

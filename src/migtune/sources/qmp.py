@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from migtune.errors import InputError
-from migtune.model import Event, Run, Sample, SourceRef
+from migtune.model import Event, Run, SourceRef
 from migtune.sources import _pydump as pydump
 from migtune.sources._common import (
     add_sample_events,
@@ -116,7 +116,7 @@ class _Builder:
             return t
         if self.t0 is None:
             self.t0 = t
-        return t - self.t0
+        return round(t - self.t0, 6)  # microsecond stamps; avoid float noise from epochs
 
     def add(self, obj: Any, ref: SourceRef, prefix: str = "") -> bool:
         """Interpret one decoded object; False if it means nothing to migtune."""
@@ -191,7 +191,10 @@ class _Builder:
                 field, scale = _PARAM_FIELDS[key]
                 parsed = value * scale if scale else int(value)
                 if started and getattr(st, field) != parsed:
-                    kind = {"downtime-limit": "downtime-change", "max-bandwidth": "bandwidth-change"}
+                    kind = {
+                        "downtime-limit": "downtime-change",
+                        "max-bandwidth": "bandwidth-change",
+                    }
                     self.run.events.append(
                         Event(
                             t,
@@ -223,7 +226,7 @@ class _Builder:
         run = self.run
         run.t0 = self.t0
         run.status = run_status(self.status_word)
-        add_sample_events(run)
+        add_sample_events(run, statuses=not any(e.kind == "status" for e in run.events))
         finish_from_samples(run)
         return run
 
@@ -251,8 +254,15 @@ def _parse_json(lines: Sequence[str]) -> Run | None:
         prefix = text[starts[line_idx] : pos]
         try:
             obj, end = decoder.raw_decode(text, pos)
-        except (json.JSONDecodeError, RecursionError):
-            # A truncated or foreign object: skip its line.
+        except RecursionError:
+            obj, end = None, -1
+        except json.JSONDecodeError as exc:
+            obj, end = None, (-2 if exc.pos >= len(text.rstrip()) else -1)
+        if end == -2:
+            # Cut off at the end of the file: keep what the last object still says.
+            found += _salvage_tail(b, lines, line_idx)
+            break
+        if end < 0:
             warn(b.run, f"line {line_idx + 1}: not a complete JSON object")
             nxt = starts[line_idx + 1] if line_idx + 1 < len(starts) else len(text)
             pos = text.find("{", nxt)
@@ -268,6 +278,17 @@ def _parse_json(lines: Sequence[str]) -> Run | None:
     if not run.samples:
         warn(run, "no query-migrate reply, only events or settings")
     return run
+
+
+def _salvage_tail(b: _Builder, lines: Sequence[str], first: int) -> int:
+    """Read the ``"key": value`` lines of a JSON object cut off by the end of the file."""
+    value = pydump.salvage(list(lines[first:]))
+    ref = SourceRef(first + 1, lines[first])
+    if not value or not b.add(value, ref, lines[first].split("{", 1)[0]):
+        warn(b.run, f"line {first + 1}: JSON cut off, nothing usable in it")
+        return 0
+    warn(b.run, f"line {first + 1}: JSON cut off at the end; values before the cut kept")
+    return 1
 
 
 def parse(lines: Sequence[str]) -> Run:
@@ -298,5 +319,3 @@ def _check_samples(run: Run) -> None:
     for s in run.samples:
         if s.status is None and s.total is None:
             warn(run, f"line {s.source.line if s.source else '?'}: sample without status or RAM")
-
-

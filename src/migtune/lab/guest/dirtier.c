@@ -176,11 +176,13 @@ int main(int argc, char **argv)
 		nhot = npages;
 	page_rate = c.rate > 0 ? c.rate / PAGE : 0;
 	/*
-	 * Token bucket.  Without catchup the bucket holds at most 20 ms of writes,
-	 * so time lost (throttled, descheduled) is simply lost; with catchup the
-	 * debt is unbounded and the writer runs flat out until it has paid it.
+	 * Token bucket.  Without catchup the bucket holds at most 2 ms of writes, so
+	 * a pause longer than that (vCPU throttled by auto-converge, descheduled) is
+	 * lost: throttled to a fraction p, the writer keeps about (1 - p) of its rate.
+	 * With catchup the debt is unbounded and the writer runs flat out until it
+	 * has paid it, so throttling only slows it once it runs out of CPU.
 	 */
-	burst = page_rate * 0.02 > 1 ? page_rate * 0.02 : 1;
+	burst = page_rate * 0.002 > 1 ? page_rate * 0.002 : 1;
 	t0 = now();
 	last_report = t0;
 	last_refill = t0;
