@@ -227,3 +227,19 @@ def test_sniff_ignores_proxmox_status_lines():
 
 def test_sniff_compact():
     assert hmp.sniff(["Status: \t\tactive", "Time (ms): \t\ttotal=1, setup=1"]) >= 0.5
+
+
+def test_blocked_reasons_compact():
+    run = hmp.parse(
+        [
+            "(qemu) info migrate",
+            "Outgoing migration blocked:",
+            "  VFIO device 0000:3b:00.0 does not support migration",
+            "  VFIO device 0000:3b:00.0 does not support migration",
+            "Status: \t\tnone",
+        ]
+    )
+    assert run.meta["blocked_reasons"] == ["VFIO device 0000:3b:00.0 does not support migration"]
+    (err,) = run.events_of("error")
+    assert err.message.startswith("migration blocked: VFIO device")
+    assert run.status == "unknown" and not run.partial

@@ -190,8 +190,8 @@ def test_proxmox_policy_doubles_downtime_limit(tmp_path, image, accel):
         tmp_path,
         image,
         accel,
-        "ws=32MiB,rate=64MiB/s,pattern=random,bytes=8",
-        _settings("max-bandwidth=32MiB/s", "downtime-limit=100ms"),
+        "ws=16MiB,rate=64MiB/s,pattern=random,bytes=8",
+        _settings("max-bandwidth=16MiB/s", "downtime-limit=100ms"),
         policy="proxmox",
         time_limit=25,
     )

@@ -149,5 +149,103 @@ def test_bad_values_warn():
 
 
 def test_sniff_not_on_proxmox():
-    assert libvirt.sniff(["2025-11-14 21:47:58 migration active, transferred 1.1 GiB of 4.0 GiB"]) == 0
+    assert (
+        libvirt.sniff(["2025-11-14 21:47:58 migration active, transferred 1.1 GiB of 4.0 GiB"]) == 0
+    )
     assert libvirt.sniff(["Job type:         Unbounded", "Memory total: 8.000 GiB"]) >= 0.5
+
+
+def test_kubevirt_launcher_records():
+    run = load_run(LV / "kubevirt-launcher-completed.log")
+    assert run.format == "libvirt"
+    assert run.status == "completed"
+    assert run.vm == "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+    assert [s.t for s in run.samples] == [4.012, 28.012, 46.012]
+    assert run.t0 == pytest.approx(1767607204.030 - 4.012)
+    s = run.samples[1]
+    assert s.transferred == 3835 * MiB and s.remaining == 1240 * MiB and s.total == 4098 * MiB
+    assert s.throughput == 1070 * 125000
+    assert s.dirty_rate == 2516 * 125000  # already bytes/s, converted to Mbps by KubeVirt
+    assert s.passes == 3 and s.expected_downtime == 12.0
+    assert s.normal_bytes == 3584 * MiB
+    assert [e.kind for e in run.events_of("migration-start", "completed")] == [
+        "migration-start",
+        "completed",
+    ]
+    assert run.events_of("migration-start")[0].t == pytest.approx(0.002)
+    assert run.events_of("completed")[0].t == pytest.approx(47.462)
+    assert run.meta["kubevirt"]["data_total"] == 4098 * MiB
+    assert not run.partial, run.warnings
+
+
+def test_kubevirt_plain_info_line_and_failure():
+    run = libvirt.parse(
+        [
+            "Migration info for vmi-1: TimeElapsed:2000ms MemoryProcessed:10MiB "
+            "MemoryRemaining:90MiB MemoryTotal:100MiB Iteration:1 ExpectedDowntime:300ms",
+            "Live migration failed.",
+        ]
+    )
+    assert run.status == "failed"
+    assert run.samples[0].total == 100 * MiB and run.samples[0].t == 2.0
+    assert run.events_of("error")[0].t == 2.0
+
+
+def test_every_domjobinfo_label_is_understood():
+    block = """Job type:         Bounded
+Operation:        Outgoing migration
+Time elapsed:     5000         ms
+Time elapsed w/o network: 4990         ms
+Time remaining:   1000         ms
+Data processed:   1.000 GiB
+Data remaining:   1.000 GiB
+Data total:       2.000 GiB
+Memory processed: 512.000 MiB
+Memory remaining: 512.000 MiB
+Memory total:     1.000 GiB
+Memory bandwidth: 100.000 MiB/s
+Dirty rate:       1000         pages/s
+Page size:        4096         bytes
+Iteration:        2
+Postcopy requests: 0
+File processed:   512.000 MiB
+File remaining:   512.000 MiB
+File total:       1.000 GiB
+File bandwidth:   50.000 MiB/s
+Constant pages:   10
+Normal pages:     20
+Normal data:      80.000 KiB
+Expected downtime: 300          ms
+Downtime w/o network: 290          ms
+Setup time:       10           ms
+Compression cache: 64.000 MiB
+Compressed data:  1.500 MiB
+Compressed pages: 300
+Compression cache misses: 40
+Compression overflows: 1
+Auto converge throttle: 20
+Temporary disk space use: 0.000 B
+Temporary disk space total: 0.000 B
+Error message:    none so far
+"""
+    run = libvirt.parse(block.splitlines())
+    assert run.warnings == [] and not run.partial
+    (s,) = run.samples
+    assert s.status == "active" and s.t == 5.0
+    assert (s.transferred, s.remaining, s.total) == (512 * MiB, 512 * MiB, GiB)
+    assert s.throughput == 100 * MiB and s.dirty_rate == 1000 * 4096
+    assert (s.disk_transferred, s.disk_remaining, s.disk_total) == (512 * MiB, 512 * MiB, GiB)
+    assert (s.duplicate, s.normal, s.normal_bytes) == (10, 20, 80 * KiB)
+    assert s.expected_downtime == 0.3 and s.setup_time == 0.01
+    assert s.xbzrle is not None
+    assert (s.xbzrle.cache_size, s.xbzrle.bytes, s.xbzrle.pages) == (
+        64 * MiB,
+        round(1.5 * MiB),
+        300,
+    )
+    assert (s.xbzrle.cache_miss, s.xbzrle.overflow) == (40, 1)
+    assert s.throttle_pct == 20 and s.error == "none so far"
+    meta = run.meta["libvirt"]
+    assert meta["time_remaining"] == 1.0 and meta["time_elapsed_net"] == 4.99
+    assert meta["data_total"] == 2 * GiB and meta["disk_bps"] == 50 * MiB
+    assert meta["downtime_net"] == 0.29

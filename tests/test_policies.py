@@ -215,3 +215,18 @@ def test_parse_policy_specs():
             parse_policy(bad)
     with pytest.raises(InputError):
         nova(action="explode")
+
+
+def test_poll_cadence_follows_the_platform():
+    p = proxmox()
+    assert p.poll_interval(None) == 1.0
+    assert p.poll_interval(s(10 * MiB, 100 * MiB)) == 1.0  # avg sent/poll 10 MiB < remaining
+    assert p.poll_interval(s(20 * MiB, 5 * MiB)) == 0.1  # remaining below avg 10 MiB per poll
+    assert NovaPolicy().poll_interval(None) == 0.5
+    assert KubevirtPolicy().poll_interval(None) == 0.4
+    assert Policy().poll_interval(None) == 0.5
+
+
+def test_describe_lists_given_parameters_only():
+    assert parse_policy("proxmox").describe() == "proxmox"
+    assert parse_policy("nova:steps=3").describe().startswith("nova:downtime=500.0,steps=3")

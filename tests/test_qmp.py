@@ -204,3 +204,20 @@ def test_nothing_recognisable_raises_input_error(text):
 def test_sniff():
     assert qmp.sniff(['{"return": {"status": "active", "ram": {"dirty-sync-count": 1}}}']) > 0.5
     assert qmp.sniff(["2026-01-05 10:00:00 starting migration of VM 100"]) == 0.0
+
+
+def test_pprint_wrapped_string_continuation():
+    run = load_run(QMP / "pprint-failed-wrapped-error.log")
+    assert not run.partial, run.warnings
+    (s,) = run.samples
+    assert s.error == "Unable to write to socket: Connection reset by peer"
+    assert s.status == "failed" and run.status == "failed"
+    assert s.total == 4297064448 and s.t == 41.022
+
+
+def test_blocked_reasons_reply():
+    reply = {"return": {"status": "none", "blocked-reasons": ["a vhost-user device is in use"]}}
+    run = qmp.parse([json.dumps(reply)])
+    assert run.meta["blocked_reasons"] == ["a vhost-user device is in use"]
+    assert [e.kind for e in run.events_of("error")] == ["error"]
+    assert run.status == "unknown"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -309,7 +310,7 @@ def test_compare_overlays_runs_labelled_by_settings(tmp_path):
     p = assert_safe(html)
     assert "compare" in p.ids
     assert set(p.charts) == {"chart-progress", "chart-rates"}
-    for run, name in ((a, "observed.jsonl"), (b, "whatif.jsonl")):
+    for run, name in ((a, "observed.jsonl"), (b, "whatif.jsonl (simulated)")):
         label = f"{name}: {describe(run.settings)}"
         # In the legend of both charts and in the comparison table.
         assert html.count(label) >= 2, label
@@ -476,3 +477,38 @@ def test_cli_report_bad_input(tmp_path, capsys):
     assert main(["report", str(rec), "-o", str(tmp_path / "nodir" / "r.html")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("migtune: error: cannot write") and "Traceback" not in err
+
+
+def test_rounded_proxmox_progress_is_smoothed_not_jagged():
+    # 40 MiB/s printed like Proxmox does ("12.3 GiB", whole seconds): one-second deltas
+    # would swing between 0 and 100+ MiB/s; the drawn rate stays within ~10 %.
+    def pve(x: float) -> int:
+        unit = 1024 ** int(math.log(x, 1024))
+        return int(round(round(x / unit, 1) * unit))
+
+    samples = [Sample(t=float(t), transferred=pve(40 * MiB * t)) for t in range(1, 600)]
+    series = run_series(Run(format="proxmox", samples=samples))
+    assert series.throughput_source == "averaged"
+    late = [y for x, y in zip(series.throughput.x, series.throughput.y, strict=True) if x > 120]
+    assert late and all(abs(y / (40 * MiB) - 1) < 0.12 for y in late)
+
+
+def test_storage_mirror_is_drawn_with_the_ram_progress():
+    events = [
+        Event(
+            float(t),
+            "storage-progress",
+            "mirror",
+            {"job": "drive-scsi0", "transferred": t * 100 * MiB},
+        )
+        for t in range(1, 11)
+    ]
+    samples = [
+        Sample(t=11.0 + t, transferred=t * 200 * MiB, remaining=(8 - t) * 200 * MiB)
+        for t in range(8)
+    ]
+    run = Run(format="proxmox", samples=samples, events=events, ram_bytes=2048 * MiB)
+    series = run_series(run)
+    assert series.disk.y[-1] == 1000 * MiB
+    html = build_report(run)
+    assert "local disks mirrored" in html

@@ -134,10 +134,12 @@ def test_throttle_share_and_writers():
     assert rules.throttle_cpu_share(20) == pytest.approx(0.8)
     # CPU-bound: keeps 1 - p
     assert throttled_rate(None, 100_000, 50, False) == pytest.approx(50_000)
-    # rate-bound at 16k pages/s on a 100k pages/s vCPU: untouched up to p = 2/3
-    assert throttled_rate(16_000, 100_000, 60, False) == pytest.approx(16_000)
+    # rate-bound at 16k pages/s, banking 20 ms: untouched up to p = 2/3
+    assert throttled_rate(16_000, 100_000, 60, False, burst=0.02) == pytest.approx(16_000)
     # at 90 %: cycle 100 ms, 10 ms run + 20 ms banked -> 30 % of the rate
-    assert throttled_rate(16_000, 100_000, 90, False) == pytest.approx(4_800)
+    assert throttled_rate(16_000, 100_000, 90, False, burst=0.02) == pytest.approx(4_800)
+    # the lab dirtier banks 2 ms: at 50 % (cycle 20 ms) it keeps 12/20 of its rate
+    assert throttled_rate(16_000, 100_000, 50, False) == pytest.approx(9_600)
     # catching up: only the CPU share limits it
     assert throttled_rate(16_000, 100_000, 90, True) == pytest.approx(10_000)
 

@@ -85,7 +85,9 @@ def test_golden_v1_and_budget_edges(enc):
 @BOTH
 def test_golden_v2_to_v5(enc):
     v2 = enc(RAMP, _xor(RAMP, 4000, 4096, 0xFF))
-    assert len(v2) == 99 and v2[:3] == bytes.fromhex("a01f60") and v2[3:6] == bytes.fromhex("5f5e5d")
+    assert (
+        len(v2) == 99 and v2[:3] == bytes.fromhex("a01f60") and v2[3:6] == bytes.fromhex("5f5e5d")
+    )
     v3 = enc(RAMP, _xor(_xor(RAMP, 0, 1, 1), 4095, 4096, 1))
     assert v3 == bytes.fromhex("000101fe1f01fe")
     assert enc(RAMP, _xor(RAMP, 0, P, 0x5A)) is None

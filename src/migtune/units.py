@@ -201,7 +201,15 @@ def format_duration(seconds: float | None) -> str:
 
 # Proxmox ``render_bytes`` output, e.g. "40.6 GiB" or "0.0 B".
 _PVE_BYTES_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KiB|MiB|GiB|TiB|PiB|EiB)\s*$")
-_PVE_FACTORS = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB, "PiB": 1024**5, "EiB": 1024**6}
+_PVE_FACTORS = {
+    "B": 1,
+    "KiB": KiB,
+    "MiB": MiB,
+    "GiB": GiB,
+    "TiB": TiB,
+    "PiB": 1024**5,
+    "EiB": 1024**6,
+}
 
 
 def parse_pve_bytes(text: str) -> int:

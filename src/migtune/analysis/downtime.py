@@ -74,7 +74,7 @@ def downtime_increased(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
     if not values:
         return None
     if run.format == "nova":
-        return _nova_steps(values, m)
+        return _nova_steps(values, m, run.meta.get("nova") or {})
     first, final = values[0][1], values[-1][1]
     start = m.downtime_limit_s
     n = len(values)
@@ -114,7 +114,7 @@ def downtime_increased(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
     )
 
 
-def _nova_steps(values: list, m: Metrics) -> Finding | None:
+def _nova_steps(values: list, m: Metrics, inferred: dict) -> Finding | None:
     limits = [v for _, v in values]
     times: list[float | None] = []
     for e, _ in values:
@@ -132,7 +132,11 @@ def _nova_steps(values: list, m: Metrics) -> Finding | None:
     if len(known) >= 2:
         delay = (known[-1] - known[0]) / (len(known) - 1)
     base = limits[0]
-    steps = round(limits[-1] / base) if base else None
+    # The parser infers nova.conf from the step sizes; the ratio last/first is only the
+    # step count once the final step has been reached.
+    steps = inferred.get("downtime_steps") or (round(limits[-1] / base) if base else None)
+    final_ms = inferred.get("downtime_final")
+    final_ms = round(final_ms * 1000) if final_ms else _nova_final(base, steps)
     ev = {
         "increases": increases,
         "initial_limit_s": base,
@@ -141,7 +145,7 @@ def _nova_steps(values: list, m: Metrics) -> Finding | None:
         "delay_between_steps_s": delay,
         "elapsed_s": known[-1] if known else None,
         "inferred_live_migration_downtime_steps": steps,
-        "inferred_live_migration_downtime_ms": _nova_final(base, steps),
+        "inferred_live_migration_downtime_ms": final_ms,
     }
     detail = (
         "Nova starts at live_migration_downtime / steps and adds an equal step every "

@@ -16,10 +16,12 @@ class Ctx:
     fmt: str
     page_size: int | None = None
     prev: Sample | None = None  # previous progress sample (for deltas)
-    history: list[Sample] = field(default_factory=list)  # progress samples so far
+    history: list[Sample] = field(default_factory=list)  # timed progress samples so far
+    window_start: int = 0  # index into history where the real-rate window begins
     pass_no: int = 1  # pass inferred so far (old Proxmox: from remaining jumps)
     limit_now: float | None = None  # downtime limit in force at this line
     events_by_line: dict[int, list[Event]] = field(default_factory=dict)
+    last_overflow: int | None = None  # XBZRLE overflow count at the previous report
     said: set[str] = field(default_factory=set)  # general notes already given once
 
     def once(self, key: str, note: str) -> list[str]:
@@ -51,6 +53,9 @@ class Ctx:
             return f"{ratio * 100:.0f}% of the {format_bytes(ram)} RAM{why}"
         known = self.m.passes if self.m.passes_source == "dirty-sync-count" else None
         where = f"pass {int(ratio) + 1} or later" if known is None else f"pass {known} by now"
+        if "resend" in self.said:
+            return f"{ratio:.2f}x the {format_bytes(ram)} RAM ({where})"
+        self.said.add("resend")
         return (
             f"{ratio:.2f}x the {format_bytes(ram)} RAM: everything beyond it is pages re-sent "
             f"after the guest wrote them again ({where})"

@@ -56,14 +56,17 @@ def _progress(s: Sample, c: Ctx) -> list[str]:
     if s.dirty_rate is not None:
         send = real[0] if real is not None else c.m.throughput
         rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
-        notes.append(
-            f"the guest dirties {format_rate(s.dirty_rate)}{rel}: more than the per-line rate, "
-            "so it writes memory faster than the migration sends it"
-        )
+        short = f"the guest dirties {format_rate(s.dirty_rate)}{rel}"
+        notes += c.once(
+            "dirty",
+            short + ": Proxmox adds this only when the dirty rate beats the per-line rate, so the "
+            "guest writes memory faster than the migration sends it",
+        ) or [short]
     if s.vfio_bytes is not None:
         notes.append(f"plus {format_bytes(s.vfio_bytes)} of passed-through device (VFIO) state")
     c.prev = s
-    c.history.append(s)
+    if s.t is not None and s.transferred is not None:
+        c.history.append(s)
     return notes
 
 
@@ -89,16 +92,18 @@ def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
         return None
     exact = s.remaining is not None  # the old format prints raw bytes
     need = 0 if exact else 20 * _rounding(s.transferred)
-    best = None
-    for p in reversed(c.history[-300:]):  # bounded: a long stall must not go quadratic
-        if p.t is None or p.transferred is None or p.t >= s.t or p.transferred > s.transferred:
-            continue
-        best = p
-        if s.transferred - p.transferred >= need:
-            break
-    if best is None:
+    hist = c.history
+    if not hist:
         return None
-    return (s.transferred - best.transferred) / (s.t - best.t), s.t - best.t
+    # Two pointers: the window start only moves forward, so a long log stays linear.
+    j = c.window_start
+    while j + 1 < len(hist) and s.transferred - hist[j + 1].transferred >= need:
+        j += 1
+    c.window_start = j
+    p = hist[j]
+    if p.t >= s.t or p.transferred > s.transferred:
+        return None
+    return (s.transferred - p.transferred) / (s.t - p.t), s.t - p.t
 
 
 def _remaining_note(s: Sample, c: Ctx) -> str:
@@ -113,29 +118,35 @@ def _remaining_note(s: Sample, c: Ctx) -> str:
 
 
 def _xbzrle(s: Sample, c: Ctx) -> list[str]:
+    """XBZRLE counters: the meaning once, then only what changed."""
     x = s.xbzrle
     notes = []
     if x.pages:
         avg = f" (~{x.bytes / x.pages:.0f} bytes per page instead of 4096)" if x.bytes else ""
         notes.append(
-            f"XBZRLE sent {x.pages} re-dirtied pages as deltas against the cached copy{avg}"
+            f"XBZRLE has sent {x.pages} re-dirtied pages as deltas against the cached copy{avg}"
         )
     if x.cache_miss_rate is not None:
         size = x.cache_size or c.run.settings.xbzrle_cache_size
         cache = f" {format_bytes(size)}" if size else ""
         pct = x.cache_miss_rate * 100
-        notes.append(
-            f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had no old copy "
-            f"in the{cache} cache and went in full"
-            + ("; the cache is too small for what the guest rewrites" if pct >= 90 else "")
+        verdict = "; the cache is too small for what the guest rewrites" if pct >= 90 else ""
+        long = (
+            f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had no old "
+            f"copy in the{cache} cache and went in full{verdict}"
         )
+        notes += c.once("xbzrle-miss", long) or [f"cache-miss {pct:.2f}%{verdict}"]
     if x.cache_miss is not None:
         notes.append(f"{x.cache_miss} cache misses so far (a cumulative count)")
     if x.overflow:
-        notes.append(
-            f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded for nothing "
-            "and sent raw"
+        before = c.last_overflow
+        grew = f" (+{x.overflow - before} since the last report)" if before is not None else ""
+        long = (
+            f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded for "
+            "nothing and sent raw"
         )
+        notes += c.once("xbzrle-overflow", long) or [f"overflow {x.overflow}{grew}"]
+        c.last_overflow = x.overflow
     return notes
 
 

@@ -63,10 +63,9 @@ POLICY_HELP = (
 @click.option(
     "--poll-interval",
     type=DURATION,
-    default="0.5s",
-    show_default=True,
     metavar="TIME",
-    help="How often to poll query-migrate.",
+    help="How often to poll query-migrate (default: the policy's own cadence: fixed and "
+    "nova 0.5s, kubevirt 0.4s, proxmox 1s, then 0.1s near the end).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")

@@ -90,7 +90,9 @@ def outcome_lines(o: Any) -> list[str]:
         f"  downtime    {_ms(o.downtime_ms)}",
         f"  sent        {format_bytes(o.transferred_bytes)}",
         f"  passes      {o.passes}",
-        f"  throttle    {o.max_throttle_pct:.0f}% max" if o.max_throttle_pct else "  throttle    none",
+        f"  throttle    {o.max_throttle_pct:.0f}% max"
+        if o.max_throttle_pct
+        else "  throttle    none",
     ]
     if o.xbzrle:
         x = o.xbzrle
@@ -193,7 +195,8 @@ def render_from(cal: Any, wi: Any) -> str:
     ]
     errs = cal.errors
     parts = [
-        f"{k} {v:+.0%}" for k, v in (("time", errs.get("total_time")), ("bytes", errs.get("transferred")))
+        f"{k} {v:+.0%}"
+        for k, v in (("time", errs.get("total_time")), ("bytes", errs.get("transferred")))
         if v is not None
     ]
     lines.append("  replay error: " + (", ".join(parts) or "not measurable from this log"))

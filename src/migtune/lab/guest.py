@@ -231,13 +231,17 @@ def build_guest(
 ) -> GuestImage:
     """Return the lab guest image, building it into the cache first if needed."""
     kernel = find_kernel(boot)
-    tools = check_tools()
-    key = image_key(kernel, tools.busybox, guest_dir)
+    busybox = _find_busybox(shutil.which)
+    if busybox is None:
+        check_tools()  # raises, naming every missing package
+    assert busybox is not None
+    key = image_key(kernel, busybox, guest_dir)
     base = cache or cache_dir()
     final = base / key
     image = GuestImage(kernel, final / "initrd.gz", final / "dirtier", key)
     if not force and image.initrd.is_file() and image.dirtier.is_file():
-        return image
+        return image  # a cached image needs no compiler
+    tools = check_tools()
     try:
         base.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=base))

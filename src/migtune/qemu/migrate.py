@@ -149,7 +149,7 @@ def migrate(
     postcopy_after_passes: int | None = None,
     postcopy_after: float | None = None,
     progress: bool | ProgressFn = True,
-    poll_interval: float = 0.5,
+    poll_interval: float | None = None,
     meta: dict[str, Any] | None = None,
     workload: str | None = None,
 ) -> MigrationResult:
@@ -179,12 +179,14 @@ class _Driver:
     def __init__(
         self, source_qmp: str, to_uri: str, settings: Settings, policy: Policy,
         time_limit: float | None, dest_qmp: str | None, allow_postcopy: bool,
-        after_passes: int | None, after: float | None, poll_interval: float,
+        after_passes: int | None, after: float | None, poll_interval: float | None,
     ):  # fmt: skip
         self.source_qmp, self.to_uri, self.settings = source_qmp, to_uri, settings
         self.policy, self.time_limit, self.dest_qmp = policy, time_limit, dest_qmp
         self.allow_postcopy, self.after_passes, self.after = allow_postcopy, after_passes, after
-        self.poll_interval = max(0.05, poll_interval)
+        # None: the policy's own cadence (Proxmox 1 s / 100 ms, Nova 0.5 s, KubeVirt 0.4 s)
+        self.fixed_interval = None if poll_interval is None else max(0.05, poll_interval)
+        self.poll_interval = self.fixed_interval or policy.poll_interval(None)
         self.flag: dict[str, Any] = {}
         self.actions: list[Action] = []
         self.warnings: list[str] = []
@@ -328,7 +330,10 @@ class _Driver:
 
     def _loop(self, src: QMP, dst: QMP | None) -> tuple[str, str | None]:
         next_poll = time.monotonic()
+        sample: Sample | None = None
         while True:
+            if self.fixed_interval is None:
+                self.poll_interval = self.policy.poll_interval(sample)
             next_poll += self.poll_interval
             while time.monotonic() < next_poll and not self.flag.get("stop"):
                 time.sleep(min(0.05, max(0.0, next_poll - time.monotonic())))

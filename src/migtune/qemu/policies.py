@@ -88,9 +88,16 @@ class Policy:
         if sample.status in POSTCOPY_STATES:
             self.in_postcopy = True
 
+    # Seconds between polls when the user does not choose (the platform's own cadence).
+    POLL_INTERVAL = 0.5
+
     def initial_actions(self) -> list[Action]:
         """Actions to take before the migration starts (after :meth:`configure`)."""
         return []
+
+    def poll_interval(self, sample: Sample | None) -> float:
+        """How long to wait before the next poll, given the latest sample."""
+        return self.POLL_INTERVAL
 
     def decide(self, sample: Sample, now: float) -> list[Action]:
         """Actions to take after this sample; ``now`` is seconds since the migration began."""
@@ -98,9 +105,10 @@ class Policy:
         return []
 
     def describe(self) -> str:
-        if not self.params:
+        given = {k: v for k, v in self.params.items() if v is not None}
+        if not given:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in given.items())
 
 
 def _ms(text: str) -> float:
@@ -133,6 +141,7 @@ class ProxmoxPolicy(Policy):
     """
 
     name = "proxmox"
+    POLL_INTERVAL = 1.0
     PARAMS = {
         "downtime": (_ms, None, "initial downtime limit (default: --downtime-limit, else 100ms)"),
     }
@@ -181,6 +190,13 @@ class ProxmoxPolicy(Policy):
                 )
         return actions
 
+    def poll_interval(self, sample: Sample | None) -> float:
+        """1 s, or 100 ms once remaining is below the average bytes sent per poll (§1.3)."""
+        if sample is None or sample.transferred is None or sample.remaining is None:
+            return 1.0
+        self.polls = getattr(self, "polls", 0) + 1
+        return 0.1 if sample.remaining < sample.transferred / self.polls else 1.0
+
     def _downtime_params(self) -> dict[str, Any]:
         return {"downtime-limit": int(self.downtime_ms)}
 
@@ -198,6 +214,7 @@ class NovaPolicy(Policy):
     """
 
     name = "nova"
+    POLL_INTERVAL = 0.5
     PARAMS = {
         "downtime": (_ms, 500.0, "final downtime in ms (live_migration_downtime)"),
         "steps": (int, 10, "live_migration_downtime_steps"),
@@ -280,6 +297,7 @@ class KubevirtPolicy(Policy):
     """
 
     name = "kubevirt"
+    POLL_INTERVAL = 0.4  # virt-launcher's monitor loop
     PARAMS = {
         "progress_timeout": (parse_duration, 150.0, "abort after this long without progress"),
         "completion_per_gib": (parse_duration, 150.0, "completionTimeoutPerGiB, seconds"),

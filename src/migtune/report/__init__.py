@@ -23,6 +23,8 @@ __all__ = ["build_report", "render", "save_pngs", "write_report"]
 
 def _view(run: Run) -> RunView:
     name = run_name(run)
+    if run.meta.get("origin") == "simulate":
+        name += " (simulated)"
     return RunView(
         run=run,
         name=name,
@@ -55,17 +57,23 @@ def _captions(views: Sequence[RunView]) -> dict[str, str]:
         if series.dirty_rate
         else "This log does not report the guest's dirty rate."
     )
+    rates = (
+        "Throughput is what actually crossed the network (QEMU's rate, or transferred bytes "
+        f"over time). {dirty} While the dirty rate stays above the throughput the migration "
+        "cannot converge."
+    )
+    if not (series.throughput or series.dirty_rate):
+        rates = (
+            "This log reports neither throughput nor dirty rate; the chart shows the setting "
+            "changes it does report."
+        )
     return {
         "progress": (
             "Transferred counts every byte sent, including pages sent again after the guest "
             "dirtied them, so it can exceed the RAM size. Remaining is the dirty memory still "
             "to send: the migration can switch over once it fits in the downtime limit."
         ),
-        "rates": (
-            "Throughput is what actually crossed the network (QEMU's rate, or transferred bytes "
-            f"over time). {dirty} While the dirty rate stays above the throughput the migration "
-            "cannot converge."
-        ),
+        "rates": rates,
     }
 
 

@@ -41,9 +41,10 @@ SINGLE = {
     "throughput": "#1f77b4",
     "dirty": "#d62728",
     "page_rate": "#7f7f7f",
+    "disk": "#8c564b",
     "throttle": "#2ca02c",
 }
-STYLES = {"transferred": "-", "remaining": "--", "throughput": "-", "dirty": "--"}
+STYLES = {"transferred": "-", "remaining": "--", "disk": ":", "throughput": "-", "dirty": "--"}
 PHASE_COLOURS = {
     "setup": "#e0e0e0",
     "target-start": "#fde0c5",
@@ -106,7 +107,7 @@ def _time_unit(max_t: float) -> tuple[float, str]:
     return (60.0, "min") if max_t > 1200 else (1.0, "s")
 
 
-def _plot(ax, line: Line, xs: float, ys: float, value_label=None, **kw) -> None:
+def _plot(ax, line: Line, xs: float, ys: float, value_label=None, below=False, **kw) -> None:
     x = [v / xs for v in line.x]
     y = [v / ys for v in line.y]
     if len(x) <= 30:
@@ -118,10 +119,10 @@ def _plot(ax, line: Line, xs: float, ys: float, value_label=None, **kw) -> None:
         ax.annotate(
             value_label(line.y[0]),
             (x[0], y[0]),
-            xytext=(-8, 0),
+            xytext=(-8, -3 if below else 3),
             textcoords="offset points",
             ha="right",
-            va="center",
+            va="top" if below else "bottom",
             fontsize=10,
             color=kw.get("color", "#333333"),
         )
@@ -155,16 +156,31 @@ def _figure() -> tuple[Figure, object]:
     # Fixed margins (not constrained layout) so the two charts' time axes line up exactly.
     fig = plt.figure(figsize=FIG_SIZE)
     ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.065, right=0.935, top=0.92)
+    fig.subplots_adjust(left=0.065, right=0.935)
     return fig, ax
+
+
+def _legend_columns(labels: list[str], max_chars: int = 150) -> int:
+    """As many columns (up to 4) as fit in the figure's width; matplotlib fills by column."""
+    for ncol in range(min(4, max(1, len(labels))), 1, -1):
+        rows = -(-len(labels) // ncol)
+        cols = [labels[c * rows : (c + 1) * rows] for c in range(ncol)]
+        if sum(max((len(x) for x in col), default=0) + 8 for col in cols) <= max_chars:
+            return ncol
+    return 1
 
 
 def _finish(fig: Figure, ax, handles: list, xlim: tuple[float, float]) -> None:
     ax.set_xlim(*xlim)
     ax.set_ylim(bottom=0)
-    ncol = min(4, max(1, len(handles)))
+    ncol = _legend_columns([h.get_label() for h in handles])
     rows = -(-len(handles) // ncol) if handles else 0
-    fig.subplots_adjust(bottom=0.14 + 0.05 * rows)
+    # Room below the axes for tick labels, the axis label and the legend, in inches; a
+    # long legend (many compared runs) makes the figure taller, not the plot smaller.
+    bottom = 0.62 + 0.24 * rows
+    height = max(FIG_SIZE[1], 3.2 + bottom)
+    fig.set_size_inches(FIG_SIZE[0], height)
+    fig.subplots_adjust(bottom=bottom / height, top=1 - 0.38 / height)
     if handles:
         fig.legend(
             handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False
@@ -192,7 +208,11 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
         return None
     n = len(plots)
     peak = max(
-        [v for p in drawable for v in (*p.series.transferred.y, *p.series.remaining.y)]
+        [
+            v
+            for p in drawable
+            for v in (*p.series.transferred.y, *p.series.remaining.y, *p.series.disk.y)
+        ]
         + [p.series.ram_bytes or 0 for p in drawable]
     )
     bs, bu = _byte_unit(peak)
@@ -217,8 +237,22 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
                 )
             if s.remaining:
                 c = _colour(i, n, "remaining")
-                _plot(ax, s.remaining, ts, bs, format_bytes, color=c, lw=2, ls=STYLES["remaining"])
-            if s.ram_bytes and s.ram_bytes not in rams:
+                _plot(
+                    ax,
+                    s.remaining,
+                    ts,
+                    bs,
+                    format_bytes,
+                    True,
+                    color=c,
+                    lw=2,
+                    ls=STYLES["remaining"],
+                )
+            if s.disk:
+                c = _colour(i, n, "disk")
+                _plot(ax, s.disk, ts, bs, format_bytes, color=c, lw=2, ls=STYLES["disk"])
+            # Sizes within 1 % are the same VM (ram.total counts ROM/VGA blocks too).
+            if s.ram_bytes and not any(abs(s.ram_bytes - r) <= 0.01 * r for r in rams):
                 rams.add(s.ram_bytes)
                 ax.axhline(s.ram_bytes / bs, color="#444444" if n == 1 else RUN_COLOURS[i], lw=1)
                 ax.annotate(
@@ -233,7 +267,7 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
         ax.set_xlabel(f"time since the start of the log ({tu})")
         ax.set_ylabel(f"bytes ({bu})")
         ax.set_title("Progress: bytes transferred and remaining")
-        names = [k for k in ("transferred", "remaining") if _any(plots, k)]
+        names = [k for k in ("transferred", "remaining", "disk") if _any(plots, k)]
         handles = _series_legend(plots, names) + handles
         _finish(fig, ax, handles, xlim)
         ax.set_ylim(top=max(ax.get_ylim()[1], peak / bs * 1.08))
@@ -243,6 +277,7 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
 _LABELS = {
     "transferred": "transferred (cumulative, incl. re-sent pages)",
     "remaining": "remaining (dirty, still to send)",
+    "disk": "local disks mirrored (storage migration)",
     "throughput": "real throughput",
     "dirty": "guest dirty rate",
 }
@@ -256,10 +291,11 @@ def _series_legend(plots: Sequence[RunPlot], names: Sequence[str]) -> list:
     n = len(plots)
     if n == 1:
         labels = dict(_LABELS)
-        if plots[0].series.throughput_source == "deltas":
-            labels["throughput"] = "real throughput (from transferred bytes over time)"
-        else:
-            labels["throughput"] = "real throughput (QEMU's measured rate)"
+        labels["throughput"] = {
+            "qemu": "real throughput (QEMU's measured rate)",
+            "deltas": "real throughput (transferred bytes per interval)",
+            "averaged": "real throughput (from transferred bytes, smoothed)",
+        }[plots[0].series.throughput_source]
         return [Line2D([], [], color=SINGLE[k], lw=2, ls=STYLES[k], label=labels[k]) for k in names]
     style = [Line2D([], [], color="#333333", lw=2, ls=STYLES[k], label=_LABELS[k]) for k in names]
     runs = [
@@ -279,7 +315,11 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
         [
             v
             for p in drawable
-            for v in (*p.series.throughput.y, *p.series.dirty_rate.y, *p.series.page_rate.y)
+            for v in (
+                *p.series.throughput.y,
+                *p.series.dirty_rate.y,
+                *(p.series.page_rate.y if n == 1 else ()),  # drawn for a single run only
+            )
         ]
         + [0.0]
     )
@@ -298,7 +338,9 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
                 )
             if s.dirty_rate:
                 c = _colour(i, n, "dirty")
-                _plot(ax, s.dirty_rate, ts, rs, format_rate, color=c, lw=2, ls=STYLES["dirty"])
+                _plot(
+                    ax, s.dirty_rate, ts, rs, format_rate, True, color=c, lw=2, ls=STYLES["dirty"]
+                )
             if n == 1 and s.page_rate:
                 _plot(ax, s.page_rate, ts, rs, color=SINGLE["page_rate"], lw=1, ls=":")
                 extra.append(
@@ -334,8 +376,8 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
         ax.set_ylabel(f"rate ({ru})")
         ax.set_title("Throughput against the guest's dirty rate")
         if not any(p.series.throughput or p.series.dirty_rate for p in plots):
-            ax.set_yticks([])
-            ax.set_ylabel(f"rate ({ru}) - not in this log")
+            peak = _limit_schedule(ax, plots, ts, xlim[1])
+            rs = 1.0
         names = [
             k for k, a in (("throughput", "throughput"), ("dirty", "dirty_rate")) if _any(plots, a)
         ]
@@ -344,6 +386,28 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
         if peak:
             ax.set_ylim(top=peak / rs * 1.25)  # head-room for the marker labels
     return Chart("rates", "Throughput and dirty rate", fig)
+
+
+def _limit_schedule(ax, plots: Sequence[RunPlot], ts: float, x_end: float) -> float:
+    """No rates in the log (nova's messages): draw the downtime limit it stepped through."""
+    ax.set_title("Downtime limit over time (this log has no throughput or dirty rate)")
+    top = 0.0
+    for i, p in enumerate(plots):
+        steps = [(m.t, m.value) for m in p.series.markers if m.kind == "downtime-change"]
+        steps = [(t, v) for t, v in steps if v is not None]
+        if not steps:
+            continue
+        x = [t / ts for t, _ in steps] + [x_end]
+        y = [v for _, v in steps] + [steps[-1][1]]
+        colour = MARKER_COLOURS["downtime-change"] if len(plots) == 1 else RUN_COLOURS[i % 7]
+        ax.plot(x, y, drawstyle="steps-post", color=colour, lw=2)
+        top = max(top, *y)
+    if top:
+        ax.set_ylabel("downtime limit (s)")
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel("rate - not in this log")
+    return top
 
 
 _MARK = {

@@ -87,12 +87,12 @@ def _facts(view: RunView) -> list[tuple[str, str, str]]:
     total = run.duration if run.duration is not None else m.duration_s
     limit = m.downtime_limit_final_s or run.settings.downtime_limit
     measured = run.downtime if run.downtime is not None else m.downtime_s
-    if measured is None and run.status in ("active", "cancelled", "failed"):
-        downtime = "none (no switch-over)"
-    else:
-        downtime = _ms(measured)
+    no_switch = measured is None and run.status in ("active", "cancelled", "failed")
+    downtime = "none" if no_switch else _ms(measured)
     if limit is not None:
         downtime += f" (limit {format_duration(limit)})"
+    elif no_switch:
+        downtime += " (no switch-over)"
     facts = [
         ("ram", "VM RAM", format_bytes(ram) if ram else "?"),
         ("outcome", "Outcome", outcome),

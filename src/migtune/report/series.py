@@ -6,6 +6,7 @@ without rendering anything, and keeps the chart code about layout only.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class Marker:
     t: float
     kind: str  # downtime-change | bandwidth-change | throttle-change | postcopy-start
     label: str
+    value: float | None = None  # the new setting (s, bytes/s or percent), where known
 
 
 @dataclass(slots=True)
@@ -47,16 +49,17 @@ class RunSeries:
     transferred: Line
     remaining: Line
     throughput: Line
-    throughput_source: str  # "qemu" (QEMU's own rate) or "deltas" (Δtransferred/Δt)
+    throughput_source: str  # qemu (QEMU's rate) | deltas (Δtransferred/Δt) | averaged (windowed)
     dirty_rate: Line
     page_rate: Line
     throttle: Line
     markers: list[Marker]
     ram_bytes: int | None
+    disk: Line = field(default_factory=Line)  # storage mirrored (NBD drive-mirror), bytes
 
     @property
     def has_progress(self) -> bool:
-        return bool(self.transferred or self.remaining)
+        return bool(self.transferred or self.remaining or self.disk)
 
     @property
     def has_rates(self) -> bool:
@@ -66,7 +69,13 @@ class RunSeries:
     def t_max(self) -> float | None:
         xs = [
             x
-            for line in (self.transferred, self.remaining, self.throughput, self.dirty_rate)
+            for line in (
+                self.transferred,
+                self.remaining,
+                self.throughput,
+                self.dirty_rate,
+                self.disk,
+            )
             for x in line.x
         ]
         xs += [m.t for m in self.markers]
@@ -124,18 +133,57 @@ def _line(samples: list[Sample], attr: str, steps: bool = False) -> Line:
     return Line(xs, ys, steps)
 
 
+def _print_unit(x: float) -> float:
+    return float(1024 ** int(math.log(x, 1024))) if x >= 1024 else 1.0
+
+
+def _rounded_to_one_decimal(xs: list[int]) -> bool:
+    """True when every value is what ``render_bytes`` (``%.1f`` in B/KiB/MiB/GiB) gives back."""
+    big = [x for x in xs if x >= 1024]
+    return len(big) >= 3 and all(
+        x == int(round(round(x / _print_unit(x), 1) * _print_unit(x))) for x in big
+    )
+
+
 def _throughput(run: Run) -> tuple[Line, str]:
-    """QEMU's own rate (``mbps``) where the log has it, else Δtransferred/Δt per interval."""
+    """QEMU's own rate (``mbps``) where the log has it, else Δtransferred/Δt.
+
+    Logs that print sizes with one decimal (Proxmox: ``1.3 GiB``, ±0.05 GiB) and whole
+    seconds make a one-second delta swing by 100 % or more, so each point then averages
+    back far enough that rounding stays under ~10 % of the bytes and of the time.
+    """
     qemu = _line(run.samples, "throughput")
     if qemu:
         return qemu, "qemu"
     ivs = interval_rates(run.samples)
-    # Drawn as steps (post): each rate holds from its interval's start to the next start,
-    # and the last one until its end.
-    xs = [iv.start for iv in ivs] + [ivs[-1].end] if ivs else []
-    ys = [iv.rate for iv in ivs] + [ivs[-1].rate] if ivs else []
+    pts = [
+        (s.t, s.transferred) for s in run.samples if s.t is not None and s.transferred is not None
+    ]
+    rounded = _rounded_to_one_decimal([x for _, x in pts])
+    whole_seconds = len(pts) >= 3 and all(float(t).is_integer() for t, _ in pts)
+    if not (rounded or whole_seconds):
+        # Exact counters: each interval's rate, drawn as a step over that interval.
+        xs = [iv.start for iv in ivs] + [ivs[-1].end] if ivs else []
+        ys = [iv.rate for iv in ivs] + [ivs[-1].rate] if ivs else []
+        xs, ys = thin(xs, ys)
+        return Line(xs, ys, steps=True), "deltas"
+    xs, ys = [], []
+    for i in range(1, len(pts)):
+        t1, x1 = pts[i]
+        u1 = 0.05 * _print_unit(x1) if rounded and x1 >= 1024 else 0.0
+        j = i - 1
+        while j > 0:
+            t0, x0 = pts[j]
+            u0 = 0.05 * _print_unit(x0) if rounded and x0 >= 1024 else 0.0
+            if (t1 - t0) >= (10.0 if whole_seconds else 0.0) and (x1 - x0) >= 10 * (u0 + u1):
+                break
+            j -= 1
+        t0, x0 = pts[j]
+        if t1 > t0 and x1 >= x0:
+            xs.append(float(t1))
+            ys.append((x1 - x0) / (t1 - t0))
     xs, ys = thin(xs, ys)
-    return Line(xs, ys, steps=True), "deltas"
+    return Line(xs, ys), "averaged"
 
 
 def _dirty(samples: list[Sample]) -> Line:
@@ -195,11 +243,29 @@ def markers(run: Run) -> list[Marker]:
             v = _throttle_value(e)
             label = f"throttle {v:.0f} %" if v is not None else "throttle"
         elif e.kind == "postcopy-start":
-            label = "post-copy"
+            v, label = None, "post-copy"
         else:
             continue
-        out.append(Marker(float(e.t), e.kind, label))
+        out.append(Marker(float(e.t), e.kind, label, v))
     return out
+
+
+def _disk(run: Run) -> Line:
+    """Bytes of local disks mirrored so far: the samples' counters, else storage-progress."""
+    line = _line(run.samples, "disk_transferred")
+    if line:
+        return line
+    per_job: dict[str, int] = {}
+    xs, ys = [], []
+    for e in run.events_of("storage-progress"):
+        done = e.data.get("transferred")
+        if e.t is None or not isinstance(done, int) or isinstance(done, bool):
+            continue
+        per_job[str(e.data.get("job") or e.data.get("drive") or "")] = done
+        xs.append(float(e.t))
+        ys.append(float(sum(per_job.values())))
+    xs, ys = thin(xs, ys)
+    return Line(xs, ys)
 
 
 def run_series(run: Run) -> RunSeries:
@@ -215,6 +281,7 @@ def run_series(run: Run) -> RunSeries:
         throttle=_throttle(run),
         markers=markers(run),
         ram_bytes=ram,
+        disk=_disk(run),
     )
 
 

@@ -75,6 +75,7 @@ def simulate(
     stop_after_passes: int | None = None,
     trace: str | Path | None = None,
     sample_interval: float | None = None,
+    rate_factor=None,
 ) -> SimResult:
     """Simulate one pre-copy migration of a guest with ``ram_bytes`` of RAM.
 
@@ -82,7 +83,9 @@ def simulate(
     rate in bytes/s (default: the lab's loopback).  With the ``postcopy-ram``
     capability the switch happens after ``postcopy_after_passes`` syncs or
     ``postcopy_after`` seconds (default 2 passes).  ``stop_after_passes`` cancels the
-    migration once dirty-sync-count exceeds it (a give-up policy; benchmarks).  ``schedule`` lists ``(t, "name=value")``
+    migration once dirty-sync-count exceeds it (a give-up policy; benchmarks).
+    ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
+    guest managed on a busy host).  ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
     """
     version = rules.parse_version(qemu_version)
@@ -117,12 +120,17 @@ def simulate(
     else:
         w = parse_workload(workload) if isinstance(workload, str) else workload
         layout = make_layout(pages, w.ws // PAGE_SIZE, w.zero)
-        dirtier = Dirtier(w, layout, m.guest_cpu_rate, seed, m.guest_background_rate)
+        dirtier = Dirtier(
+            w, layout, m.guest_cpu_rate, seed, m.guest_background_rate, m.guest_background_pages
+        )
+        dirtier.rate_factor = rate_factor
         spec = w.spec()
     eng = Engine(pages, dirtier, s, version, m)
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
-    trigger = _postcopy_trigger(bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after)
+    trigger = _postcopy_trigger(
+        bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after
+    )
     eng.stop_after_passes = stop_after_passes
     if schedule:
         eng.schedule = sorted((float(t), a) for t, a in schedule)

@@ -43,7 +43,11 @@ class PageCache:
         """``cache_insert``: refuse to evict an entry younger than CACHED_PAGE_LIFETIME."""
         slot = addr & self.mask
         occupant = self.addr[slot]
-        if occupant != -1 and occupant != addr and self.age[slot] + CACHED_PAGE_LIFETIME > generation:
+        if (
+            occupant != -1
+            and occupant != addr
+            and self.age[slot] + CACHED_PAGE_LIFETIME > generation
+        ):
             return False
         self.addr[slot] = addr
         self.age[slot] = generation
@@ -62,7 +66,11 @@ class PageCache:
         miss_slots = slots[~hits]
         miss_addrs = addrs[~hits]
         occ = self.addr[miss_slots]
-        ok = (occ == -1) | (occ == miss_addrs) | (self.age[miss_slots] + CACHED_PAGE_LIFETIME <= generation)
+        ok = (
+            (occ == -1)
+            | (occ == miss_addrs)
+            | (self.age[miss_slots] + CACHED_PAGE_LIFETIME <= generation)
+        )
         self.addr[miss_slots[ok]] = miss_addrs[ok]
         self.age[miss_slots[ok]] = generation
         inserted = np.zeros(len(addrs), dtype=bool)

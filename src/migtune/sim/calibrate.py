@@ -138,7 +138,9 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         if thr:
             s.max_bandwidth = 0.0
             link = thr
-            notes.append(f"bandwidth cap not in the log: link modelled at the observed {thr:.3g} B/s")
+            notes.append(
+                f"bandwidth cap not in the log: link modelled at the observed {thr:.3g} B/s"
+            )
         else:
             notes.append("neither cap nor throughput known: QEMU's default cap assumed")
     elif thr and s.max_bandwidth and thr < 0.8 * s.max_bandwidth:
@@ -148,8 +150,10 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     notes.append(note)
     rate, ws, note = _dirtying(run, ram)
     notes.append(note)
-    workload = Workload(ws=ws, rate=rate, pattern="random", zero=zero) if rate else Workload(
-        ws=0, rate=0.0, zero=zero
+    workload = (
+        Workload(ws=ws, rate=rate, pattern="random", zero=zero)
+        if rate
+        else Workload(ws=0, rate=0.0, zero=zero)
     )
     version = s.qemu_version or "10.0"
     if not s.qemu_version:

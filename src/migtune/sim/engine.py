@@ -12,7 +12,7 @@ overflow / unchanged), and keeps the prefix QEMU would send before the rate limi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from migtune.sim import rules
 from migtune.sim.cache import PageCache, distinct_slot_runs
 from migtune.sim.machine import Machine
+from migtune.sim.plan import Plan
 from migtune.sim.xbzrle import prefix_write_size
 
 
@@ -39,79 +40,6 @@ class Counters:
     downtime_bytes: int = 0
     postcopy_bytes: int = 0
     postcopy_requests: int = 0
-
-
-class Plan:
-    """The next dirty pages of the scan, priced.
-
-    Without XBZRLE a step's pages are a run of non-zero pages then a run of zero pages
-    (zero-ness is a range test on ascending page numbers), so sums are closed forms;
-    with XBZRLE every page has its own cost and the sums are prefix sums.
-    """
-
-    def __init__(self, idx, link, cpu, *, nonzero=0, cost_nz=0.0, cost_z=0.0, arrays=None):
-        self.idx = idx
-        self.n = len(idx)
-        self.link, self.cpu = link, cpu
-        self.b, self.cost_nz, self.cost_z = nonzero, cost_nz, cost_z
-        self.arrays = arrays  # (cost, hits, size, zero, xbzrle_cpu) or None
-        if arrays is not None:
-            self.ccost = np.cumsum(arrays[0])
-            self.chits = np.cumsum(arrays[1]) if arrays[4] else None
-        self._ctime = None
-
-    @property
-    def xb(self) -> bool:
-        return self.arrays is not None
-
-    def zeros(self, k: int) -> int:
-        if self.arrays is not None:
-            return int(np.count_nonzero(self.arrays[3][:k]))
-        return max(0, k - self.b)
-
-    def bytes_upto(self, k: int) -> float:
-        if k <= 0:
-            return 0.0
-        if self.arrays is not None:
-            return float(self.ccost[k - 1])
-        return min(k, self.b) * self.cost_nz + max(0, k - self.b) * self.cost_z
-
-    def time_upto(self, k: int) -> float:
-        if k <= 0:
-            return 0.0
-        t = self.bytes_upto(k) / self.link + k * self.cpu
-        if self.arrays is not None and self.chits is not None:
-            t += float(self.chits[k - 1]) * self.arrays[4]
-        return t
-
-    def first_over_bytes(self, limit: float) -> int | None:
-        """Smallest page count whose bytes exceed ``limit`` (None: not within the plan)."""
-        if self.arrays is not None:
-            i = int(np.searchsorted(self.ccost, limit, side="right"))
-            return i + 1 if i < self.n else None
-        return self._solve(limit, self.cost_nz, self.cost_z)
-
-    def first_over_time(self, limit: float) -> int | None:
-        if self.arrays is not None:
-            if self._ctime is None:
-                k = np.arange(1, self.n + 1)
-                self._ctime = self.ccost / self.link + k * self.cpu
-                if self.chits is not None:
-                    self._ctime += self.chits * self.arrays[4]
-            i = int(np.searchsorted(self._ctime, limit, side="right"))
-            return i + 1 if i < self.n else None
-        return self._solve(limit, self.cost_nz / self.link + self.cpu, self.cost_z / self.link + self.cpu)
-
-    def _solve(self, limit: float, per_nz: float, per_z: float) -> int | None:
-        if limit < 0:
-            return 1 if self.n else None
-        if self.b and self.b * per_nz > limit:
-            return int(limit // per_nz) + 1
-        rest = limit - self.b * per_nz
-        if per_z <= 0:
-            return None
-        k = self.b + int(rest // per_z) + 1
-        return k if k <= self.n else None
 
 
 class Engine:
@@ -138,8 +66,12 @@ class Engine:
         self.rlo, self.rhi = dirtier.region
         self.log = np.zeros(self.rhi - self.rlo, dtype=bool)
         self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8) if self.xbzrle_on else None
-        self.cache = PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
+        self.cache = (
+            PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
+        )
         self.enc_size = int(prefix_write_size(dirtier.bytes_per_write, page_size))
+        # the guest OS's own rewrites (background) change a few bytes of a page
+        self.bg_enc_size = int(prefix_write_size(machine.guest_background_bytes, page_size))
         self.c = Counters()
         self.dirty = self.N
         self.cursor = 0
@@ -150,6 +82,7 @@ class Engine:
         self.stopped = False
         self.last_stage = False
         self.postcopy_active = False
+        self.blocktime = 0.0  # s of vCPU stalls waiting for post-copy page requests
         self.start = 0.0
         self.t = 0.0
         self.guest_t = 0.0
@@ -199,7 +132,11 @@ class Engine:
 
     # -- counters ------------------------------------------------------------------
     def transferred(self) -> int:
-        return self.c.all_bytes if rules.transferred_counts_all_bytes(self.version) else self.c.ram_bytes
+        return (
+            self.c.all_bytes
+            if rules.transferred_counts_all_bytes(self.version)
+            else self.c.ram_bytes
+        )
 
     def add_bytes(self, n: int, ram: bool, multifd: int = 0) -> None:
         """Account ``n`` bytes on the main channel (+ ``multifd`` on the channels)."""
@@ -298,7 +235,10 @@ class Engine:
         changed = np.zeros(n, dtype=bool)
         changed[inreg] = self.wcount[idx[inreg] - self.rlo] != 0
         size = np.zeros(n, dtype=np.int64)
-        size[hits] = np.where(changed[hits], self.enc_size, 0)
+        ws_page = idx >= self.layout.ws_lo
+        size[hits] = np.where(
+            changed[hits], np.where(ws_page[hits], self.enc_size, self.bg_enc_size), 0
+        )
         enc = hits & (size > 0)
         cost[enc] = rules.PAGE_HEADER + 3 + size[enc]
         cost[hits & (size == 0)] = 0
@@ -386,7 +326,11 @@ class Engine:
         )
 
     def period_counter(self) -> int:
-        return self.c.all_bytes if rules.transferred_counts_all_bytes(self.version) else self.c.ram_bytes
+        return (
+            self.c.all_bytes
+            if rules.transferred_counts_all_bytes(self.version)
+            else self.c.ram_bytes
+        )
 
     def rate_period(self, now_ms: int) -> None:
         """§1.6 step 5: auto-converge trigger, dirty rate, XBZRLE rates; new period."""
@@ -417,7 +361,9 @@ class Engine:
                     self.max_throttle = max(self.max_throttle, new)
                 elif self.dirty_limit:
                     self.dirty_limit_active = True
-        self.dirty_pages_rate = rules.dirty_pages_rate(self.period_new, now_ms, self.time_last_sync_ms)
+        self.dirty_pages_rate = rules.dirty_pages_rate(
+            self.period_new, now_ms, self.time_last_sync_ms
+        )
         if self.xbzrle_on:
             miss0, tp0, xp0, xb0 = self.xb_prev
             dtp = self.c.target_pages - tp0
@@ -425,7 +371,12 @@ class Engine:
                 self.cache_miss_rate = (self.c.xb_miss - miss0) / dtp
                 dpages, dbytes = self.c.xb_pages - xp0, self.c.xb_bytes - xb0
                 self.encoding_rate = dpages * self.P / dbytes if dpages and dbytes else 0.0
-                self.xb_prev = (self.c.xb_miss, self.c.target_pages, self.c.xb_pages, self.c.xb_bytes)
+                self.xb_prev = (
+                    self.c.xb_miss,
+                    self.c.target_pages,
+                    self.c.xb_pages,
+                    self.c.xb_bytes,
+                )
         self.time_last_sync_ms = now_ms
         self.period_new = 0
         self.bytes_xfer_prev = self.period_counter()
@@ -442,7 +393,9 @@ class Engine:
         xfer = self.window_bytes()
         spent = now_ms - start_ms
         bw = rules.window_bandwidth(xfer, spent)
-        exp_bw = rules.switchover_bandwidth(bw, self.s.avail_switchover_bandwidth or 0, self.version)
+        exp_bw = rules.switchover_bandwidth(
+            bw, self.s.avail_switchover_bandwidth or 0, self.version
+        )
         self.threshold = rules.switchover_threshold(exp_bw, self.downtime_limit_ms)
         self.mbps = rules.window_mbps(xfer, spent)
         self.pps = (self.pages_total() - self.win_pages0) / (spent / 1000)

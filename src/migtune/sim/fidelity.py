@@ -10,12 +10,17 @@ What the replay takes from the recording besides the spec, and why:
 * the guest's measured write rate before the migration, when the TCG guest could not
   reach the asked rate (the lab warns "machine too slow"), and a CPU-bound writer's
   unthrottled speed: the workload as it really ran, not as it was asked;
+* the guest's own write-rate reports during the migration, as a factor over what the
+  model expects at the throttle then in force: a TCG guest on two shared cores slows
+  down when both QEMUs are busy, and this is the host, not QEMU's decisions; the
+  simulated throttle still acts on top of it;
 * setting changes made by the policy (``downtime-change`` events) at their times;
 * for post-copy, the pass at which the switch was requested.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import statistics
 from dataclasses import dataclass
@@ -26,22 +31,19 @@ from migtune.model import Run
 from migtune.outcome import Outcome, XbzrleOutcome, outcome_from_run
 from migtune.sim.api import SimResult, simulate
 from migtune.sim.machine import Machine
+from migtune.sim.workloads import throttled_rate
 from migtune.sources.recording import parse_recording
 from migtune.workload import PAGE_SIZE, Workload, parse_workload
 
 # The lab host, calibrated on the lab recordings (docs/simulator.md, "Calibration"):
 # final copies and the post-copy push run at ~0.7 GB/s over loopback; QEMU reports a
-# 3 ms setup; the busybox guest rewrites ~650 of its own pages a second (its init loop
-# forks `sleep` every second) and keeps ~78 MiB of non-zero memory besides the
-# dirtier's working set.
-LAB_MACHINE = Machine(
-    link_rate=0.7e9,
-    setup_time=0.003,
-    switchover_fixed=0.003,
-    guest_background_rate=650.0,
-    guest_cpu_rate=250_000.0,
-)
-LAB_FOOTPRINT = 20_000 * PAGE_SIZE  # non-zero guest memory outside the working set
+# 3 ms setup; the busybox guest keeps rewriting ~600 of its own pages (its init loop
+# forks `sleep` every second; XBZRLE misses stop growing once those are cached; short
+# late passes show only a few hundred such pages) and keeps ~88 MiB of non-zero memory when idle, of which
+# ~13 MiB (freed, not yet zero) is what the dirtier's allocation takes first.
+LAB_MACHINE = Machine()  # the defaults are the lab's (see migtune.sim.machine)
+LAB_FOOTPRINT = 22_500 * PAGE_SIZE  # non-zero memory of the idle lab guest
+LAB_REUSED = 3_300 * PAGE_SIZE  # part of it a working set reuses
 
 
 @dataclass
@@ -56,6 +58,7 @@ class ReplayCase:
     schedule: list[tuple[float, str]]
     postcopy_after_passes: int | None
     real: Outcome
+    rate_factor: Any = None
 
 
 @dataclass
@@ -144,7 +147,8 @@ def case_from_recording(path: str | Path) -> ReplayCase:
         elif before < w.rate:
             w = dataclasses.replace(w, rate=float(before))
     outside = max(1, ram - w.ws)
-    w = dataclasses.replace(w, zero=max(0.0, 1.0 - LAB_FOOTPRINT / outside))
+    static = LAB_FOOTPRINT - min(LAB_REUSED, w.ws)
+    w = dataclasses.replace(w, zero=max(0.0, 1.0 - static / outside))
     schedule, postcopy_at = [], None
     for e in run.events:
         params = e.data.get("params") if isinstance(e.data, dict) else None
@@ -161,11 +165,11 @@ def case_from_recording(path: str | Path) -> ReplayCase:
         for e in run.events:
             reason = str(e.data.get("reason", "")) if isinstance(e.data, dict) else ""
             if e.kind == "postcopy-start" and "reached" in reason:
-                try:
-                    pc_passes = int(reason.rsplit(" ", 1)[-1])
-                except ValueError:
-                    pass
+                tail = reason.rsplit(" ", 1)[-1]
+                pc_passes = int(tail) if tail.isdigit() else pc_passes
+    factor = _rate_factor(run, w, machine)
     return ReplayCase(
+        rate_factor=factor,
         name=str(meta.get("scenario") or Path(path).stem),
         ram_bytes=ram,
         workload=w,
@@ -191,8 +195,38 @@ def replay(path: str | Path, seed: int = 0) -> Replay:
         machine=case.machine,
         schedule=case.schedule,
         postcopy_after_passes=case.postcopy_after_passes,
+        rate_factor=case.rate_factor,
     )
     return Replay(case, sim)
+
+
+def _rate_factor(run: Run, w: Workload, machine: Machine):
+    """Step function of observed / modelled guest write rate, from ``guest-rate`` events
+    (each covers the second before it), or None without reports."""
+    if w.idle:
+        return None
+    throttle = [(s.t, s.throttle_pct or 0.0) for s in run.samples if s.t is not None]
+    steps = []
+    for e in run.events:
+        data = e.data if isinstance(e.data, dict) else {}
+        if e.kind != "guest-rate" or data.get("side") != "source" or e.t is None:
+            continue
+        pct = next((p for t, p in reversed(throttle) if t <= e.t), 0.0)
+        asked = None if w.rate is None else w.rate / PAGE_SIZE
+        expect = throttled_rate(asked, machine.guest_cpu_rate, pct, w.catchup)
+        seen = float(data.get("rate_pps") or 0.0)
+        if expect > 0:
+            steps.append((e.t - 1.0, min(2.0, max(0.1, seen / expect))))
+    if not steps:
+        return None
+    times = [t for t, _ in steps]
+    values = [v for _, v in steps]
+
+    def factor(t: float) -> float:
+        i = bisect.bisect_right(times, t) - 1
+        return values[max(0, i)]
+
+    return factor
 
 
 def summary(replays: list[Replay]) -> dict[str, Any]:

@@ -25,16 +25,19 @@ def _want(e: Engine, boost: int) -> int:
     return int(min(want * boost, MAX_FETCH, max(1, e.dirty)))
 
 
-def cutoff(e: Engine, plan, loop_i: int, t_iter: float) -> tuple[int, bool]:
+def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> tuple[int, bool]:
     """Pages of ``plan`` sent before the call stops, and whether it stopped.
 
     The rate limit is checked before each page (strict, §1.4), so the page that crosses
-    the budget is still sent; the clock is read after pages 0, 64, 128 … (§1.5).
+    the budget is still sent - and from 8.1 the limiter only sees bytes once QEMUFile
+    flushes them; the clock is read after pages 0, 64, 128 … (§1.5).
     """
     n = plan.n
     stop, fired = n, False
     if e.budget:
         k = plan.first_over_bytes(e.budget - e.window_bytes())
+        if k is not None and rules.limiter_counts_flushed_bytes(e.version) and not e.multifd:
+            k = plan.flush_at_or_after(k, done_full, rules.FLUSH_FULL_PAGES)
         if k is not None:
             stop, fired = k, True
     k = plan.first_over_time(rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
@@ -51,7 +54,7 @@ def iterate(e: Engine) -> None:
     """One ``ram_save_iterate`` call (§1.5)."""
     t_iter = e.t
     e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
-    loop_i = 0
+    loop_i = done_full = 0
     boost = 1
     while not e.rate_exceeded() and e.dirty > 0:
         idx, ran_off = e.next_dirty(_want(e, boost))
@@ -59,7 +62,8 @@ def iterate(e: Engine) -> None:
         stopped = False
         for sl in e.pieces(idx):
             plan = e.plan(idx[sl])
-            n, stopped = cutoff(e, plan, loop_i, t_iter)
+            n, stopped = cutoff(e, plan, loop_i, t_iter, done_full)
+            done_full += plan.fulls(n)
             e.commit(plan, n)
             loop_i += n
             if n:
@@ -144,10 +148,12 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
         e.guest_t = e.t + 0.1
         touched = np.unique(touched[e.bmap[touched]]) if len(touched) else touched
         if len(touched):
+            # served ahead of the background push; the round trip stalls the faulting
+            # vCPU (postcopy blocktime), not the migration thread
             e.c.postcopy_requests += len(touched)
+            e.blocktime += len(touched) * e.machine.rtt
             plan = e.plan(touched)
             e.commit(plan, plan.n)
-            e.t += len(touched) * e.machine.rtt
         e.win_bytes0 = e.c.all_bytes
         while e.dirty > 0 and not rules.rate_exceeded(e.window_bytes(), budget) and e.t < t0 + 0.1:
             idx, ran_off = e.next_dirty(min(MAX_FETCH, e.dirty, 8192))

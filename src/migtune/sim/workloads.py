@@ -22,17 +22,23 @@ from migtune.sim import rules
 from migtune.workload import PAGE_SIZE, Workload
 
 THROTTLE_TIMESLICE = 0.010  # §5.3: a throttled vCPU runs 10 ms per cycle
-WRITER_BURST = 0.020  # lab dirtier: a rate-limited writer banks at most 20 ms of writes
+WRITER_BURST = 0.002  # lab dirtier: a rate-limited writer banks at most 2 ms of writes
 
 
-def throttled_rate(rate: float | None, cpu_rate: float, throttle_pct: float, catchup: bool) -> float:
+def throttled_rate(
+    rate: float | None,
+    cpu_rate: float,
+    throttle_pct: float,
+    catchup: bool,
+    burst: float = WRITER_BURST,
+) -> float:
     """Pages/s a writer achieves under a CPU throttle (§5.3).
 
     ``rate`` is the asked page rate (None = CPU-bound), ``cpu_rate`` what the vCPU can
     write flat out.  A CPU-bound writer keeps ``1 - p`` of its speed.  A rate-limited
     writer sleeps anyway: it loses nothing until the throttle's sleep exceeds what it
-    can bank (20 ms), then keeps ``(10 ms + 20 ms) / cycle`` - unless it catches up,
-    in which case only the CPU share limits it.
+    can bank (``burst``: 2 ms for the lab dirtier), then keeps ``(10 ms + burst) /
+    cycle`` - unless it catches up, in which case only the CPU share limits it.
     """
     share = rules.throttle_cpu_share(throttle_pct)
     if rate is None:
@@ -44,9 +50,7 @@ def throttled_rate(rate: float | None, cpu_rate: float, throttle_pct: float, cat
         return min(asked, cpu_rate * share)
     cycle = THROTTLE_TIMESLICE / share
     sleep = cycle - THROTTLE_TIMESLICE
-    per_cycle = min(
-        rate * (THROTTLE_TIMESLICE + min(sleep, WRITER_BURST)), cpu_rate * THROTTLE_TIMESLICE
-    )
+    per_cycle = min(rate * (THROTTLE_TIMESLICE + min(sleep, burst)), cpu_rate * THROTTLE_TIMESLICE)
     return min(asked, per_cycle / cycle)
 
 
@@ -87,16 +91,19 @@ class Dirtier:
         cpu_rate: float,
         seed: int = 0,
         background_rate: float = 0.0,
+        background_pages: int = 0,
     ):
         self.w = workload
         self.layout = layout
         self.cpu_rate = float(cpu_rate)
         self.rng = np.random.default_rng(seed)
         self.carry = 0.0
-        # the guest OS itself (timers, the init loop forking `sleep`) rewrites some of its
-        # own pages: uniform over the static non-zero pages, not throttled away entirely
+        # the guest OS itself (timers, the init loop forking `sleep`) keeps rewriting a
+        # small set of its own pages: the top ``background_pages`` of the static range
         self.background = float(background_rate) if layout.static else 0.0
+        self.bg_pages = min(layout.static, background_pages or layout.static)
         self.bg_carry = 0.0
+        self.rate_factor = None  # optional f(t): observed / modelled rate (replays)
         self.seq = 0
         self.bytes_per_write = workload.bytes_per_write
         n = layout.ws_hi - layout.ws_lo
@@ -116,7 +123,10 @@ class Dirtier:
         return throttled_rate(asked, self.cpu_rate, throttle_pct, self.w.catchup)
 
     def count(self, t0: float, t1: float, throttle_pct: float) -> int:
-        x = self.carry + self.rate(throttle_pct) * max(0.0, t1 - t0)
+        rate = self.rate(throttle_pct)
+        if self.rate_factor is not None:
+            rate *= self.rate_factor(t0)
+        x = self.carry + rate * max(0.0, t1 - t0)
         n = math.floor(x)
         self.carry = x - n
         return n
@@ -133,7 +143,7 @@ class Dirtier:
         x = self.bg_carry + self.background * rules.throttle_cpu_share(throttle_pct) * (t1 - t0)
         n = math.floor(x)
         self.bg_carry = x - n
-        bg = self.rng.integers(0, self.layout.static, size=n)
+        bg = self.rng.integers(self.layout.static - self.bg_pages, self.layout.static, size=n)
         return np.concatenate([ws + self.layout.ws_lo, bg])
 
     def _ws_writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:

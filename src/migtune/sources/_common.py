@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 
 from migtune.model import Event, Run, Sample
@@ -57,7 +58,8 @@ def first_number(text: str) -> float | int | None:
     token = m.group(0)
     if re.fullmatch(r"[-+]?\d+", token):
         return int(token)
-    return float(token)
+    value = float(token)
+    return value if math.isfinite(value) else None
 
 
 def to_int(text: str) -> int | None:
@@ -99,6 +101,7 @@ def add_sample_events(run: Run, statuses: bool = True) -> None:
     """
     prev_status: str | None = None
     prev_throttle: float | None = None
+    prev_error: str | None = None
     for s in run.samples:
         if statuses and s.status and s.status != prev_status:
             run.events.append(
@@ -116,8 +119,9 @@ def add_sample_events(run: Run, statuses: bool = True) -> None:
                 )
             )
             prev_throttle = s.throttle_pct
-        if s.error:
+        if s.error and s.error != prev_error:  # polled again after failing: one event
             run.events.append(Event(s.t, "error", s.error, {}, s.source))
+            prev_error = s.error
     run.events.sort(key=lambda e: e.source.line if e.source else 0)
 
 

@@ -39,15 +39,22 @@ def _roundness(value: int) -> int:
 def _fits(points: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
     """All (downtime ms, steps, integer arithmetic) that reproduce the observed points."""
     i_max, ms_max = max(points)
+    first = dict(points).get(0)
+    checks = sorted(points, reverse=True)  # the far steps rule out most candidates at once
     found = []
     for steps in range(3, MAX_STEPS + 1):
         if i_max > steps:
             continue
-        # ms_i = D * (1/s + (s-1) i / s^2): solve for D, then try the neighbourhood.
-        estimate = ms_max / (1 / steps + (steps - 1) * i_max / steps**2)
-        for downtime in range(max(100, int(estimate) - steps - 2), int(estimate) + steps + 3):
+        if first is not None:
+            # step 0 is int(D / steps): D is one of `steps` consecutive values
+            candidates = range(max(100, first * steps), (first + 1) * steps)
+        else:
+            # ms_i = D * (1/s + (s-1) i / s^2): solve for D, then try the neighbourhood.
+            estimate = int(ms_max / (1 / steps + (steps - 1) * i_max / steps**2))
+            candidates = range(max(100, estimate - steps - 2), estimate + steps + 3)
+        for downtime in candidates:
             for integer in (False, True):
-                if all(_predict(downtime, steps, i, integer) == ms for i, ms in points):
+                if all(_predict(downtime, steps, i, integer) == ms for i, ms in checks):
                     found.append((downtime, steps, integer))
     return found
 

@@ -31,6 +31,7 @@ _HINT_RE = re.compile(
     r"dirty-pages-rate|setup-time|xbzrle-cache|pages-per-second)['\"]\s*:"
 )
 MAX_DEPTH = 8
+_CONTINUATION = set("'\"[]}-0123456789")
 
 
 @dataclass
@@ -66,9 +67,16 @@ def find_dumps(lines: Sequence[str]) -> list[Dump]:
     current: list[str] = []
     start = 0
     depth = 0
+    prefix = ""
     for no, line in enumerate(lines, 1):
         m = _DUMP_LINE_RE.match(line.rstrip())
         if m is None:
+            rest = line[len(prefix) :] if line.startswith(prefix) else ""
+            if current and depth > 0 and rest.strip()[:1] in _CONTINUATION:
+                # pprint wraps long strings and lists onto lines without a key
+                current.append(rest)
+                depth += _depth_change(rest)
+                continue
             if current:
                 groups.append((start, current))
             current, depth = [], 0
@@ -79,6 +87,7 @@ def find_dumps(lines: Sequence[str]) -> list[Dump]:
             current, depth = [], 0
         if not current:
             start = no
+            prefix = m.group("prefix").rstrip()
         current.append(body)
         depth += _depth_change(body)
     if current:
@@ -158,3 +167,8 @@ def _assign(stack: list[dict[str, Any]], key: str, val: str) -> None:
         closes += 1
     if closes:
         del stack[max(1, len(stack) - closes) :]
+
+
+def count_values(value: dict[str, Any]) -> int:
+    """Number of leaf values in nested dicts (for the "salvaged N values" warning)."""
+    return sum(count_values(v) if isinstance(v, dict) else 1 for v in value.values())

@@ -16,9 +16,13 @@ A file may hold several snapshots.  A new one starts at an ``info migrate`` comm
 line (with or without the ``(qemu)`` prompt) or at a second status line.  Each
 snapshot is one :class:`~migtune.model.Sample` whose ``t`` is QEMU's ``total time``.
 
-Parameters and capabilities go to ``run.settings``; a later block that changes a
-value becomes a ``settings`` event.  Capability names are stored under their QMP
-names (``x-postcopy-ram`` of old QEMUs is stored as ``postcopy-ram``).
+Parameters and capabilities (``info migrate_parameters``/``_capabilities`` blocks, the
+old one-line ``capabilities:`` header, and ``migrate_set_parameter``/``_capability``/
+``migrate_set_downtime``/``_speed``/``_cache_size`` commands typed before ``migrate``)
+go to ``run.settings``.  A value changed once the migration runs becomes a
+``downtime-change``, ``bandwidth-change`` or ``settings`` event instead.  Capability
+names are stored under their QMP names (``x-postcopy-ram`` of old QEMUs becomes
+``postcopy-ram``).  ``globals:`` lines go to ``run.meta["globals"]``.
 """
 
 from __future__ import annotations
@@ -35,92 +39,18 @@ from migtune.sources._common import (
     has_data,
     warn,
 )
+from migtune.sources._hmp_tables import (
+    _CAP_ALIASES,
+    _CLASSIC,
+    _GLOBALS,
+    _IGNORED,
+    _OTHER_PARAMS,
+    _PARAMS,
+    CAPABILITY_NAMES,
+)
 from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
 
 FORMAT = "hmp"
-
-CAPABILITY_NAMES = {
-    "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
-    "postcopy-ram", "x-postcopy-ram", "x-colo", "release-ram", "block", "return-path",
-    "pause-before-switchover", "multifd", "x-multifd", "dirty-bitmaps",
-    "postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
-    "background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack",
-    "dirty-limit", "mapped-ram",
-}  # fmt: skip
-_CAP_ALIASES = {"x-postcopy-ram": "postcopy-ram", "x-multifd": "multifd"}
-
-# migrate parameter -> (Settings field, kind); kinds: ms, rate, size, int
-_PARAMS = {
-    "downtime-limit": ("downtime_limit", "ms"),
-    "max-bandwidth": ("max_bandwidth", "rate"),
-    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", "rate"),
-    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", "rate"),
-    "xbzrle-cache-size": ("xbzrle_cache_size", "size"),
-    "multifd-channels": ("multifd_channels", "int"),
-    "cpu-throttle-initial": ("cpu_throttle_initial", "int"),
-    "cpu-throttle-increment": ("cpu_throttle_increment", "int"),
-    "max-cpu-throttle": ("max_cpu_throttle", "int"),
-    "throttle-trigger-threshold": ("throttle_trigger_threshold", "int"),
-}
-# Other parameters QEMU prints; kept verbatim in settings.extra.
-_OTHER_PARAMS = {
-    "compress-level", "compress-threads", "compress-wait-thread", "decompress-threads",
-    "cpu-throttle-tailslow", "tls-creds", "tls-hostname", "tls-authz", "x-checkpoint-delay",
-    "block-incremental", "multifd-compression", "multifd-zlib-level", "multifd-zstd-level",
-    "multifd-qatzip-level", "zero-page-detection", "x-vcpu-dirty-limit-period",
-    "vcpu-dirty-limit", "mode", "direct-io", "announce-initial", "announce-max",
-    "announce-rounds", "announce-step", "block-bitmap-mapping", "cpr-exec-command",
-    "max-cpu-throttle", "x-multifd-channels", "x-multifd-page-count",
-}  # fmt: skip
-_GLOBALS = {
-    "store-global-state", "only-migratable", "send-configuration", "send-section-footer",
-    "decompress-error-check", "send-switchover-start", "clear-bitmap-shift",
-}  # fmt: skip
-
-# Classic layout: label -> (Sample field, kind).  kinds: kib, ms, int, mbps, bytes, pages
-_CLASSIC = {
-    "total time": ("total_time", "ms"),
-    "expected downtime": ("expected_downtime", "ms"),
-    "downtime": ("downtime", "ms"),
-    "setup": ("setup_time", "ms"),
-    "transferred ram": ("transferred", "kib"),
-    "throughput": ("throughput", "mbps"),
-    "remaining ram": ("remaining", "kib"),
-    "total ram": ("total", "kib"),
-    "duplicate": ("duplicate", "int"),
-    "normal": ("normal", "int"),
-    "normal bytes": ("normal_bytes", "kib"),
-    "dirty sync count": ("passes", "int"),
-    "page size": ("page_size", "kib"),
-    "multifd bytes": ("multifd_bytes", "kib"),
-    "pages-per-second": ("_pps", "float"),
-    "dirty pages rate": ("_dirty_pps", "float"),
-    "precopy ram": ("precopy_bytes", "kib"),
-    "downtime ram": ("downtime_bytes", "kib"),
-    "postcopy ram": ("postcopy_bytes", "kib"),
-    "postcopy request count": ("postcopy_requests", "int"),
-    "cpu throttle percentage": ("throttle_pct", "float"),
-    "vfio device transferred": ("vfio_bytes", "kib"),
-    "transferred disk": ("disk_transferred", "kib"),
-    "remaining disk": ("disk_remaining", "kib"),
-    "total disk": ("disk_total", "kib"),
-    "cache size": ("x:cache_size", "int"),
-    "xbzrle transferred": ("x:bytes", "kib"),
-    "xbzrle pages": ("x:pages", "int"),
-    "xbzrle cache miss": ("x:cache_miss", "int"),
-    "xbzrle cache miss rate": ("x:cache_miss_rate", "float"),
-    "xbzrle encoding rate": ("x:encoding_rate", "float"),
-    "xbzrle overflow": ("x:overflow", "int"),
-}
-# Labels that are understood but carry nothing migtune models.
-_IGNORED = {
-    "skipped", "zero-copy-send fallbacks happened", "dirty-limit throttle time",
-    "dirty-limit ring full time", "postcopy blocktime", "postcopy vcpu blocktime",
-    "socket address", "sockets", "remaining", "outgoing migration blocked",
-    "postcopy latency", "postcopy vcpu latency", "compression pages", "compressed size",
-    "compression busy", "compression busy rate", "compression rate", "dirty-limit throttle",
-    "dirty-limit ring full", "postcopy vcpu blocktime (ms)",
-}  # fmt: skip
 
 _PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
 _LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
@@ -166,6 +96,7 @@ class _Parser:
         self.sample: Sample | None = None
         self.rates: dict[str, float] = {}
         self.recognised = 0
+        self.blocked = False  # inside the 10.1+ "Outgoing migration blocked:" list
 
     # --- snapshots -------------------------------------------------------------
     def start(self, ref: SourceRef) -> Sample:
@@ -271,7 +202,7 @@ class _Parser:
             elif cmd == "migrate_set_cache_size":
                 num = arg + ("M" if arg.isdigit() else "")
                 self.set_param("xbzrle-cache-size", str(parse_size(num)), ref, True)
-        except InputError:
+        except (InputError, OverflowError):
             warn(self.run, f"line {ref.line}: cannot read {cmd} value")
 
     def migrate_command(self, cmd: str, uri: str | None, ref: SourceRef) -> None:
@@ -286,6 +217,13 @@ class _Parser:
             self.run.events.append(Event(t, "cancelled", "migrate_cancel issued", {}, ref))
         else:
             self.run.events.append(Event(t, "postcopy-start", "post-copy requested", {}, ref))
+
+    def blocked_reason(self, reason: str, ref: SourceRef) -> None:
+        reasons = self.run.meta.setdefault("blocked_reasons", [])
+        if reason not in reasons:
+            reasons.append(reason)
+            msg = f"migration blocked: {reason}"
+            self.run.events.append(Event(None, "error", msg, {"reason": reason}, ref))
 
     # --- counters ------------------------------------------------------------
     def status(self, value: str, ref: SourceRef) -> None:
@@ -306,9 +244,10 @@ class _Parser:
             return False
         field, kind = spec
         num = first_number(value)
-        if num is None:
-            return False
         s = self.current(ref)
+        if num is None:
+            warn(self.run, f"line {ref.line}: cannot read {label} value {value!r}")
+            return True
         if kind == "kib":
             parsed: float | int = int(num) * KiB
         elif kind == "ms":
@@ -367,7 +306,7 @@ class _Parser:
                 if key in pairs:
                     try:
                         setattr(s, field, parse_size(pairs[key]))
-                    except InputError:
+                    except (InputError, OverflowError):
                         warn(self.run, f"line {ref.line}: cannot read size {pairs[key]!r}")
             return True
         counts = {
@@ -445,6 +384,14 @@ class _Parser:
             self.recognised += bool(pairs)
             return
         stripped = body.strip()
+        if self.blocked and text[:1].isspace():
+            self.blocked_reason(stripped, ref)
+            return
+        self.blocked = False
+        if stripped == "Outgoing migration blocked:":
+            self.blocked = True
+            self.recognised += 1
+            return
         if stripped.startswith("miss_rate="):  # second line of the 10.1+ XBZRLE block
             self.recognised += self.compact("", stripped, ref)
             return

@@ -8,6 +8,10 @@ hold many, with ``$ virsh domjobinfo vm`` command lines or time stamps between t
 Sizes are ``%.3f <binary unit>`` (three decimals, so rounded), ``Memory bandwidth``
 is bytes/s (libvirt converts QEMU's mbps), ``Dirty rate`` is pages/s (times ``Page
 size``).  ``Compression cache misses`` is a cumulative count: no rate is derived.
+
+KubeVirt's virt-launcher prints the same libvirt statistics as ``Migration info for
+<uid>: TimeElapsed:...`` (plain or inside its JSON log records); those lines are read
+too (see :mod:`migtune.sources._kubevirt`), with the launcher's outcome messages.
 ``Expected downtime`` (running) and ``Total downtime`` (completed) are the same
 libvirt field; the ``w/o network`` variants go to ``run.meta``.
 """
@@ -15,11 +19,13 @@ libvirt field; the ``w/o network`` variants go to ``run.meta``.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from collections.abc import Sequence
 
 from migtune.errors import InputError
 from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
+from migtune.sources import _kubevirt as kubevirt
 from migtune.sources._common import (
     add_sample_events,
     finish_from_samples,
@@ -155,6 +161,10 @@ def sniff(lines: Sequence[str]) -> float:
             score += 0.2
         elif _COMMAND_RE.match(s):
             score += 0.3
+        elif "Migration info for" in s and "TimeElapsed:" in s:
+            score += 0.5
+        elif '"component":"virt-launcher"' in s.replace(" ", ""):
+            score += 0.05
         if score >= 1.0:
             return 1.0
     return min(score, 1.0)
@@ -185,6 +195,8 @@ class _Parser:
         self.status_word = "unknown"
         self.recognised = 0
         self.job_none = 0
+        self.final_status: str | None = None  # from KubeVirt outcome messages
+        self.undated: list[tuple[Event, float]] = []
 
     def close(self) -> None:
         s, self.sample = self.sample, None
@@ -234,7 +246,9 @@ class _Parser:
                 parsed = (
                     num / 1000.0 if kind == "ms" else (float(num) if kind == "float" else int(num))
                 )
-        except (InputError, ValueError):
+            if not math.isfinite(parsed):
+                raise ValueError(value)
+        except (InputError, ValueError, OverflowError):
             warn(self.run, f"line {ref.line}: cannot read {key} value {value!r}")
             return True
         s = self.sample
@@ -296,11 +310,47 @@ class _Parser:
         elif cmd == "domjobabort":
             self.run.events.append(Event(t, "cancelled", "virsh domjobabort", {}, ref))
 
+    def launcher(self, text: str, ref: SourceRef) -> bool:
+        """KubeVirt virt-launcher lines; True if the line was one."""
+        msg, epoch, is_launcher = kubevirt.split_record(text)
+        if m := kubevirt.INFO_RE.search(msg):
+            self.close()
+            sample, meta = kubevirt.sample_from_info(m.group("stats"), ref)
+            if epoch is not None and self.run.t0 is None and sample.total_time is not None:
+                self.run.t0 = epoch - sample.total_time
+            self.run.samples.append(sample)
+            self.run.meta.setdefault("kubevirt", {}).update(meta)
+            self.run.vm = self.run.vm or m.group("uid")
+            self.recognised += 1
+            return True
+        hit = next((k for k in kubevirt.MESSAGES if k in msg), None)
+        if hit is not None and (is_launcher or msg.startswith(hit)):
+            kind, status = kubevirt.MESSAGES[hit]
+            t = None
+            if epoch is not None and self.run.t0 is not None:
+                t = round(epoch - self.run.t0, 3)
+            elif self.run.samples:
+                t = self.run.samples[-1].t
+            event = Event(t, kind, hit, {}, ref)
+            self.run.events.append(event)
+            if t is None and epoch is not None:
+                self.undated.append((event, epoch))  # dated once t0 is known
+            self.final_status = status or self.final_status
+            self.recognised += 1
+            return True
+        return is_launcher  # other virt-launcher chatter: not a problem
+
     def line(self, no: int, raw: str) -> None:
         text = raw.strip()
         if not text:
             return
         ref = SourceRef(no, raw)
+        if ("Migration info for" in text or "live migration" in text.lower()) and self.launcher(
+            text, ref
+        ):
+            return
+        if text.startswith("{") and '"virt-launcher"' in text:
+            return
         if _COMMAND_RE.match(text):
             self.close()
             self.recognised += 1
@@ -373,6 +423,11 @@ def parse(lines: Sequence[str]) -> Run:
             warn(run, "no 'Job type:' block with statistics")
     # The last block decides the outcome (earlier Unbounded snapshots led up to it).
     run.status = (run.samples[-1].status if run.samples else None) or "unknown"
+    if p.final_status:
+        run.status = p.final_status
+    if run.t0 is not None:
+        for event, epoch in p.undated:
+            event.t = round(epoch - run.t0, 3)
     for s in run.samples:
         if s.error is None and s.status == "failed":
             warn(run, f"line {s.source.line if s.source else '?'}: failed job without a message")

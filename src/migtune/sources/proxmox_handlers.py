@@ -50,7 +50,6 @@ def render_duration(text: str) -> float | None:
 class Context:
     """The little state the line reader needs between lines."""
 
-    t: float | None = None  # t of the last stamped line
     timestamps: str | None = None  # iso | short | removed
     progress_seen: bool = False
     device_seen: bool = False

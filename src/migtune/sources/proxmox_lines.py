@@ -111,67 +111,71 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
     year = ASSUMED_YEAR
     progress_re = _PROGRESS_RE.match
     xbzrle_re = _XBZRLE_RE.match
+    progress_seen = False
     sizes: dict[str, int] = {}  # "40.6 GiB" -> bytes; the same few strings recur
     for no, line in enumerate(lines, start):
-        if line and line[-1] in "\r\n":
+        if line[-1:] == "\n" or line[-1:] == "\r":
             line = line.rstrip("\r\n")
         if not line or line.isspace():
             continue
         # --- timestamp prefix: message starts at `off` ----------------------------------
         stamped = True
-        if len(line) > 19 and line[4] == "-" and line[10] == " " and line[19] == " ":
+        if last_key and line.startswith(last_key):
+            off = len(last_key)  # the same stamp as the last stamped line: t unchanged
+        elif (
+            last_minute
+            and line.startswith(last_minute)
+            and line[19:20] == " "
+            and (sec := line[17:19]).isdecimal()
+            and sec < "61"
+        ):
+            # The same minute as the last stamp: only the seconds to read.
             off = 20
-            key = line[:19]
-            if key != last_key:
-                # Usually the same minute as the last stamp: only the seconds to read.
-                sec = key[17:19]
-                if key[:17] == last_minute and sec.isdecimal() and sec < "61":
-                    epoch = minute_epoch + int(sec)
-                else:
-                    epoch = _clock(key, False, year)
-                    if epoch is not None:
-                        last_minute, minute_epoch = key[:17], epoch - int(sec)
-                if epoch is None:
-                    stamped, off = False, 0
-                else:
-                    last_key, last_epoch = key, epoch
-                    if t0 is None:
-                        t0 = epoch
-                        ctx.timestamps = "iso"
-                        yield Update("run.t0", t0, no)
-                        yield Update("version", (">=", (5, 0)), no)
-                    t = ctx.t = last_epoch - t0
+            last_key, last_epoch = line[:20], minute_epoch + int(sec)
+            t = last_epoch - t0
+        elif len(line) > 19 and line[4] == "-" and line[10] == " " and line[19] == " ":
+            off = 20
+            key = line[:20]
+            epoch = _clock(key, False, year)
+            if epoch is not None:
+                last_minute, minute_epoch = key[:17], epoch - int(key[17:19])
+            if epoch is None:
+                stamped, off = False, 0
+            else:
+                last_key, last_epoch = key, epoch
+                if t0 is None:
+                    t0 = epoch
+                    ctx.timestamps = "iso"
+                    yield Update("run.t0", t0, no)
+                    yield Update("version", (">=", (5, 0)), no)
+                t = last_epoch - t0
         elif len(line) > 15 and line[3] == " " and line[9] == ":" and line[15] == " ":
             off = 16
-            key = line[:15]
-            if key != last_key:
+            key = line[:16]
+            epoch = _clock(key, True, year)
+            # Dec 31 -> Jan 01: the year rolled over while the task ran.
+            if epoch is not None and last_epoch is not None and epoch < last_epoch - 86400:
+                year += 1
                 epoch = _clock(key, True, year)
-                # Dec 31 -> Jan 01: the year rolled over while the task ran.
-                if epoch is not None and last_epoch is not None and epoch < last_epoch - 86400:
-                    year += 1
-                    epoch = _clock(key, True, year)
-                if epoch is None:
-                    stamped, off = False, 0
-                else:
-                    last_key, last_epoch = key, epoch
-                    if t0 is None:
-                        t0 = epoch
-                        ctx.timestamps = "short"
-                        yield Update("run.t0", t0, no)
-                        yield Update("meta.year_assumed", ASSUMED_YEAR, no)
-                        yield Update("version", ("<=", (4, 4)), no)
-                    t = ctx.t = last_epoch - t0
+            if epoch is None:
+                stamped, off = False, 0
+            else:
+                last_key, last_epoch = key, epoch
+                if t0 is None:
+                    t0 = epoch
+                    ctx.timestamps = "short"
+                    yield Update("run.t0", t0, no)
+                    yield Update("meta.year_assumed", ASSUMED_YEAR, no)
+                    yield Update("version", ("<=", (4, 4)), no)
+                t = last_epoch - t0
         elif line.startswith(_DATE_REMOVED):
             off = 15
             if ctx.timestamps is None:
                 ctx.timestamps = "removed"
             last_key, last_epoch = _DATE_REMOVED, None
-            t = ctx.t = None
+            t = None
         else:
             stamped, off = False, 0
-        err = line.startswith("ERROR: ", off)
-        if err:
-            off += 7
         # --- hot path: progress and xbzrle lines (one of each per logged poll) ---------
         if line.startswith("migration ", off) and (m := progress_re(line, off)):
             try:
@@ -189,12 +193,12 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                 if vfio is not None:
                     s.vfio_bytes = _size(sizes, vfio)
                 if dirty is not None:
-                    s.dirty_rate = float(_size(sizes, dirty))
+                    s.dirty_rate = float(sizes[dirty] if dirty in sizes else _size(sizes, dirty))
             except (KeyError, ValueError, OverflowError):
                 pass  # not really a progress line: the general path reports it
             else:
-                if not ctx.progress_seen:
-                    ctx.progress_seen = True
+                if not progress_seen:
+                    progress_seen = ctx.progress_seen = True
                     yield Update("meta.pve_format", "new", no)
                     yield Update("version", (">=", (6, 4)), no)
                 if status == "device" and not ctx.device_seen:
@@ -210,7 +214,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                 # Proxmox leaves out a zero miss rate / overflow count: still known values.
                 xb = Xbzrle(
                     ctx.cache_size,
-                    _size(sizes, encoded),
+                    sizes[encoded] if encoded in sizes else _size(sizes, encoded),
                     int(pages),
                     None,
                     0.0 if miss is None else float(miss) / 100.0,
@@ -235,8 +239,8 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
         if line.startswith("migration status: ", off) and (m := _OLD_PROGRESS_RE.match(line, off)):
             status, done, remaining, total = m.groups()
             s = Sample(t, status, int(done), int(remaining), int(total), source=SourceRef(no, line))
-            if not ctx.progress_seen:
-                ctx.progress_seen = True
+            if not progress_seen:
+                progress_seen = ctx.progress_seen = True
                 yield Update("meta.pve_format", "old", no)
                 yield Update("version", ("<=", (6, 3)), no)
             if held is not None:
@@ -254,6 +258,9 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                     yield held
                 held, held_ts_line = Sample(t, xbzrle=xb, source=SourceRef(no, line)), no
             continue
+        err = line.startswith("ERROR: ", off)
+        if err:
+            off += 7
         msg = line[off:] if off else line
         if not stamped and held is None and t0 is None and msg.startswith("#"):
             continue  # a leading "# ..." comment block (as in ../shared/logs); never Proxmox's

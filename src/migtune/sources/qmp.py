@@ -140,6 +140,9 @@ class _Builder:
             return self.parameters(body, t, ref)
         if not _MIGRATION_KEYS & body.keys():
             return body == {}  # the empty reply to a command: fine, nothing to record
+        reasons = body.get("blocked-reasons")
+        if isinstance(reasons, list):
+            self.blocked(reasons, t, ref)
         sample = sample_from_query_migrate(body, t, ref)
         if sample.t is None:
             sample.t = sample.total_time
@@ -147,6 +150,15 @@ class _Builder:
         if sample.status:
             self.status_word = sample.status
         return True
+
+    def blocked(self, reasons: list[Any], t: float | None, ref: SourceRef) -> None:
+        """``blocked-reasons``: why QEMU refuses to migrate (e.g. a device without support)."""
+        known = self.run.meta.setdefault("blocked_reasons", [])
+        for reason in reasons:
+            if isinstance(reason, str) and reason not in known:
+                known.append(reason)
+                msg = f"migration blocked: {reason}"
+                self.run.events.append(Event(t, "error", msg, {"reason": reason}, ref))
 
     def event(self, obj: dict[str, Any], t: float | None, ref: SourceRef) -> bool:
         name = obj["event"]
@@ -305,7 +317,8 @@ def parse(lines: Sequence[str]) -> Run:
     for dump in dumps:
         ref = SourceRef(dump.line, lines[dump.line - 1])
         if dump.partial:
-            warn(b.run, f"line {dump.line}: incomplete dump, salvaged {len(dump.value)} keys")
+            leaves = pydump.count_values(dump.value)
+            warn(b.run, f"line {dump.line}: dict dump cut off; {leaves} values before the cut kept")
         if not b.add(dump.value, ref):
             warn(b.run, f"line {dump.line}: dump is not a query-migrate reply")
     result = b.finish()

@@ -7,6 +7,7 @@ follow QEMU's QAPI schema (``MigrationInfo``, ``MigrationStats``, ``XBZRLECacheS
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from migtune.model import Sample, SourceRef, Xbzrle
@@ -18,6 +19,8 @@ def _int(v: Any) -> int | None:
         return None
     try:
         return int(v)
+    except OverflowError:  # inf from a JSON "1e999" or "Infinity"
+        return None
     except (TypeError, ValueError):
         try:
             return int(str(v).replace(",", "").replace("'", ""))
@@ -29,9 +32,10 @@ def _float(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
-        return float(v)
+        f = float(v)
     except (TypeError, ValueError):
         return None
+    return f if math.isfinite(f) else None  # JSON "Infinity"/"NaN" are not counters
 
 
 def _ms(v: Any) -> float | None:

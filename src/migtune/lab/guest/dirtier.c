@@ -176,13 +176,14 @@ int main(int argc, char **argv)
 		nhot = npages;
 	page_rate = c.rate > 0 ? c.rate / PAGE : 0;
 	/*
-	 * Token bucket.  Without catchup the bucket holds at most 2 ms of writes, so
-	 * a pause longer than that (vCPU throttled by auto-converge, descheduled) is
-	 * lost: throttled to a fraction p, the writer keeps about (1 - p) of its rate.
+	 * Token bucket.  Without catchup the bucket holds at most 10 ms of writes:
+	 * short pauses (a busy host descheduling the vCPU) are made up, longer ones
+	 * are lost.  Auto-converge at p % sleeps the vCPU p/(100-p) x 10 ms per 10 ms
+	 * it runs, so from about 50 % on the writer loses most of the throttled time.
 	 * With catchup the debt is unbounded and the writer runs flat out until it
 	 * has paid it, so throttling only slows it once it runs out of CPU.
 	 */
-	burst = page_rate * 0.002 > 1 ? page_rate * 0.002 : 1;
+	burst = page_rate * 0.01 > 1 ? page_rate * 0.01 : 1;
 	t0 = now();
 	last_report = t0;
 	last_refill = t0;
