@@ -487,3 +487,91 @@ def test_template_lines_with_odd_numbers_never_raise(lines, numbers):
     mutated = [re.sub(r"\d+(?:\.\d+)?", lambda m: next(odd, m.group(0)), line) for line in lines]
     run = proxmox.parse(mutated)
     assert isinstance(run, Run)
+
+
+_S = "2025-02-02 10:00:0"
+
+
+@pytest.mark.parametrize(
+    "body,status,reason",
+    [
+        (
+            [
+                f"{_S}0 starting migration of VM 5 to node 'b' (10.0.0.2)",
+                f"{_S}1 ERROR: migration aborted (duration 00:00:01): can't migrate VM which uses local devices: hostpci0",
+                "TASK ERROR: migration aborted",
+            ],
+            "failed",
+            "can't migrate VM which uses local devices: hostpci0",
+        ),
+        (
+            [
+                f"{_S}0 start migrate command to unix:/run/qemu-server/5.migrate",
+                f"{_S}2 migration status error: cancelled",
+                f"{_S}2 ERROR: online migrate failure - aborting",
+                "TASK ERROR: migration problems",
+            ],
+            "cancelled",
+            "QEMU reported migration status 'cancelled'",
+        ),
+        (
+            [
+                f"{_S}0 start migrate command to unix:/run/qemu-server/5.migrate",
+                f"{_S}3 ERROR: migration aborted (duration 00:00:03): interrupted by signal",
+                "TASK ERROR: migration aborted",
+            ],
+            "cancelled",
+            "interrupted by signal",
+        ),
+        (
+            [f"{_S}0 start migrate command to tcp:10.0.0.2:60000", f"{_S}1 migrate_cancel"],
+            "cancelled",
+            "migrate_cancel issued",
+        ),
+        (
+            [
+                f"{_S}0 starting migration of VM 5 to node 'b' (10.0.0.2)",
+                "TASK ERROR: command failed",
+            ],
+            "failed",
+            "command failed",
+        ),
+        (
+            [
+                f"{_S}0 start migrate command to tcp:10.0.0.2:60000",
+                f"{_S}1 ERROR: received interrupt - delayed",
+            ],
+            "cancelled",
+            "interrupt received (the task was stopped)",
+        ),
+    ],
+)
+def test_outcomes(body, status, reason):
+    run = proxmox.parse(body)
+    assert run.status == status
+    assert run.meta["reason"] == reason
+
+
+def test_prepare_failure_has_duration_and_no_ram_phase():
+    run = proxmox.parse(
+        [
+            f"{_S}0 starting migration of VM 5 to node 'b' (10.0.0.2)",
+            f"{_S}1 ERROR: migration aborted (duration 00:00:01): Can't connect to destination address using public key",
+            "TASK ERROR: migration aborted",
+        ]
+    )
+    assert (run.status, run.duration, run.ram_duration, run.partial) == ("failed", 1, None, False)
+    assert run.settings.migration_type is None and run.samples == []
+
+
+def test_old_insecure_uri_and_speed_line():
+    run = proxmox.parse(
+        [
+            "Mar 03 10:00:00 starting online/live migration on 192.168.0.5:60000",
+            "Mar 03 10:00:07 migration speed: 73.14 MB/s - downtime 20 ms",
+            "Mar 03 10:00:07 migration status: completed",
+        ]
+    )
+    assert run.settings.migration_type == "insecure"
+    assert run.ram_duration == 7 and run.ram_bytes == 512 * MiB  # 73.14 MB/s x 7 s
+    assert run.status == "completed" and run.partial  # no task footer

@@ -384,6 +384,9 @@ def test_format_evidence_units():
     assert format_evidence("downtime_ms", 73) == "73 ms"
     assert format_evidence("xbzrle_cache_miss_rate", 0.5) == "50.0 %"
     assert format_evidence("passes", 6) == "6"
+    assert format_evidence("zero_page_share", 0.25) == "25.0 %"
+    assert format_evidence("dirty_to_throughput_ratio", 1.2812) == "1.28"
+    assert format_evidence("machine_type", "pc-i440fx-9.0+pve0") == "pc-i440fx-9.0+pve0"
 
 
 # --- runs without pictures ----------------------------------------------------------------
@@ -406,7 +409,7 @@ def test_samples_without_time_are_tabled_not_charted():
     html = build_report(run)
     p = assert_safe(html)
     assert not p.charts and "no usable timestamps" in html
-    assert p.facts["downtime"] == "none (no switch-over)"
+    assert p.facts["downtime"] == "none (no switch-over)"  # no limit known either
     assert len(pass_rows(run)) == 1 and pass_rows(run)[0].samples == 3
 
 

@@ -63,3 +63,9 @@ def test_workload_spec():
 def test_bad_workloads(bad):
     with pytest.raises(InputError):
         parse_workload(bad)
+
+
+def test_describe_treats_huge_bandwidth_as_unlimited():
+    assert "unlimited" in describe(Settings(max_bandwidth=9223372036853727232.0))
+    assert "unlimited" in describe(Settings(max_bandwidth=0.0))
+    assert "32.0 MiB/s" in describe(Settings(max_bandwidth=32 * MiB))

@@ -197,3 +197,19 @@ def test_deterministic_with_seed():
 def test_machine_defaults_are_positive():
     m = Machine()
     assert m.stream(None) == m.link_rate and m.stream(4) == m.link_rate
+
+
+@pytest.mark.parametrize(
+    ("workload", "cache"),
+    [("ws=64MiB,rate=24MiB/s,pattern=random,bytes=8", 128 * MiB),
+     ("ws=64MiB,rate=24MiB/s,pattern=random,bytes=8", 4 * MiB),
+     ("ws=32MiB,rate=16MiB/s,pattern=seq,bytes=300", 64 * MiB)],
+)  # fmt: skip
+def test_exact_codec_mode_matches_size_model(workload, cache):
+    # real page bytes + the real encoder give the same run as the size model: for the
+    # lab dirtier's writes the model is exact (misses, refusals, unchanged pages too)
+    s = _xbz(cache)
+    model = simulate(256 * MiB, workload, s, time_limit=20)
+    exact = simulate(256 * MiB, workload, s, time_limit=20, exact_xbzrle=True)
+    assert model.outcome.xbzrle.pages > 0
+    assert exact.outcome.to_dict() == model.outcome.to_dict()

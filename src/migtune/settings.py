@@ -147,7 +147,9 @@ def describe(s: Settings) -> str:
     if s.downtime_limit is not None:
         parts.append(f"downtime {format_duration(s.downtime_limit)}")
     if s.max_bandwidth is not None:
-        parts.append("unlimited" if s.max_bandwidth == 0 else format_rate(s.max_bandwidth))
+        # 0 and INT64_MAX-like values (libvirt's "unlimited") both mean no cap.
+        unlimited = s.max_bandwidth == 0 or s.max_bandwidth >= 2**60
+        parts.append("unlimited" if unlimited else format_rate(s.max_bandwidth))
     caps = s.capabilities
     if caps.get("xbzrle"):
         size = s.xbzrle_cache_size

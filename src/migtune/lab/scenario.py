@@ -180,9 +180,9 @@ MATRIX: tuple[Scenario, ...] = (
     ),
     Scenario(
         "above-link-proxmox",
-        "above-link writer under the proxmox policy: downtime limit doubles while stuck",
+        "64 MiB/s over 32 MiB, proxmox policy: downtime limit doubles from 100 ms until it fits",
         RAM,
-        ABOVE,
+        "ws=32MiB,rate=64MiB/s,pattern=random,bytes=8",
         (LINK,),
         policy="proxmox",
         time_limit=45,

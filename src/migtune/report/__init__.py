@@ -78,7 +78,7 @@ def _captions(views: Sequence[RunView]) -> dict[str, str]:
 
 
 def render(run: Run, compare: Sequence[Run] = ()) -> tuple[str, list[ch.Chart]]:
-    """The page and its (still open) matplotlib charts; call ``charts.close`` when done."""
+    """The page and its matplotlib charts (for ``save_pngs``)."""
     views = [_view(run), *(_view(r) for r in compare)]
     plots = [ch.RunPlot(v.label, run_series(v.run)) for v in views]
     plots[0].phases = _phases(views[0])
@@ -91,9 +91,7 @@ def render(run: Run, compare: Sequence[Run] = ()) -> tuple[str, list[ch.Chart]]:
 
 def build_report(run: Run, compare: Sequence[Run] = ()) -> str:
     """The report for ``run`` with ``compare`` runs overlaid, as one HTML document."""
-    html, charts = render(run, compare)
-    ch.close(charts)
-    return html
+    return render(run, compare)[0]
 
 
 def write_report(
@@ -108,19 +106,17 @@ def write_report(
     """
     html, charts = render(run, compare)
     written: list[Path] = []
-    try:
-        if output is not None:
-            out = Path(output)
-            _write(out, html.encode("utf-8"))
-            written.append(out)
-        if png_dir is not None:
-            written += save_pngs(charts, png_dir)
-    finally:
-        ch.close(charts)
+    if output is not None:
+        out = Path(output)
+        _write(out, html.encode("utf-8"))
+        written.append(out)
+    if png_dir is not None:
+        written += save_pngs(charts, png_dir)
     return html, written
 
 
 def save_pngs(charts: Sequence[ch.Chart], png_dir: str | Path) -> list[Path]:
+    """Write each chart as ``DIR/<name>.png`` (1280 px wide), creating DIR if needed."""
     d = Path(png_dir)
     try:
         d.mkdir(parents=True, exist_ok=True)

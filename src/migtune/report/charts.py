@@ -1,4 +1,4 @@
-"""The report's charts: matplotlib (Agg, headless) figures rendered to lean inline SVG or PNG.
+"""The report's charts: headless matplotlib figures rendered to lean inline SVG or PNG.
 
 Two charts, each able to overlay several runs on the same axes:
 
@@ -18,18 +18,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
+# Figures are made with the object API, never pyplot: no GUI backend, no global figure
+# registry to leak into, safe headless and in a process that uses matplotlib otherwise.
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # headless: never needs a display, safe in CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from migtune.analysis.findings import Phase  # noqa: E402
-from migtune.report.series import Line, RunSeries  # noqa: E402
-from migtune.units import GiB, MiB, format_bytes, format_rate  # noqa: E402
+from migtune.analysis.findings import Phase
+from migtune.report.series import Line, RunSeries
+from migtune.units import GiB, MiB, format_bytes, format_rate
 
 # 12.8 x 4.8 in at 100 dpi = 1280 x 480 px: readable at full width on a 1280 px screen.
 FIG_SIZE = (12.8, 4.8)
@@ -154,7 +152,7 @@ def _t_scale(plots: Sequence[RunPlot]) -> tuple[float, str, tuple[float, float]]
 
 def _figure() -> tuple[Figure, object]:
     # Fixed margins (not constrained layout) so the two charts' time axes line up exactly.
-    fig = plt.figure(figsize=FIG_SIZE)
+    fig = Figure(figsize=FIG_SIZE)
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.065, right=0.935)
     return fig, ax
@@ -217,7 +215,7 @@ def progress_chart(plots: Sequence[RunPlot]) -> Chart | None:
     )
     bs, bu = _byte_unit(peak)
     ts, tu, xlim = _t_scale(plots)
-    with plt.rc_context(RC):
+    with rc_context(RC):
         fig, ax = _figure()
         handles = _phases(ax, plots[0].phases, ts)
         rams: set[int] = set()
@@ -325,7 +323,7 @@ def rates_chart(plots: Sequence[RunPlot]) -> Chart | None:
     )
     rs, ru = _rate_unit(peak)
     ts, tu, xlim = _t_scale(plots)
-    with plt.rc_context(RC):
+    with rc_context(RC):
         fig, ax = _figure()
         _phases(ax, plots[0].phases, ts)  # same shading as the progress chart, legend there
         extra: list = []
@@ -445,7 +443,7 @@ _UNREFERENCED_ID = re.compile(r'\sid="([^"]+)"')
 def to_svg(chart: Chart, salt: str = "") -> str:
     """The chart as an ``<svg>`` element to inline in HTML (no XML prolog, no metadata)."""
     buf = io.StringIO()
-    with plt.rc_context({**RC, "svg.hashsalt": f"migtune-{salt}{chart.name}"}):
+    with rc_context({**RC, "svg.hashsalt": f"migtune-{salt}{chart.name}"}):
         chart.figure.savefig(
             buf,
             format="svg",
@@ -463,11 +461,6 @@ def to_svg(chart: Chart, salt: str = "") -> str:
 
 def to_png(chart: Chart) -> bytes:
     buf = io.BytesIO()
-    with plt.rc_context(RC):
+    with rc_context(RC):
         chart.figure.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
     return buf.getvalue()
-
-
-def close(charts: Sequence[Chart]) -> None:
-    for c in charts:
-        plt.close(c.figure)

@@ -26,7 +26,8 @@ from migtune.settings import describe
 from migtune.units import format_bytes, format_duration, format_rate
 
 MAX_PASS_ROWS = 200
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+# No script, no fetch of any kind; only the page's own inline styles (and the SVGs').
+CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
 def esc(value: Any) -> str:
@@ -85,7 +86,9 @@ def _facts(view: RunView) -> list[tuple[str, str, str]]:
     ram = run.ram_bytes or m.ram_bytes
     outcome = run.status + (" (partial log)" if run.partial else "")
     total = run.duration if run.duration is not None else m.duration_s
-    limit = m.downtime_limit_final_s or run.settings.downtime_limit
+    limit = m.downtime_limit_final_s
+    if limit is None:
+        limit = run.settings.downtime_limit
     measured = run.downtime if run.downtime is not None else m.downtime_s
     no_switch = measured is None and run.status in ("active", "cancelled", "failed")
     downtime = "none" if no_switch else _ms(measured)
@@ -156,27 +159,24 @@ def _header(view: RunView) -> str:
 
 _EVIDENCE_SUFFIXES = (
     ("_bytes_per_s", format_rate),
-    ("_rate", format_rate),
-    ("throughput", format_rate),
     ("_bytes", format_bytes),
+    ("_ms", lambda v: f"{v:.0f} ms"),
     ("_s", format_duration),
+    ("_pct", lambda v: f"{v:.0f} %"),
+    ("_ratio", lambda v: f"{v:.2f}"),
 )
 
 
 def format_evidence(key: str, value: Any) -> str:
-    """A finding's evidence value in operator units, guessed from the key's suffix."""
+    """A finding's evidence value in operator units, from the key's unit suffix."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return str(value)
     if isinstance(value, (int, float)):
-        if key.endswith("_ms"):
-            return f"{value:.0f} ms"
-        if key.endswith("_pct"):
-            return f"{value:.0f} %"
-        if "miss_rate" in key or key.endswith(("_ratio", "_share")):
-            return f"{value:.2f}" if "ratio" in key else _pct(value)
         for suffix, fmt in _EVIDENCE_SUFFIXES:
             if key.endswith(suffix):
                 return fmt(value)
+        if "miss_rate" in key or "share" in key:  # fractions 0..1
+            return _pct(value)
         return f"{value:.4g}" if isinstance(value, float) else str(value)
     text = json.dumps(value, default=str, separators=(", ", ": "))
     return text if len(text) <= 200 else text[:197] + "..."
@@ -314,7 +314,7 @@ def _compare(views: Sequence[RunView]) -> str:
     for i, v in enumerate(views):
         f = dict((k, val) for k, _, val in _facts(v))
         rows.append(
-            f'<tr><td><span class="swatch c{i}"></span>{esc(v.name)}</td>'
+            f'<tr><td><span class="swatch c{i % 7}"></span>{esc(v.name)}</td>'
             f"<td>{esc(describe(v.run.settings))}</td><td>{esc(f['outcome'])}</td>"
             f"<td>{esc(f['ram'])}</td><td>{esc(f['total-time'])}</td><td>{esc(f['downtime'])}</td>"
             f"<td>{esc(f.get('transferred', '?'))}</td><td>{esc(f.get('passes', '?'))}</td></tr>"

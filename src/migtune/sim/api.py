@@ -76,6 +76,7 @@ def simulate(
     trace: str | Path | None = None,
     sample_interval: float | None = None,
     rate_factor=None,
+    exact_xbzrle: bool = False,
 ) -> SimResult:
     """Simulate one pre-copy migration of a guest with ``ram_bytes`` of RAM.
 
@@ -85,7 +86,8 @@ def simulate(
     ``postcopy_after`` seconds (default 2 passes).  ``stop_after_passes`` cancels the
     migration once dirty-sync-count exceeds it (a give-up policy; benchmarks).
     ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
-    guest managed on a busy host).  ``schedule`` lists ``(t, "name=value")``
+    guest managed on a busy host).  ``exact_xbzrle`` keeps real page bytes and runs the
+    real encoder for every delta (lab-sized guests; checks the size model).  ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
     """
     version = rules.parse_version(qemu_version)
@@ -125,7 +127,7 @@ def simulate(
         )
         dirtier.rate_factor = rate_factor
         spec = w.spec()
-    eng = Engine(pages, dirtier, s, version, m)
+    eng = Engine(pages, dirtier, s, version, m, exact=exact_xbzrle)
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
     trigger = _postcopy_trigger(

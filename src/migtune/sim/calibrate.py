@@ -17,6 +17,7 @@ What a log tells, and how it becomes simulator input (reference §14.10):
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from migtune.sim.api import SimResult, simulate
 from migtune.sim.machine import Machine
 from migtune.workload import PAGE_SIZE, Workload
 
-FIT_FACTORS = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0)
+FIT_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.6)
 
 
 @dataclass
@@ -80,46 +81,81 @@ def compare(sim: Outcome, real: Outcome) -> dict[str, float | None]:
 
 
 def _throughput(run: Run) -> float | None:
+    """Observed wire rate (bytes/s): QEMU's per-window mbps while running, else the
+    slope of ``transferred``, else the whole-migration average reported at the end, else
+    the page rate."""
     vals = [s.throughput for s in run.samples if s.throughput and s.status != "completed"]
     if vals:
         return statistics.median(vals)
     pts = [(s.t, s.transferred) for s in run.samples if s.t is not None and s.transferred]
-    if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+    if len(pts) >= 2 and pts[-1][0] > pts[0][0] and pts[-1][1] > pts[0][1]:
         return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
-    return None
+    vals = [s.throughput for s in run.samples if s.throughput]
+    if vals:
+        return vals[-1]
+    # Proxmox prints pages-per-second x page size: counts zero pages, but it is a rate
+    vals = [s.page_rate for s in run.samples if s.page_rate and s.status != "completed"]
+    return statistics.median(vals) if vals else None
 
 
-def _zero_fraction(run: Run, ram: int) -> tuple[float, str]:
-    first_done = next((s for s in run.samples if s.passes and s.passes >= 2), None)
-    src = first_done or run.last
-    if src and src.duplicate is not None and src.normal is not None and src.duplicate + src.normal:
-        pages = ram // PAGE_SIZE
-        nonzero = min(src.normal, pages)
-        return max(0.0, 1 - nonzero / pages), "zero pages from duplicate/normal counters"
+def _zero_pages(run: Run, ram: int) -> tuple[int, str]:
+    """Zero pages of the guest (all RAM)."""
+    pages = ram // PAGE_SIZE
+    dup = next((s.duplicate for s in reversed(run.samples) if s.duplicate is not None), None)
+    if dup is not None:
+        return min(pages, dup), "zero pages from QEMU's duplicate counter"
     for s in run.samples:
         if s.transferred and s.remaining is not None and s.total and s.remaining < 0.1 * s.total:
             covered = 1 - s.remaining / s.total
             frac = min(1.0, s.transferred / max(1.0, covered * s.total))
-            return max(0.0, 1 - frac), "zero pages from bytes sent in the first pass"
-    return 0.0, "no page counters: assumed no zero pages"
+            return int(pages * (1 - frac)), "zero pages from the bytes the first pass cost"
+    last = run.last
+    if run.status == "completed" and last and last.transferred and last.transferred < ram:
+        return int(pages * (1 - last.transferred / ram)), "zero pages from bytes sent vs RAM"
+    return 0, "no page counters: assumed no zero pages"
 
 
 def _dirtying(run: Run, ram: int) -> tuple[float, int, str]:
-    """(write rate bytes/s, working set bytes, note)."""
+    """(write rate bytes/s, working set bytes, note).
+
+    QEMU's dirty-pages-rate counts distinct pages per rate period (about a pass), so a
+    pass of T seconds re-dirties D = rate x T pages; the working set must hold more than
+    that, and random writes at r pages/s over W pages dirty W(1 - exp(-rT/W)) of them.
+    """
     rates = [s.dirty_rate for s in run.samples if s.dirty_rate and s.status != "completed"]
-    after_sync, prev = [], None
+    after_sync, sync_times, prev = [], [], None
     for s in run.samples:
-        if s.passes and prev is not None and s.passes > prev and s.remaining is not None:
-            after_sync.append(s.remaining)
+        if s.passes and prev is not None and s.passes > prev:
+            if s.remaining is not None and s.status != "completed":
+                after_sync.append(s.remaining)
+            if s.t is not None:
+                sync_times.append(s.t)
         if s.passes:
             prev = s.passes
     if not rates and not after_sync:
         return 0.0, 0, "no dirty-rate or pass data: modelled as an idle guest"
-    rate = statistics.median(rates) if rates else 0.0
-    ws = max(after_sync) if after_sync else 0
-    ws = max(ws, int(rate * 2), PAGE_SIZE)
-    ws = min(int(ws * 1.25), ram)
-    return rate, ws, "write rate from dirty-pages-rate, working set from the dirty set at syncs"
+    last = run.last
+    passes = max((s.passes or 0) for s in run.samples)
+    span = (last.total_time or last.t or 0.0) if last else 0.0
+    gaps = [b - a for a, b in zip(sync_times, sync_times[1:], strict=False) if b > a]
+    # later passes: what the guest re-dirties in one pass (pass 2 also holds pass 1's)
+    pass_time = statistics.median(gaps) if gaps else (span / passes if passes and span else 1.0)
+    rate = statistics.median(rates) if rates else max(after_sync) / pass_time
+    if len(after_sync) >= 2:
+        dirty_set = statistics.median(after_sync[1:])
+        how = "remaining right after the syncs"
+    else:
+        dirty_set = max([rate * pass_time, *after_sync])
+        how = "dirty-pages-rate x pass time"
+    ws = min(ram, max(PAGE_SIZE, int(1.25 * dirty_set)))
+    # invert W(1 - exp(-rT/W)) = D; a dirty set as large as the RAM keeps the raw rate
+    saturated = dirty_set >= ws
+    write_rate = rate if saturated else -ws / pass_time * math.log(1 - dirty_set / ws)
+    note = (
+        f"working set {ws / 2**20:.0f} MiB from a dirty set of {dirty_set / 2**20:.0f} MiB per "
+        f"~{pass_time:.1f} s pass ({how})"
+    )
+    return write_rate, ws, note
 
 
 def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> Calibration:
@@ -146,19 +182,26 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     elif thr and s.max_bandwidth and thr < 0.8 * s.max_bandwidth:
         link = thr
         notes.append("the link was slower than the cap: link rate set to the observed rate")
-    zero, note = _zero_fraction(run, ram)
+    zero_pages, note = _zero_pages(run, ram)
     notes.append(note)
     rate, ws, note = _dirtying(run, ram)
     notes.append(note)
-    workload = (
-        Workload(ws=ws, rate=rate, pattern="random", zero=zero)
-        if rate
-        else Workload(ws=0, rate=0.0, zero=zero)
-    )
+    ws = min(ws, ram - zero_pages * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE
+    outside = max(1, ram - ws)
+    zero = min(1.0, zero_pages * PAGE_SIZE / outside)
+    if rate and ws:
+        workload = Workload(ws=ws, rate=rate, pattern="random", zero=zero)
+    else:
+        workload = Workload(ws=0, rate=0.0, zero=zero)
     version = s.qemu_version or "10.0"
     if not s.qemu_version:
         notes.append("QEMU version not in the log: 10.0 assumed")
-    limit = (observed.total_time_s or 600.0) * (1.0 if observed.status == "cancelled" else 3.0)
+    span = observed.total_time_s or (run.last.t if run.last else None)
+    if not span and thr and observed.transferred_bytes:
+        span = observed.transferred_bytes / thr  # no clock in the log: time at that rate
+    span = span or 600.0
+    # a run that did not finish is replayed for as long as it was observed
+    limit = span * (3.0 if observed.status == "completed" else 1.0)
     cal = Calibration(ram, s, workload, link, version, max(limit, 1.0), observed, notes)
     best = _replay(cal, workload)
     if fit and rate:

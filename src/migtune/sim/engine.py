@@ -45,7 +45,9 @@ class Counters:
 class Engine:
     """Holds the state; :mod:`migtune.sim.run` drives the main loop."""
 
-    def __init__(self, pages, dirtier, settings, version, machine: Machine, page_size=4096):
+    def __init__(
+        self, pages, dirtier, settings, version, machine: Machine, page_size=4096, exact=False
+    ):
         self.N, self.P = int(pages), page_size
         self.dirtier = dirtier
         self.layout = dirtier.layout
@@ -72,6 +74,14 @@ class Engine:
         self.enc_size = int(prefix_write_size(dirtier.bytes_per_write, page_size))
         # the guest OS's own rewrites (background) change a few bytes of a page
         self.bg_enc_size = int(prefix_write_size(machine.guest_background_bytes, page_size))
+        self.contents = None
+        if exact and self.xbzrle_on:
+            from migtune.sim.contents import Contents
+
+            self.contents = Contents(
+                self.rlo, self.rhi, self.layout.ws_lo, self.cache.items, page_size,
+                dirtier.bytes_per_write, machine.guest_background_bytes,
+            )  # fmt: skip
         self.c = Counters()
         self.dirty = self.N
         self.cursor = 0
@@ -176,6 +186,8 @@ class Engine:
                 self.log[rel] = True
                 if self.wcount is not None:
                     np.add.at(self.wcount, rel, np.uint8(1))
+                if self.contents is not None:
+                    self.contents.write(rel)
         self.guest_t = t
 
     # -- the scan (§1.5 find_dirty_block) ---------------------------------------------
@@ -239,6 +251,9 @@ class Engine:
         size[hits] = np.where(
             changed[hits], np.where(ws_page[hits], self.enc_size, self.bg_enc_size), 0
         )
+        if self.contents is not None:  # exact mode: the real encoder on real bytes
+            real = hits & self.contents.inside(idx)
+            size[real] = self.contents.sizes(idx[real], idx[real] & self.cache.mask)
         enc = hits & (size > 0)
         cost[enc] = rules.PAGE_HEADER + 3 + size[enc]
         cost[hits & (size == 0)] = 0
@@ -273,7 +288,11 @@ class Engine:
             c.xb_overflow += over
             c.xb_bytes += int(size[encm].sum()) + 3 * enc + self.P * over
             if not self.last_stage:
-                self.cache.commit(idx[nz], hits[nz], self.sync_count)
+                inserted = self.cache.commit(idx[nz], hits[nz], self.sync_count)
+                if self.contents is not None:
+                    keep = (hits[nz] & (size[nz] != 0)) | inserted
+                    kept = idx[nz][keep & self.contents.inside(idx[nz])]
+                    self.contents.store(kept, kept & self.cache.mask)
                 if nzero:
                     self.cache.try_insert_many(idx[zero], self.sync_count)
         c.normal += n - nzero - unchanged - enc

@@ -165,6 +165,21 @@ def encode_many(
     if old.shape != new.shape or old.ndim != 2:
         raise ValueError("encode_many expects two (n, page_size) uint8 arrays")
     n, p = old.shape
+    # an encoding is at least the differing bytes + 2 header bytes: past the budget it
+    # must overflow, whatever the runs (saves laying out whole-page rewrites)
+    differing = np.count_nonzero(old != new, axis=1)
+    hopeless = differing + 2 > dlen
+    if hopeless.any():
+        keep = np.flatnonzero(~hopeless)
+        lengths = np.full(n, -1, dtype=np.int64)
+        encodings: list[bytes | None] | None = [None] * n if with_data else None
+        if len(keep):
+            sub_len, sub_enc = encode_many(old[keep], new[keep], dlen, with_data)
+            lengths[keep] = sub_len
+            if encodings is not None and sub_enc is not None:
+                for i, e in zip(keep, sub_enc, strict=True):
+                    encodings[i] = e
+        return lengths, encodings
     page, start, end, diff_pos = _runs(old, new)
     length = end - start
     first = np.ones(len(page), dtype=bool)

@@ -112,6 +112,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
     progress_re = _PROGRESS_RE.match
     xbzrle_re = _XBZRLE_RE.match
     progress_seen = False
+    factors = _FACTORS
     sizes: dict[str, int] = {}  # "40.6 GiB" -> bytes; the same few strings recur
     for no, line in enumerate(lines, start):
         if line[-1:] == "\n" or line[-1:] == "\r":
@@ -177,13 +178,15 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
         else:
             stamped, off = False, 0
         # --- hot path: progress and xbzrle lines (one of each per logged poll) ---------
-        if line.startswith("migration ", off) and (m := progress_re(line, off)):
+        # (no startswith pre-check: the regexes fail on their first literal just as fast)
+        if m := progress_re(line, off):
             try:
                 status, done, total, rate, vfio, dirty = m.groups()
+                number, unit = done.split(" ")  # new on almost every line: not cached
                 s = Sample(
                     t,
                     status,
-                    sizes[done] if done in sizes else _size(sizes, done),
+                    round(float(number) * factors[unit]),
                     None,
                     sizes[total] if total in sizes else _size(sizes, total),
                     None,
@@ -208,13 +211,14 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                     yield held
                 held, held_ts_line = s, no
                 continue
-        if line.startswith("xbzrle: ", off) and (m := xbzrle_re(line, off)):
+        if m := xbzrle_re(line, off):
             pages, encoded, miss, overflow = m.groups()
+            number, unit = encoded.split(" ")
             try:
                 # Proxmox leaves out a zero miss rate / overflow count: still known values.
                 xb = Xbzrle(
                     ctx.cache_size,
-                    sizes[encoded] if encoded in sizes else _size(sizes, encoded),
+                    round(float(number) * factors[unit]),
                     int(pages),
                     None,
                     0.0 if miss is None else float(miss) / 100.0,
