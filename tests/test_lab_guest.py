@@ -282,3 +282,108 @@ def test_cli_lab_matrix_list_and_bad_input(capsys):
     assert main(["lab", "run", "--workload", "ws=1GiB,rate=1MiB/s"]) == 2
     assert "does not fit" in capsys.readouterr().err
     assert main(["lab", "run", "--workload", "pattern=zigzag"]) == 2
+
+
+# -- recorded fixtures -------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lab"
+
+
+def _fixture_files():
+    return sorted(FIXTURES.glob("*.jsonl"))
+
+
+def test_fixtures_cover_every_matrix_scenario():
+    import json
+
+    files = _fixture_files()
+    assert len(files) >= 10
+    seen = {json.loads(f.read_text().splitlines()[0])["meta"]["scenario"] for f in files}
+    assert seen == {s.name for s in MATRIX}
+
+
+@pytest.mark.parametrize("path", _fixture_files(), ids=lambda p: p.stem)
+def test_fixture_is_a_complete_lab_recording(path):
+    import json
+
+    from migtune.sources.recording import parse_recording
+
+    lines = path.read_text().splitlines()
+    header, result = json.loads(lines[0]), json.loads(lines[-1])
+    assert header["origin"] == "lab" and header["qemu_version"]
+    scenario = {s.name: s for s in MATRIX}[header["meta"]["scenario"]]
+    # the recording matches the scenario as defined now (else: re-record it)
+    assert parse_workload(header["workload"]) == scenario.parsed_workload()
+    assert header["meta"]["lab"]["ram"] == scenario.ram
+    assert header["settings"]["max_bandwidth"] == scenario.build_settings().max_bandwidth
+    assert len(header["meta"]["machine"]["loadavg"]) == 3
+    assert result["kind"] == "result" and result["workload"] == header["workload"]
+    run = parse_recording(lines)
+    assert not run.warnings
+    assert run.status == result["status"]
+    sent = [s.transferred for s in run.samples if s.transferred is not None]
+    assert sent and sent[-1] == result["transferred_bytes"]
+    if not scenario.parsed_workload().idle:
+        assert run.events_of("guest-rate")
+    if result["status"] == "completed":
+        assert result["destination_alive"] is True
+    else:
+        assert result["source_alive"] is True
+
+
+def test_results_table_shows_outcomes_and_errors():
+    from types import SimpleNamespace
+
+    from migtune.lab.matrix import MatrixRow, results_table
+    from migtune.outcome import Outcome, XbzrleOutcome
+
+    sc = {s.name: s for s in MATRIX}
+    outcome = Outcome(
+        converged=False,
+        status="cancelled",
+        total_time_s=30.0,
+        downtime_ms=None,
+        transferred_bytes=956 * MiB,
+        passes=10,
+        max_throttle_pct=0.0,
+        xbzrle=XbzrleOutcome(cache_miss_rate=0.95, overflow=0, pages=12, bytes=480),
+    )
+    fake = SimpleNamespace(outcome=outcome, guest_rate_during=lambda: 64 * MiB)
+    rows = [
+        MatrixRow(sc["xbzrle-cache-small"], 1, fake),  # type: ignore[arg-type]
+        MatrixRow(sc["idle"], 1, None, error="QEMU exited at start"),
+    ]
+    assert rows[0].as_expected is True and rows[1].as_expected is None
+    table = results_table(rows).splitlines()
+    assert table[0].split()[:3] == ["scenario", "#", "status"]
+    small = next(line for line in table if line.startswith("xbzrle-cache-small"))
+    assert (
+        "cancelled" in small and "95%" in small and "956.0 MiB" in small and "64.0 MiB/s" in small
+    )
+    assert table[-1] == "idle #1: QEMU exited at start"
+    assert rows[1].to_dict()["error"] == "QEMU exited at start"
+
+
+def test_compare_ram_counts_differing_pages(tmp_path):
+    from types import SimpleNamespace
+
+    from migtune.lab.run import compare_ram
+
+    def fake(name, content):
+        workdir = tmp_path / name
+        workdir.mkdir()
+
+        def cmd(command, **args):
+            assert command == "pmemsave" and args["val"] == 0 and args["size"] == len(content)
+            Path(args["filename"]).write_bytes(content)
+
+        return SimpleNamespace(workdir=workdir, qmp=lambda: SimpleNamespace(cmd=cmd))
+
+    pages = bytearray(4096 * 8)
+    other = bytearray(pages)
+    other[4096 * 3 + 17] = 1  # one byte in page 3
+    other[4096 * 6 : 4096 * 7] = b"\xff" * 4096  # all of page 6
+    assert compare_ram(fake("a", bytes(pages)), fake("b", bytes(other)), len(pages)) == 2
+    assert not list(tmp_path.rglob("ram.dump"))  # dumps removed
+    same = compare_ram(fake("c", bytes(pages)), fake("d", bytes(pages)), len(pages))
+    assert same == 0

@@ -99,8 +99,10 @@ def test_below_cap_completes_with_destination_alive(tmp_path, image, accel):
         "ws=32MiB,rate=4MiB/s,pattern=random,bytes=8",
         _settings("max-bandwidth=32MiB/s"),
         time_limit=60,
+        verify=True,
     )
     assert result.outcome.status == "completed" and result.outcome.converged
+    assert result.differing_pages == 0  # destination RAM identical to the stopped source's
     assert result.destination_alive is True
     assert result.outcome.downtime_ms is not None and result.outcome.downtime_ms < 1000
     assert result.outcome.passes is not None and result.outcome.passes >= 2

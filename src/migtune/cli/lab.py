@@ -116,6 +116,9 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
 @click.option("--accel", type=ACCEL, default="auto", show_default=True,
               help="auto: KVM if the guest really runs under it, else TCG.")  # fmt: skip
 @click.option("--machine", default="pc", show_default=True, help="QEMU machine type.")
+@click.option("--verify", is_flag=True,
+              help="Keep the destination paused after the migration, compare both sides' RAM "
+              "page by page, then resume it (pre-copy only).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 def run_cmd(**kwargs: Any) -> int:
     """Boot a source and a destination guest, migrate between them, record the run.
@@ -144,6 +147,7 @@ def run_cmd(**kwargs: Any) -> int:
             machine=kwargs["machine"],
             progress=not as_json,
             status=say,
+            verify=kwargs["verify"],
             **rule.as_kwargs(),
         )
     if as_json:
@@ -172,6 +176,12 @@ def lab_summary(result: Any) -> str:
             "  destination guest alive (heartbeat advancing)"
             if result.destination_alive
             else "  destination guest NOT alive: no heartbeat after the switch-over"
+        )
+    if result.differing_pages is not None:
+        lines.append(
+            "  RAM identical on both sides after the migration"
+            if result.differing_pages == 0
+            else f"  RAM DIFFERS after the migration: {result.differing_pages} pages"
         )
     if result.source_alive is not None:
         lines.append(

@@ -34,7 +34,7 @@ from migtune.units import format_bytes, format_duration
               help="QEMU behaviour to model (7.2 … 10.2).")  # fmt: skip
 @click.option("--link", type=RATE, metavar="RATE",
               help="Wire rate the migration stream achieves without a cap "
-              "(default: the lab's loopback, about 1.2 GB/s).")  # fmt: skip
+              "(default: the lab's loopback, about 0.7 GB/s).")  # fmt: skip
 @click.option("--time-limit", type=DURATION, default="600s", show_default=True, metavar="TIME",
               help="Cancel the simulated migration after this long.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the guest.")

@@ -143,8 +143,12 @@ def _cells(row: MatrixRow) -> list[str]:
         miss,
         "-" if xb is None or xb.overflow is None else str(xb.overflow),
         f"{o.max_throttle_pct or 0:.0f}%",
-        format_rate(row.result.guest_rate_during()),
+        _rate(row.result.guest_rate_during()),
     ]
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else format_rate(value)
 
 
 def results_table(rows: list[MatrixRow]) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migtune.errors import UnavailableError
+from migtune.errors import InputError, UnavailableError
 from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, cache_dir
 from migtune.lab.scenario import check_fits, kernel_cmdline
 from migtune.model import Settings
@@ -54,6 +54,7 @@ class LabResult:
     guest_rate_before: float | None = None  # bytes/s the guest wrote just before migrating
     destination_alive: bool | None = None  # heartbeat advanced on the destination
     source_alive: bool | None = None  # heartbeat advanced on the source (not completed)
+    differing_pages: int | None = None  # --verify: pages whose content differs after migration
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +74,7 @@ class LabResult:
             "guest_write_rate_during_bytes_per_s": self.guest_rate_during(),
             "destination_alive": self.destination_alive,
             "source_alive": self.source_alive,
+            "differing_pages": self.differing_pages,
             "reason": m.reason,
             "postcopy": m.postcopy,
             "actions": [a.to_dict() for a in m.actions],
@@ -275,9 +277,17 @@ def lab_run(
     status: Status | None = None,
     meta: dict[str, Any] | None = None,
     image: GuestImage | None = None,
+    verify: bool = False,
 ) -> LabResult:
-    """Boot source and destination, warm the workload up, migrate, check, stop both."""
+    """Boot source and destination, warm the workload up, migrate, check, stop both.
+
+    With ``verify`` the destination starts paused (``-S``); after a completed
+    pre-copy migration both sides' RAM is dumped and compared page by page before
+    the destination guest is resumed.
+    """
     check_fits(ram, workload)
+    if verify and allow_postcopy:
+        raise InputError("--verify compares RAM after pre-copy; it cannot be used with post-copy")
     image = image or build_guest()
     say = status or (lambda _msg: None)
     version = qemu_version()
@@ -286,7 +296,8 @@ def lab_run(
         accel = choose_accel(image, machine)
     args = _guest_args(image, ram, kernel_cmdline(workload), machine)
     src = QemuProcess(args, accel=accel, name="lab-src")
-    dst = QemuProcess([*args, "-incoming", "defer"], accel=accel, name="lab-dst")
+    dst_args = [*args, "-incoming", "defer", *(["-S"] if verify else [])]
+    dst = QemuProcess(dst_args, accel=accel, name="lab-dst")
     watcher = _GuestWatcher(src, dst)
     load_before = machine_meta()
     try:
@@ -330,6 +341,11 @@ def lab_run(
         say("checking the guest")
         dest_alive: bool | None = None
         src_alive: bool | None = None
+        differing: int | None = None
+        if verify and result.status == "completed" and dst.alive:
+            say("comparing source and destination RAM")
+            differing = compare_ram(src, dst, ram)
+            dst.qmp().cmd("cont")
         if result.status == "completed":
             dest_alive = dst.alive and _heartbeat_advances(watcher, "destination", 0, ALIVE_TIMEOUT)
         else:
@@ -353,12 +369,35 @@ def lab_run(
         guest_rate_before=rate_before,
         destination_alive=dest_alive,
         source_alive=src_alive,
+        differing_pages=differing,
         warnings=warnings,
         meta={"machine_after": machine_meta()},
     )
     if record is not None:
         _finish_recording(Path(record), lab)
     return lab
+
+
+def compare_ram(src: QemuProcess, dst: QemuProcess, ram: int) -> int:
+    """Dump guest-physical RAM on both (stopped) sides and count the pages that differ.
+
+    Below 3 GiB the ``pc`` machine maps RAM from 0 upwards; the legacy VGA/BIOS hole
+    reads the same on both sides.
+    """
+    import numpy as np
+
+    if ram > 3 * 1024**3:
+        raise InputError("--verify supports guests of up to 3 GiB")
+    dumps = []
+    for proc in (src, dst):
+        path = Path(proc.workdir) / "ram.dump"
+        proc.qmp().cmd("pmemsave", val=0, size=ram, filename=str(path), timeout=120)
+        dumps.append(np.fromfile(path, dtype=np.uint64).reshape(-1, 512))
+    differs = (dumps[0] != dumps[1]).any(axis=1)
+    for proc in (src, dst):
+        with contextlib.suppress(OSError):
+            (Path(proc.workdir) / "ram.dump").unlink()
+    return int(differs.sum())
 
 
 def _rate_events(watcher: _GuestWatcher, t0: float) -> list[dict[str, Any]]:

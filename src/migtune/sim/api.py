@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,19 +42,26 @@ class SimResult:
         return d
 
 
-def _postcopy_trigger(enabled: bool, after_passes: int | None, after: float | None):
+def _postcopy_trigger(
+    enabled: bool, after_passes: int | None, after: float | None, poll: float = 0.0
+):
     """When migtune would issue migrate-start-postcopy: once dirty-sync-count reaches
     ``after_passes`` or ``after`` seconds passed, whichever first (default: 2 passes,
-    as ``migtune migrate --postcopy``)."""
+    as ``migtune migrate --postcopy``) - noticed at its next ``query-migrate`` poll."""
     if not enabled:
         return None
     if after_passes is None and after is None:
         after_passes = 2
+    state: dict[str, float] = {}
 
     def due(e) -> bool:
-        if after_passes is not None and e.sync_count >= after_passes:
-            return True
-        return after is not None and e.t - e.start >= after
+        if "at" not in state:
+            hit = after_passes is not None and e.sync_count >= after_passes
+            if not (hit or (after is not None and e.t - e.start >= after)):
+                return False
+            seen = e.t - e.start
+            state["at"] = math.ceil(seen / poll - 1e-9) * poll if poll > 0 else seen
+        return e.t - e.start >= state["at"]
 
     return due
 
@@ -131,7 +139,7 @@ def simulate(
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
     trigger = _postcopy_trigger(
-        bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after
+        bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after, m.sample_interval
     )
     eng.stop_after_passes = stop_after_passes
     if schedule:

@@ -37,7 +37,7 @@ from migtune.workload import PAGE_SIZE, Workload, parse_workload
 
 # The lab host, calibrated on the lab recordings (docs/simulator.md, "Calibration"):
 # final copies and the post-copy push run at ~0.7 GB/s over loopback; QEMU reports a
-# 3 ms setup; the busybox guest keeps rewriting ~600 of its own pages (its init loop
+# 3 ms setup; the busybox guest keeps rewriting ~350 of its own pages (its init loop
 # forks `sleep` every second; XBZRLE misses stop growing once those are cached; short
 # late passes show only a few hundred such pages) and keeps ~88 MiB of non-zero memory when idle, of which
 # ~13 MiB (freed, not yet zero) is what the dirtier's allocation takes first.

@@ -35,7 +35,10 @@ def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> t
     n = plan.n
     stop, fired = n, False
     if e.budget:
-        k = plan.first_over_bytes(e.budget - e.window_bytes())
+        limit = e.budget - e.window_bytes()
+        if e.multifd:
+            limit += rules.multifd_limiter_lag(e.channels or 1, e.machine.multifd_backlog)
+        k = plan.first_over_bytes(limit)
         if k is not None and rules.limiter_counts_flushed_bytes(e.version) and not e.multifd:
             k = plan.flush_at_or_after(k, done_full, rules.FLUSH_FULL_PAGES)
         if k is not None:
@@ -138,6 +141,9 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
     e.events.append((e.t, "postcopy-start", "switched to post-copy", {}))
     e.postcopy_active = True
     e.stopped = False
+    # the destination places each page with UFFDIO_COPY while its guest runs: slower
+    # than a pre-copy receive on the lab host
+    e.link = min(e.link, e.machine.postcopy_rate or e.link)
     e.status = "postcopy-active"
     e.throttle = 0
     budget = rules.window_budget(max_postcopy_bandwidth)

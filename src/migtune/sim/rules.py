@@ -71,6 +71,14 @@ def limiter_counts_flushed_bytes(version: tuple[int, int]) -> bool:
     return version >= (8, 1)
 
 
+def multifd_limiter_lag(channels: int, backlog: float, page_size: int = PAGE) -> float:
+    """§1.4/§7: multifd bytes reach the limiter's counter when a sender thread has written
+    its packet; until then the main thread keeps queueing.  Lag = the packets the
+    channels still hold (``backlog`` x channels) + half the batch being filled."""
+    packet = MULTIFD_PACKET_HEADER + MULTIFD_PACKET_PAGES * page_size
+    return (backlog * channels + 0.5) * packet
+
+
 def window_bandwidth(transferred: int, time_spent_ms: int) -> float:
     """§1.4: bytes per millisecond over the last closed window only (no smoothing)."""
     return transferred / time_spent_ms

@@ -123,32 +123,54 @@ def decode_page(encoded: bytes, old: bytes) -> bytes:
     return bytes(dst)
 
 
-def _diff_positions(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Flat positions of differing bytes, ascending.  Words are compared first (like
-    QEMU's word-at-a-time scan), so only differing 8-byte words are looked at bytewise."""
+def _hopeless(old: np.ndarray, new: np.ndarray, dlen: int) -> np.ndarray:
+    """Pages whose differing bytes alone (+ 2 header bytes) exceed the budget: an
+    overflow whatever the runs.  Only pages with enough differing words are counted."""
     n, p = old.shape
     if p % 8:
-        return np.flatnonzero(old != new)
-    wo, wn = old.reshape(-1, 8), new.reshape(-1, 8)
-    words = np.flatnonzero(wo.view(np.uint64).ravel() != wn.view(np.uint64).ravel())
-    bytes_differ = wo[words] != wn[words]
-    return (words[:, None] * 8 + np.arange(8))[bytes_differ]
+        return np.count_nonzero(old != new, axis=1) + 2 > dlen
+    wo, wn = old.view(np.uint64), new.view(np.uint64)
+    maybe = np.flatnonzero(np.count_nonzero(wo != wn, axis=1) * 8 + 2 > dlen)
+    out = np.zeros(n, dtype=bool)
+    if len(maybe):
+        out[maybe] = np.count_nonzero(old[maybe] != new[maybe], axis=1) + 2 > dlen
+    return out
 
 
 def _runs(old: np.ndarray, new: np.ndarray):
-    """Differing runs of each page: (page, start, end) arrays and the differing bytes'
-    flat positions, in page then offset order."""
-    p = old.shape[1]
-    pos = _diff_positions(old, new)
-    brk = np.ones(len(pos), dtype=bool)
-    # a run breaks on a gap or at a page boundary
-    brk[1:] = (pos[1:] != pos[:-1] + 1) | (pos[1:] % p == 0)
-    first = np.flatnonzero(brk)
-    length = np.diff(np.append(first, len(pos)))
-    start_flat = pos[first]
+    """Differing runs of each page: (page, start, end) arrays and the differing bytes of
+    ``new`` in order.  Works on the differing 8-byte words only: a run continues from one
+    word into the next when the words are adjacent in the same page."""
+    n, p = old.shape
+    if p % 8:
+        pos = np.flatnonzero(old != new)
+        brk = np.ones(len(pos), dtype=bool)
+        brk[1:] = (pos[1:] != pos[:-1] + 1) | (pos[1:] % p == 0)
+        first = np.flatnonzero(brk)
+        length = np.diff(np.append(first, len(pos)))
+        start_flat = pos[first]
+        return start_flat // p, start_flat % p, start_flat % p + length, new.reshape(-1)[pos]
+    wo, wn = old.reshape(-1).view(np.uint64), new.reshape(-1).view(np.uint64)
+    words = np.flatnonzero(wo != wn)
+    nw = wn[words]
+    differ = (wo[words] ^ nw).view(np.uint8) != 0  # 8 flags per differing word
+    # the byte before each byte, in the same run only if the words touch in one page
+    joined = np.zeros(len(words), dtype=bool)
+    joined[1:] = (words[1:] == words[:-1] + 1) & (words[1:] % (p // 8) != 0)
+    prev = np.zeros_like(differ)
+    prev[1:] = differ[:-1]
+    prev[0::8] &= joined
+    nxt = np.zeros_like(differ)
+    nxt[:-1] = differ[1:]
+    nxt[7::8] &= np.append(joined[1:], False)
+    starts = np.flatnonzero(differ & ~prev)
+    ends = np.flatnonzero(differ & ~nxt) + 1
+    start_flat = words[starts >> 3] * 8 + (starts & 7)
+    length = ends - starts  # within the compact stream runs are contiguous too
     page = start_flat // p
     start = start_flat % p
-    return page, start, start + length, pos
+    data = nw.view(np.uint8)[differ]
+    return page, start, start + length, data
 
 
 def encode_many(
@@ -167,8 +189,7 @@ def encode_many(
     n, p = old.shape
     # an encoding is at least the differing bytes + 2 header bytes: past the budget it
     # must overflow, whatever the runs (saves laying out whole-page rewrites)
-    differing = np.count_nonzero(old != new, axis=1)
-    hopeless = differing + 2 > dlen
+    hopeless = _hopeless(old, new, dlen)
     if hopeless.any():
         keep = np.flatnonzero(~hopeless)
         lengths = np.full(n, -1, dtype=np.int64)
@@ -180,7 +201,7 @@ def encode_many(
                 for i, e in zip(keep, sub_enc, strict=True):
                     encodings[i] = e
         return lengths, encodings
-    page, start, end, diff_pos = _runs(old, new)
+    page, start, end, data = _runs(old, new)
     length = end - start
     first = np.ones(len(page), dtype=bool)
     first[1:] = page[1:] != page[:-1]
@@ -226,7 +247,6 @@ def encode_many(
     out[lpos[big_l] + 1] = length[big_l] >> 7
     # the data bytes are exactly new[old != new] in order: each run's bytes go after its
     # header, i.e. shifted by the headers emitted so far
-    data = new.ravel()[diff_pos]
     shift = np.repeat(np.cumsum(uz + ul), length)
     out[np.arange(len(data)) + shift] = data
     encodings: list[bytes | None] = []

@@ -30,7 +30,6 @@ _MONTHS = {
 ASSUMED_YEAR = 2000
 _EPOCH = _dt.datetime(1970, 1, 1)
 _DATE_REMOVED = "[date removed] "
-_SIZE = r"([0-9]+(?:\.[0-9]+)?) (B|KiB|MiB|GiB|TiB|PiB)"
 
 # The two hot templates (one line per second of migration each), matched first.
 # Sizes are matched loosely ("<number> <unit>") and checked when converted: faster.
@@ -104,6 +103,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
     held: Record | None = None  # the last record, kept back for xbzrle / continuations
     held_ts_line = -1  # line number of the held record when it came from a stamped line
     last_key = last_minute = ""
+    key_len = 0
     minute_epoch = 0.0
     last_epoch: float | None = None
     t0: float | None = None
@@ -112,26 +112,27 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
     progress_re = _PROGRESS_RE.match
     xbzrle_re = _XBZRLE_RE.match
     progress_seen = False
-    factors = _FACTORS
     sizes: dict[str, int] = {}  # "40.6 GiB" -> bytes; the same few strings recur
     for no, line in enumerate(lines, start):
-        if line[-1:] == "\n" or line[-1:] == "\r":
+        end = line[-1:]
+        if end == "\n" or end == "\r":
             line = line.rstrip("\r\n")
         if not line or line.isspace():
             continue
         # --- timestamp prefix: message starts at `off` ----------------------------------
         stamped = True
-        if last_key and line.startswith(last_key):
-            off = len(last_key)  # the same stamp as the last stamped line: t unchanged
+        # (slice comparisons: str.startswith's argument parsing costs more on this path)
+        if last_key and line[:key_len] == last_key:
+            off = key_len  # the same stamp as the last stamped line: t unchanged
         elif (
             last_minute
-            and line.startswith(last_minute)
+            and line[:17] == last_minute
             and line[19:20] == " "
             and (sec := line[17:19]).isdecimal()
             and sec < "61"
         ):
             # The same minute as the last stamp: only the seconds to read.
-            off = 20
+            off = key_len = 20
             last_key, last_epoch = line[:20], minute_epoch + int(sec)
             t = last_epoch - t0
         elif len(line) > 19 and line[4] == "-" and line[10] == " " and line[19] == " ":
@@ -143,7 +144,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
             if epoch is None:
                 stamped, off = False, 0
             else:
-                last_key, last_epoch = key, epoch
+                last_key, last_epoch, key_len = key, epoch, 20
                 if t0 is None:
                     t0 = epoch
                     ctx.timestamps = "iso"
@@ -161,7 +162,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
             if epoch is None:
                 stamped, off = False, 0
             else:
-                last_key, last_epoch = key, epoch
+                last_key, last_epoch, key_len = key, epoch, 16
                 if t0 is None:
                     t0 = epoch
                     ctx.timestamps = "short"
@@ -173,7 +174,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
             off = 15
             if ctx.timestamps is None:
                 ctx.timestamps = "removed"
-            last_key, last_epoch = _DATE_REMOVED, None
+            last_key, last_epoch, key_len = _DATE_REMOVED, None, 15
             t = None
         else:
             stamped, off = False, 0
@@ -182,11 +183,10 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
         if m := progress_re(line, off):
             try:
                 status, done, total, rate, vfio, dirty = m.groups()
-                number, unit = done.split(" ")  # new on almost every line: not cached
                 s = Sample(
                     t,
                     status,
-                    round(float(number) * factors[unit]),
+                    sizes[done] if done in sizes else _size(sizes, done),
                     None,
                     sizes[total] if total in sizes else _size(sizes, total),
                     None,
@@ -213,12 +213,11 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
                 continue
         if m := xbzrle_re(line, off):
             pages, encoded, miss, overflow = m.groups()
-            number, unit = encoded.split(" ")
             try:
                 # Proxmox leaves out a zero miss rate / overflow count: still known values.
                 xb = Xbzrle(
                     ctx.cache_size,
-                    round(float(number) * factors[unit]),
+                    sizes[encoded] if encoded in sizes else _size(sizes, encoded),
                     int(pages),
                     None,
                     0.0 if miss is None else float(miss) / 100.0,
