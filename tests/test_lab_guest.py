@@ -348,7 +348,12 @@ def test_results_table_shows_outcomes_and_errors():
         max_throttle_pct=0.0,
         xbzrle=XbzrleOutcome(cache_miss_rate=0.95, overflow=0, pages=12, bytes=480),
     )
-    fake = SimpleNamespace(outcome=outcome, guest_rate_during=lambda: 64 * MiB)
+    fake = SimpleNamespace(
+        outcome=outcome,
+        guest_rate_during=lambda: 64 * MiB,
+        differing_pages=None,
+        destination_alive=None,
+    )
     rows = [
         MatrixRow(sc["xbzrle-cache-small"], 1, fake),  # type: ignore[arg-type]
         MatrixRow(sc["idle"], 1, None, error="QEMU exited at start"),

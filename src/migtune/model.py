@@ -78,9 +78,11 @@ class Xbzrle:
 class Sample:
     """One observation of the migration's counters.
 
-    ``t`` is seconds since the run's origin (``Run.t0``: the start of the RAM
-    migration where known, otherwise the first timestamp of the log); ``None``
-    where the source has no time (e.g. ``[date removed]`` logs).
+    ``t`` is seconds since the run's origin ``Run.t0``: the first timestamped line
+    of a management-layer log (Proxmox, nova; the RAM phase start is then in
+    ``run.meta["ram_start"]``), or the start of the migration for QEMU's own
+    counters (``total-time``) and recordings.  ``None`` where the source has no
+    time (e.g. ``[date removed]`` logs).
     """
 
     t: float | None = None

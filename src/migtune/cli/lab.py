@@ -207,9 +207,17 @@ def _names(values: tuple[str, ...]) -> list[str]:
               help="Run only these scenarios (repeatable or comma-separated).")  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 @click.option("--accel", type=ACCEL, default="auto", show_default=True)
+@click.option("--verify", is_flag=True,
+              help="Compare both sides' RAM after each completed pre-copy run.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
 def matrix_cmd(
-    repeat: int, out_dir: str, only: tuple[str, ...], list_only: bool, accel: str, as_json: bool
+    repeat: int,
+    out_dir: str,
+    only: tuple[str, ...],
+    list_only: bool,
+    accel: str,
+    verify: bool,
+    as_json: bool,
 ) -> int:
     """Run the built-in scenarios and print a results table, one recording per run.
 
@@ -242,6 +250,7 @@ def matrix_cmd(
             progress=not as_json,
             status=say,
             on_row=echo_row,
+            verify=verify,
         )
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, default=str))

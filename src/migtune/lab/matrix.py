@@ -58,8 +58,12 @@ def run_matrix(
     progress: bool = False,
     status: Callable[[str | None], None] | None = None,
     on_row: Callable[[MatrixRow], None] | None = None,
+    verify: bool = False,
 ) -> list[MatrixRow]:
-    """Run each scenario ``repeat`` times; a run that errors is reported, not fatal."""
+    """Run each scenario ``repeat`` times; a run that errors is reported, not fatal.
+
+    ``verify`` compares both sides' RAM after every completed pre-copy run.
+    """
     if repeat < 1:
         raise InputError("--repeat must be at least 1")
     out = Path(out_dir)
@@ -98,6 +102,7 @@ def run_matrix(
                     status=lambda m, name=sc.name: say(None if m is None else f"{name}: {m}"),
                     meta=meta,
                     image=image,
+                    verify=verify and not sc.allow_postcopy,
                 )
                 row = MatrixRow(sc, n, result, recording=str(path))
             except MigtuneError as exc:
@@ -167,4 +172,11 @@ def results_table(rows: list[MatrixRow]) -> str:
     for r in rows:
         if r.error:
             lines.append(f"{r.scenario.name} #{r.repeat}: {r.error}")
+        elif r.result is not None and r.result.differing_pages:
+            lines.append(
+                f"{r.scenario.name} #{r.repeat}: RAM differs after the migration "
+                f"in {r.result.differing_pages} pages"
+            )
+        elif r.result is not None and r.result.destination_alive is False:
+            lines.append(f"{r.scenario.name} #{r.repeat}: destination guest not alive")
     return "\n".join(lines)

@@ -27,8 +27,9 @@ from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, ca
 from migtune.lab.scenario import check_fits, kernel_cmdline
 from migtune.model import Settings
 from migtune.outcome import Outcome
+from migtune.qemu import compat
 from migtune.qemu.migrate import MigrationResult, migrate
-from migtune.qemu.policies import Policy
+from migtune.qemu.policies import Policy, parse_policy
 from migtune.qemu.process import QemuProcess, free_port, kvm_usable, qemu_version
 from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
 from migtune.units import MiB, format_rate
@@ -288,9 +289,12 @@ def lab_run(
     check_fits(ram, workload)
     if verify and allow_postcopy:
         raise InputError("--verify compares RAM after pre-copy; it cannot be used with post-copy")
+    version = qemu_version()
+    # Refuse what QEMU would refuse before spending seconds on two boots.
+    compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
+    policy = parse_policy(policy)
     image = image or build_guest()
     say = status or (lambda _msg: None)
-    version = qemu_version()
     if accel == "auto":
         say("checking whether KVM can run the guest")
         accel = choose_accel(image, machine)
