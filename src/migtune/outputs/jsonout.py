@@ -1,5 +1,5 @@
 """JSON output of ``diagnose --json`` and ``explain --json`` (a contract: see
-``docs/json-contract.md``).  Keys are only ever added, never renamed or dropped.
+the README, "JSON output").  Keys are only ever added, never renamed or dropped.
 """
 
 from __future__ import annotations
