@@ -30,6 +30,9 @@ _MONTHS = {
 ASSUMED_YEAR = 2000
 _EPOCH = _dt.datetime(1970, 1, 1)
 _DATE_REMOVED = "[date removed] "
+# "SS " -> (seconds,): the tail of an ISO stamp in the same minute as the last one
+# (a 1-tuple so that second 0 is true in the walrus test).
+_SECONDS = {f"{s:02d} ": (s,) for s in range(61)}
 
 # The two hot templates (one line per second of migration each), matched first.
 # Sizes are matched loosely ("<number> <unit>") and checked when converted: faster.
@@ -114,27 +117,21 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
     progress_seen = False
     sizes: dict[str, int] = {}  # "40.6 GiB" -> bytes; the same few strings recur
     for no, line in enumerate(lines, start):
-        end = line[-1:]
-        if end == "\n" or end == "\r":
-            line = line.rstrip("\r\n")
-        if not line or line.isspace():
-            continue
+        line = line.rstrip("\r\n")
         # --- timestamp prefix: message starts at `off` ----------------------------------
         stamped = True
+        # The two shortcuts come first: a line that starts with a stamp is not blank.
         # (slice comparisons: str.startswith's argument parsing costs more on this path)
         if last_key and line[:key_len] == last_key:
             off = key_len  # the same stamp as the last stamped line: t unchanged
-        elif (
-            last_minute
-            and line[:17] == last_minute
-            and line[19:20] == " "
-            and (sec := line[17:19]).isdecimal()
-            and sec < "61"
-        ):
-            # The same minute as the last stamp: only the seconds to read.
+        elif last_minute and line[:17] == last_minute and (sec := _SECONDS.get(line[17:20])):
+            # The same minute as the last stamp: only the seconds to read.  Anything odd
+            # (not "SS ") takes the full path below, which reads it the same way.
             off = key_len = 20
-            last_key, last_epoch = line[:20], minute_epoch + int(sec)
+            last_key, last_epoch = line[:20], minute_epoch + sec[0]
             t = last_epoch - t0
+        elif not line or line.isspace():
+            continue
         elif len(line) > 19 and line[4] == "-" and line[10] == " " and line[19] == " ":
             off = 20
             key = line[:20]
