@@ -7,6 +7,7 @@ from pathlib import Path
 
 from migtune.cli.main import main
 from migtune.outcome import Outcome
+from migtune.sources import load_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -68,3 +69,15 @@ def test_from_log_with_what_if(capsys):
     assert cal["errors"]["converged_match"] == 1.0
     assert abs(cal["errors"]["total_time"]) < 0.25
     assert out["what_if"]["converged"] is True
+
+
+def test_from_log_what_if_is_recorded(tmp_path, capsys):
+    log = FIXTURES / "qmp" / "run-4GiB-xbzrle-autoconverge.jsonl"
+    rec = tmp_path / "whatif.jsonl"
+    rc = main(["simulate", "--from", str(log), "--set", "downtime-limit=2s", "--record", str(rec)])
+    capsys.readouterr()
+    assert rc in (0, 6)
+    run = load_run(rec)
+    assert run.meta["origin"] == "simulate"
+    assert run.settings.downtime_limit == 2.0
+    assert run.samples and run.status in ("completed", "active", "cancelled")

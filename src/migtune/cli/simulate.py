@@ -144,6 +144,7 @@ def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
         time_limit=kw["time_limit"],
         postcopy_after_passes=rule.after_passes,
         postcopy_after=rule.after,
+        record=kw["record"],
     )
     if kw["as_json"]:
         out = {
