@@ -176,6 +176,16 @@ def test_missing_socket_is_one_line_exit_5(tmp_path, capsys):
         migrate(str(tmp_path / "none.qmp"), "tcp:127.0.0.1:1", Settings(), progress=False)
 
 
+def test_refused_migration_keeps_an_existing_recording(tmp_path, capsys):
+    old = tmp_path / "run.jsonl"
+    old.write_text("an earlier recording\n")
+    args = ["migrate", "--qmp", str(tmp_path / "none.qmp"), "--to", "tcp:127.0.0.1:1"]
+    assert main([*args, "--record", str(old)]) == 5
+    assert old.read_text() == "an earlier recording\n"
+    assert main([*args, "--record", str(tmp_path / "no" / "dir.jsonl")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
 def test_multifd_with_deferred_destination(qemus, tmp_path):
     src, dst, uri = _pair(qemus, defer=True)
     result = migrate(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import threading
 import time
@@ -110,18 +111,32 @@ def _progress_sink(progress: bool | ProgressFn) -> ProgressFn | None:
 
 
 class _Tee(io.StringIO):
-    """Keeps the recording in memory (for the Run) and mirrors it to a file if asked."""
+    """Keeps the recording in memory (for the Run) and mirrors it to a file if asked.
+
+    The file is opened (and an existing one replaced) only when the first record is
+    written, so a migration refused before it starts leaves an old recording intact.
+    """
 
     def __init__(self, path: str | Path | None):
         super().__init__()
+        self.path = Path(path) if path is not None else None
         self.file = None
-        if path is not None:
-            try:
-                self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            except OSError as exc:
-                raise InputError(f"cannot write recording {path}: {exc.strerror or exc}") from None
+        if self.path is not None:
+            target = self.path if self.path.exists() else self.path.parent
+            if not target.exists():
+                raise InputError(f"cannot write recording {path}: no such directory")
+            if self.path.is_dir() or not os.access(target, os.W_OK):
+                raise InputError(f"cannot write recording {path}: permission denied or not a file")
+
+    def _open(self) -> None:
+        try:
+            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close_file()
+        except OSError as exc:
+            raise InputError(f"cannot write recording {self.path}: {exc.strerror or exc}") from None
 
     def write(self, s: str) -> int:
+        if self.file is None and self.path is not None:
+            self._open()
         if self.file is not None:
             self.file.write(s)
         return super().write(s)
@@ -310,8 +325,6 @@ class _Driver:
                         conn.close()
                 if not started:
                     tee.close_file()
-                    if record is not None and Path(record).stat().st_size == 0:
-                        Path(record).unlink()
         run = parse_recording(tee.getvalue().splitlines())
         run.meta["path"] = str(record) if record else None
         outcome = outcome_from_run(run, str(record) if record else None)
