@@ -377,8 +377,14 @@ class _Driver:
         assert self.rec is not None
         for ev in src.events(EVENTS):
             self.rec.qmp_event(ev["timestamp"] - self.t0, ev["event"], ev["data"])
+            # A short post-copy phase can start and finish between two polls: the
+            # MIGRATION event still says it happened.
+            if ev["event"] == "MIGRATION" and ev["data"].get("status") in POSTCOPY_STATES:
+                self.postcopy = True
         self.rec.sample(t, info)
         sample = sample_from_query_migrate(info, round(t, 3))
+        if sample.postcopy_bytes:
+            self.postcopy = True
         if self.show is not None:
             self.show(sample, {"postcopy": self.postcopy})
         return sample
