@@ -230,3 +230,14 @@ def test_poll_cadence_follows_the_platform():
 def test_describe_lists_given_parameters_only():
     assert parse_policy("proxmox").describe() == "proxmox"
     assert parse_policy("nova:steps=3").describe().startswith("nova:downtime=500.0,steps=3")
+
+
+def test_eta_is_honest_about_a_guest_that_keeps_up():
+    from migtune.model import Sample
+    from migtune.qemu.progress import eta
+
+    mib = 1024**2
+    assert eta(Sample(remaining=100 * mib, throughput=100 * mib, dirty_rate=50 * mib)) == 2.0
+    assert eta(Sample(remaining=100 * mib, throughput=100 * mib, dirty_rate=97 * mib)) is None
+    assert eta(Sample(remaining=100 * mib, throughput=100 * mib, dirty_rate=120 * mib)) is None
+    assert eta(Sample(remaining=100 * mib, throughput=None)) is None

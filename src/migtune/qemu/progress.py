@@ -14,15 +14,20 @@ from typing import IO, Any
 from migtune.model import Sample
 from migtune.units import format_bytes, format_duration, format_rate
 
+# QEMU's mbps covers one 100 ms window and its dirty rate a >= 1 s sync period, so two
+# values within a few percent are indistinguishable: the guest keeps up with the link.
+KEEPS_UP_RATIO = 0.95
+
 
 def eta(sample: Sample) -> float | None:
-    """Seconds until ``remaining`` is drained at the current net rate, None if it is not."""
+    """Seconds until ``remaining`` is drained at the current net rate; None when the
+    dirty rate keeps up with the link (within measurement noise), or nothing is known."""
     if sample.remaining is None or sample.throughput is None:
         return None
-    net = sample.throughput - (sample.dirty_rate or 0.0)
-    if net <= 0:
+    dirty = sample.dirty_rate or 0.0
+    if dirty >= KEEPS_UP_RATIO * sample.throughput:
         return None
-    return sample.remaining / net
+    return sample.remaining / (sample.throughput - dirty)
 
 
 def describe(sample: Sample, extra: dict[str, Any] | None = None) -> str:
