@@ -67,6 +67,37 @@ _ALIASES = {
 }
 
 
+# QMP ``migrate-set-parameters`` name -> (Settings field, unit on the wire): "ms" is
+# milliseconds (seconds in Settings), "bytes" bytes or bytes/s, "int" a plain count or percent.
+QMP_PARAMETERS: dict[str, tuple[str, str]] = {
+    "downtime-limit": ("downtime_limit", "ms"),
+    "max-bandwidth": ("max_bandwidth", "bytes"),
+    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", "bytes"),
+    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", "bytes"),
+    "xbzrle-cache-size": ("xbzrle_cache_size", "int"),
+    "multifd-channels": ("multifd_channels", "int"),
+    "cpu-throttle-initial": ("cpu_throttle_initial", "int"),
+    "cpu-throttle-increment": ("cpu_throttle_increment", "int"),
+    "max-cpu-throttle": ("max_cpu_throttle", "int"),
+    "throttle-trigger-threshold": ("throttle_trigger_threshold", "int"),
+}
+
+
+def from_qmp_value(name: str, value: float) -> float | int:
+    """A QMP parameter value in migtune's base units (``downtime-limit`` ms -> s)."""
+    unit = QMP_PARAMETERS[name][1]
+    if unit == "ms":
+        return value / 1000.0
+    return float(value) if unit == "bytes" else int(value)
+
+
+def to_qmp_value(name: str, value: float) -> int:
+    """A Settings value as QMP wants it (``downtime_limit`` s -> ms)."""
+    if QMP_PARAMETERS[name][1] == "ms":
+        return int(round(value * 1000))
+    return int(value)
+
+
 def setting_names() -> list[str]:
     return sorted([*_PARAMETERS, *CAPABILITIES])
 

@@ -12,19 +12,6 @@ CAPABILITY_NAMES = {
 }  # fmt: skip
 _CAP_ALIASES = {"x-postcopy-ram": "postcopy-ram", "x-multifd": "multifd"}
 
-# migrate parameter -> (Settings field, kind); kinds: ms, rate, size, int
-_PARAMS = {
-    "downtime-limit": ("downtime_limit", "ms"),
-    "max-bandwidth": ("max_bandwidth", "rate"),
-    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", "rate"),
-    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", "rate"),
-    "xbzrle-cache-size": ("xbzrle_cache_size", "size"),
-    "multifd-channels": ("multifd_channels", "int"),
-    "cpu-throttle-initial": ("cpu_throttle_initial", "int"),
-    "cpu-throttle-increment": ("cpu_throttle_increment", "int"),
-    "max-cpu-throttle": ("max_cpu_throttle", "int"),
-    "throttle-trigger-threshold": ("throttle_trigger_threshold", "int"),
-}
 # Other parameters QEMU prints; kept verbatim in settings.extra.
 _OTHER_PARAMS = {
     "compress-level", "compress-threads", "compress-wait-thread", "decompress-threads",

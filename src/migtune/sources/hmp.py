@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from migtune.errors import InputError
 from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
+from migtune.settings import QMP_PARAMETERS, from_qmp_value
 from migtune.sources._common import (
     add_sample_events,
     finish_from_samples,
@@ -45,7 +46,6 @@ from migtune.sources._hmp_tables import (
     _GLOBALS,
     _IGNORED,
     _OTHER_PARAMS,
-    _PARAMS,
     CAPABILITY_NAMES,
 )
 from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
@@ -130,17 +130,12 @@ class _Parser:
     # --- settings --------------------------------------------------------------
     def set_param(self, name: str, value: str, ref: SourceRef, command: bool = False) -> bool:
         st = self.run.settings
-        if name in _PARAMS:
-            field, kind = _PARAMS[name]
+        if name in QMP_PARAMETERS:
+            field = QMP_PARAMETERS[name][0]
             num = first_number(value)
             if num is None:
                 return False
-            if kind == "ms":
-                parsed: float | int = num / 1000.0
-            elif kind == "rate":
-                parsed = float(num)
-            else:
-                parsed = int(num)
+            parsed = from_qmp_value(name, num)
             if command and self.run.samples:
                 # Changed by the operator while migrating: not the initial setting.
                 self._event_setting(name, parsed, ref)
@@ -421,7 +416,7 @@ class _Parser:
             self.set_cap(key, value, ref)
             self.recognised += 1
             return
-        if key in _PARAMS or key in _OTHER_PARAMS or self.mode == "parameters":
+        if key in QMP_PARAMETERS or key in _OTHER_PARAMS or self.mode == "parameters":
             if self.set_param(key, value, ref):
                 self.recognised += 1
                 return

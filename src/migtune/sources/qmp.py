@@ -42,6 +42,7 @@ from typing import Any
 
 from migtune.errors import InputError
 from migtune.model import Event, Run, SourceRef
+from migtune.settings import QMP_PARAMETERS, from_qmp_value
 from migtune.sources import _pydump as pydump
 from migtune.sources._common import (
     add_sample_events,
@@ -57,18 +58,6 @@ FORMAT = "qmp"
 
 _EPOCH_MIN = 1e9  # larger "t"/"time" values are wall-clock epoch seconds
 _MIGRATION_KEYS = {"status", "ram", "total-time", "expected-downtime", "xbzrle-cache"}
-_PARAM_FIELDS = {
-    "downtime-limit": ("downtime_limit", 0.001),
-    "max-bandwidth": ("max_bandwidth", 1.0),
-    "avail-switchover-bandwidth": ("avail_switchover_bandwidth", 1.0),
-    "max-postcopy-bandwidth": ("max_postcopy_bandwidth", 1.0),
-    "xbzrle-cache-size": ("xbzrle_cache_size", None),
-    "multifd-channels": ("multifd_channels", None),
-    "cpu-throttle-initial": ("cpu_throttle_initial", None),
-    "cpu-throttle-increment": ("cpu_throttle_increment", None),
-    "max-cpu-throttle": ("max_cpu_throttle", None),
-    "throttle-trigger-threshold": ("throttle_trigger_threshold", None),
-}
 
 
 def sniff(lines: Sequence[str]) -> float:
@@ -199,9 +188,9 @@ class _Builder:
         st = self.run.settings
         started = bool(self.run.samples)
         for key, value in params.items():
-            if key in _PARAM_FIELDS and isinstance(value, (int, float)):
-                field, scale = _PARAM_FIELDS[key]
-                parsed = value * scale if scale else int(value)
+            if key in QMP_PARAMETERS and isinstance(value, (int, float)):
+                field = QMP_PARAMETERS[key][0]
+                parsed = from_qmp_value(key, value)
                 if started and getattr(st, field) != parsed:
                     kind = {
                         "downtime-limit": "downtime-change",
