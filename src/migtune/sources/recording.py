@@ -126,8 +126,6 @@ def _fill_outcome(run: Run) -> None:
     run.ram_bytes = next((s.total for s in reversed(run.samples) if s.total), None)
     run.downtime = last.downtime
     run.ram_duration = last.total_time
-    if run.status not in ("completed", "failed", "cancelled"):
-        run.partial = run.partial or False
 
 
 def header_record(
