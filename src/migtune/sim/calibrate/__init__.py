@@ -31,6 +31,7 @@ from migtune.sim.calibrate.fit import (
     bytes_per_write,
     evaluate,
     refine,
+    search_scale,
     with_zero,
 )
 from migtune.sim.machine import Machine
@@ -180,6 +181,11 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         notes.append("QEMU version not in the log: 10.0 assumed")
     link = _link(ev, s, machine, notes)
     observed = observed_outcome(run)
+    first = ev.progress[0] if ev.progress else None
+    if not ev.start_known and first and first[1] and link:
+        # an excerpt: the log begins mid-migration, after what it shows as sent
+        ev.shift(max(0.0, first[1] / link - first[0]))
+        ev.duration_how = "the log's clock plus the bytes sent before its first line at the link rate"
     duration = ev.duration
     if duration is None and ev.transferred and link:
         duration = ev.transferred / link  # no clock in the log: the time at the link rate
@@ -203,7 +209,10 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
             + (" ..." if len(ev.schedule) > 6 else "")
         )
     limit = duration if not ev.converged else max(2.0 * duration, duration + 5.0)
-    setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine)
+    k = search_scale(ev.ram)
+    setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k)
+    if k > 1:
+        notes.append(f"fitted on a guest {k} times smaller (same pass times), replayed at full size")
     seeds, seed_how = candidates.seeds(ev, link, nonzero)
     notes.append(f"workload fitted to {seed_how}")
     throttle_on = bool(s.capabilities.get("auto-converge"))
@@ -224,7 +233,8 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         # equally well and disagree under other settings (they stay in the set)
         heads = {}
         for c in sorted(scored, key=lambda x: x.score):
-            heads.setdefault(c.workload.pattern, c)
+            if c.class_ok or not best.class_ok:  # a wrong outcome is not refined
+                heads.setdefault(c.workload.pattern, c)
         refined = [refine(c, setup, ev, cache) for c in heads.values()]
         best = min(refined, key=lambda x: x.score)
     cpu_known = False
@@ -238,6 +248,9 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         src = "throttle and dirty-rate samples" if ev.max_throttle else "how the run ended"
         notes.append(f"throttle response fitted to {src}")
     plausible = _plausible(best, cache, ev, cpu_known)
+    if k > 1:
+        full = setup.full()
+        best = evaluate(full, best.workload, ev, {})
     cal = Calibration(
         ram_bytes=ev.ram,
         settings=s,

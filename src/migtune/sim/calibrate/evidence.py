@@ -37,6 +37,18 @@ class Evidence:
     schedule: list[tuple[float, str]] = field(default_factory=list)  # (t, "name=value")
     postcopy_at: float | None = None  # s into the migration the post-copy switch happened
     wire_rate: float | None = None  # observed bytes/s on the wire while running
+    start_known: bool = True  # the log shows when the migration started
+
+    def shift(self, dt: float) -> None:
+        """Move every time by ``dt`` (the log began ``dt`` s into the migration)."""
+        self.progress = [(t + dt, b) for t, b in self.progress]
+        self.syncs = [(t + dt, n, r) for t, n, r in self.syncs]
+        self.dirty_rates = [(t + dt, r, p) for t, r, p in self.dirty_rates]
+        self.schedule = [(t + dt, a) for t, a in self.schedule]
+        if self.postcopy_at is not None:
+            self.postcopy_at += dt
+        if self.duration is not None:
+            self.duration += dt
 
     @property
     def converged(self) -> bool:
@@ -193,6 +205,9 @@ def extract(run: Run) -> Evidence:
     pc = [e.t for e in run.events if e.kind == "postcopy-start" and e.t is not None]
     ev.postcopy_at = min(pc) - start if pc else None
     ev.wire_rate = _wire_rate(run)
+    ev.start_known = any(e.kind == "ram-start" for e in run.events) or any(
+        s.total_time is not None for s in run.samples
+    )
     return ev
 
 

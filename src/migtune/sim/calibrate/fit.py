@@ -47,6 +47,46 @@ class Setup:
     postcopy_after: float | None
     limit: float  # cancel the replay here (the observed time when the run did not finish)
     machine: Machine | None = None
+    # The search runs on a guest shrunk by this factor: RAM, working set, write rate,
+    # link, cap and XBZRLE cache all divided, so every pass takes as long as at full
+    # size (pre-copy depends on their ratios) at a fraction of the pages.  The best
+    # fit is then replayed at full size (see ``calibrate``).
+    scale: int = 1
+
+    def full(self) -> Setup:
+        return dataclasses.replace(self, scale=1)
+
+
+SEARCH_RAM = 2 * 1024**3  # search on guests of at most this much RAM
+
+
+def search_scale(ram: int) -> int:
+    return max(1, math.ceil(ram / SEARCH_RAM))
+
+
+def _pow2_floor(n: float) -> int:
+    return 1 << max(12, int(math.log2(max(1.0, n))))
+
+
+def shrunk(setup: Setup, w: Workload) -> tuple[int, Workload, Settings, float, list]:
+    k = setup.scale
+    if k == 1:
+        return setup.ram, w, setup.settings, setup.link, list(setup.schedule)
+    s = dataclasses.replace(setup.settings, capabilities=dict(setup.settings.capabilities))
+    if s.max_bandwidth and s.max_bandwidth < 2**60:
+        s.max_bandwidth = s.max_bandwidth / k
+    if s.avail_switchover_bandwidth:
+        s.avail_switchover_bandwidth = s.avail_switchover_bandwidth / k
+    if s.xbzrle_cache_size:
+        s.xbzrle_cache_size = _pow2_floor(s.xbzrle_cache_size / k)
+    sched = []
+    for t, a in setup.schedule:
+        name, _, value = a.partition("=")
+        sched.append((t, f"max-bandwidth={float(value) / k:.0f}" if name == "max-bandwidth" else a))
+    ws = max(PAGE_SIZE, w.ws // k // PAGE_SIZE * PAGE_SIZE) if w.ws else 0
+    rate = None if w.rate is None else w.rate / k
+    small = dataclasses.replace(w, ws=ws, rate=rate)
+    return setup.ram // k // PAGE_SIZE * PAGE_SIZE, small, s, setup.link / k, sched
 
 
 @dataclass
@@ -56,18 +96,20 @@ class Scored:
     evidence: Evidence
     score: float
     class_ok: bool
+    ram: int = 0  # the full-size guest's RAM
 
 
 def replay(setup: Setup, w: Workload, *, time_limit: float | None = None) -> SimResult:
     pc = setup.postcopy_after if setup.settings.capabilities.get("postcopy-ram") else None
+    ram, w, settings, link, schedule = shrunk(setup, w)
     return simulate(
-        setup.ram,
+        ram,
         w,
-        setup.settings,
+        settings,
         qemu_version=setup.qemu_version,
-        link_rate=setup.link,
+        link_rate=link,
         time_limit=time_limit or setup.limit,
-        schedule=list(setup.schedule) or None,
+        schedule=schedule or None,
         postcopy_after=pc,
         machine=setup.machine,
     )
@@ -79,8 +121,9 @@ def _log_err(sim: float | None, real: float | None) -> float | None:
     return math.log(sim / real)
 
 
-def score(sim: SimResult, sev: Evidence, ev: Evidence) -> tuple[float, bool]:
-    """(score, class right) of one simulated run against the observed evidence."""
+def score(sim: SimResult, sev: Evidence, ev: Evidence, k: int = 1) -> tuple[float, bool]:
+    """(score, class right) of one simulated run against the observed evidence (``k``:
+    the simulated guest was shrunk k times, so its byte figures are scaled back)."""
     o = sim.outcome
     if ev.converged:
         class_ok = o.converged
@@ -89,13 +132,18 @@ def score(sim: SimResult, sev: Evidence, ev: Evidence) -> tuple[float, bool]:
             ev.duration is not None and (o.total_time_s or 0) > ev.duration
         )
     total = 0.0 if class_ok else CLASS_PENALTY
-    terms: list[tuple[float, float | None]] = [(1.0, _log_err(o.transferred_bytes, ev.transferred))]
+    def up(v: float | None) -> float | None:
+        return None if v is None else v * k
+
+    terms: list[tuple[float, float | None]] = [
+        (1.0, _log_err(up(o.transferred_bytes), ev.transferred))
+    ]
     if ev.converged:
         terms.append((1.0, _log_err(o.total_time_s, ev.duration)))
     if ev.passes and o.passes:
         terms.append((0.5, _log_err(o.passes + 1, ev.passes + 1)))
-    terms.append((0.5, _log_err(sev.dirty_set(), ev.dirty_set())))
-    terms.append((0.5, _log_err(sev.dirty_rate(), ev.dirty_rate())))
+    terms.append((0.5, _log_err(up(sev.dirty_set()), ev.dirty_set())))
+    terms.append((0.5, _log_err(up(sev.dirty_rate()), ev.dirty_rate())))
     share_real, share_sim = ev.overflow_share(), sev.overflow_share()
     if share_real is not None:
         terms.append((1.0, abs((share_sim or 0.0) - share_real)))
@@ -117,8 +165,8 @@ def evaluate(setup: Setup, w: Workload, ev: Evidence, cache: dict[str, Scored]) 
     if key not in cache:
         sim = replay(setup, w)
         sev = extract(sim.run)
-        s, ok = score(sim, sev, ev)
-        cache[key] = Scored(w, sim, sev, s, ok)
+        s, ok = score(sim, sev, ev, setup.scale)
+        cache[key] = Scored(w, sim, sev, s, ok, setup.ram)
     return cache[key]
 
 
@@ -176,5 +224,5 @@ def refine(
 def _nonzero(s: Scored) -> int:
     """The non-zero bytes a scored candidate was given (kept when its ws changes)."""
     w = s.workload
-    outside = s.sim.stats.get("ram_bytes", 0) - w.ws
+    outside = s.ram - w.ws
     return int(w.ws + outside * (1 - w.zero))

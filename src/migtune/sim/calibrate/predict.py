@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from migtune.model import Settings
 from migtune.sim.api import SimResult, simulate
+from migtune.sim.calibrate.fit import Setup, shrunk, search_scale
 from migtune.units import format_bytes, format_duration, parse_duration
 from migtune.workload import Workload
 
@@ -190,41 +191,60 @@ def what_if(
         pc = None
     if not settings.capabilities.get("postcopy-ram"):
         pc, kw["postcopy_after_passes"] = None, None
+    k = search_scale(cal.ram_bytes)
+    setup = Setup(cal.ram_bytes, settings, version, link, schedule, pc, h, cal.machine, k)
+
+    def run(w: Workload, scale: int, rec=None) -> SimResult:
+        ram, w2, s2, link2, sched = shrunk(dataclasses.replace(setup, scale=scale), w)
+        res = simulate(
+            ram,
+            w2,
+            s2,
+            qemu_version=version,
+            link_rate=link2,
+            time_limit=h,
+            schedule=sched or None,
+            postcopy_after=pc,
+            machine=cal.machine,
+            record=rec,
+            **kw,
+        )
+        if scale > 1:  # bytes and page counts back to the full-size guest
+            res.outcome = _scaled_outcome(res.outcome, scale)
+        return res
+
     done: dict[str, SimResult] = {}
     members = []
     for w in cal.plausible:
         key = _key(w, settings)
         if key not in done:
-            done[key] = simulate(
-                cal.ram_bytes,
-                w,
-                settings,
-                qemu_version=version,
-                link_rate=link,
-                time_limit=h,
-                schedule=schedule or None,
-                postcopy_after=pc,
-                machine=cal.machine,
-                **kw,
-            )
+            done[key] = run(w, k)
         members.append(done[key])
     pred = Prediction(settings, h, list(cal.plausible), members, cal.low_confidence, notes)
-    if record:
-        i = pred.members.index(pred.result)
-        simulate(
-            cal.ram_bytes,
-            cal.plausible[i],
-            settings,
-            qemu_version=version,
-            link_rate=link,
-            time_limit=h,
-            schedule=schedule or None,
-            postcopy_after=pc,
-            machine=cal.machine,
-            record=record,
-            **kw,
-        )
+    i = pred.members.index(pred.result)
+    if k > 1 or record:
+        # the member shown in detail (and recorded) is simulated at full size
+        full = run(cal.plausible[i], 1, record)
+        pred.members = [full if r is pred.members[i] else r for r in pred.members]
+        if k > 1:
+            notes.append(
+                f"the set was simulated on a guest {k} times smaller (same pass times); "
+                "the median member at full size"
+            )
     return pred
+
+
+def _scaled_outcome(o, k: int):
+    xb = o.xbzrle
+    if xb is not None:
+        xb = dataclasses.replace(
+            xb,
+            pages=None if xb.pages is None else xb.pages * k,
+            bytes=None if xb.bytes is None else xb.bytes * k,
+            overflow=None if xb.overflow is None else xb.overflow * k,
+        )
+    sent = None if o.transferred_bytes is None else o.transferred_bytes * k
+    return dataclasses.replace(o, transferred_bytes=sent, xbzrle=xb)
 
 
 def describe_range(pred: Prediction) -> dict[str, str]:
