@@ -185,7 +185,9 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     if not ev.start_known and first and first[1] and link:
         # an excerpt: the log begins mid-migration, after what it shows as sent
         ev.shift(max(0.0, first[1] / link - first[0]))
-        ev.duration_how = "the log's clock plus the bytes sent before its first line at the link rate"
+        ev.duration_how = (
+            "the log's clock plus the bytes sent before its first line at the link rate"
+        )
     duration = ev.duration
     if duration is None and ev.transferred and link:
         duration = ev.transferred / link  # no clock in the log: the time at the link rate
@@ -212,7 +214,9 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     k = search_scale(ev.ram)
     setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k)
     if k > 1:
-        notes.append(f"fitted on a guest {k} times smaller (same pass times), replayed at full size")
+        notes.append(
+            f"fitted on a guest {k} times smaller (same pass times), replayed at full size"
+        )
     seeds, seed_how = candidates.seeds(ev, link, nonzero)
     notes.append(f"workload fitted to {seed_how}")
     throttle_on = bool(s.capabilities.get("auto-converge"))

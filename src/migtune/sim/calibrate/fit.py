@@ -132,6 +132,7 @@ def score(sim: SimResult, sev: Evidence, ev: Evidence, k: int = 1) -> tuple[floa
             ev.duration is not None and (o.total_time_s or 0) > ev.duration
         )
     total = 0.0 if class_ok else CLASS_PENALTY
+
     def up(v: float | None) -> float | None:
         return None if v is None else v * k
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from migtune.model import Settings
 from migtune.sim.api import SimResult, simulate
-from migtune.sim.calibrate.fit import Setup, shrunk, search_scale
+from migtune.sim.calibrate.fit import Setup, search_scale, shrunk
 from migtune.units import format_bytes, format_duration, parse_duration
 from migtune.workload import Workload
 
