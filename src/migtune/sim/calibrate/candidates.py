@@ -74,13 +74,15 @@ def sync_pairs(ev: Evidence) -> list[tuple[float, float]]:
     out = []
     prev_t = 0.0
     times = [t for t, _ in ev.progress]
+    prev_n = 1
     for t, n, rem in ev.syncs:
         i = next((k for k, x in enumerate(times) if x >= t - 1e-9), None)
         gap = t - times[i - 1] if i else 0.0
         span = t - prev_t
-        if n >= 2 and span > 0 and gap <= span / 3 and not thr.get(round(t, 3)):
+        consecutive = n == prev_n + 1  # the span is one pass
+        if consecutive and span > 0 and gap <= span / 3 and not thr.get(round(t, 3)):
             out.append((span, rem + (ev.wire_rate or 0.0) * gap / 2))
-        prev_t = t
+        prev_t, prev_n = t, n
     return out
 
 

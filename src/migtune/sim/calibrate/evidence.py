@@ -185,14 +185,21 @@ def extract(run: Run) -> Evidence:
     if isinstance(res, dict) and res.get("transferred_bytes"):
         ev.transferred = int(res["transferred_bytes"])
     prev = None
+    prev_t = None
     for s in run.samples:
         t = None if s.t is None else s.t - start
         if t is not None and s.transferred is not None:
             ev.progress.append((t, s.transferred))
-        new_pass = s.passes and prev is not None and s.passes > prev
+        # a sync is evidence only when seen fresh: one sync since the previous sample
+        # and that sample at most 1.5 s earlier (a snapshot every 5 s sees a dirty
+        # set already half sent, or several passes at once)
+        new_pass = s.passes and prev is not None and s.passes == prev + 1
+        fresh = t is not None and prev_t is not None and t - prev_t <= 1.5
         running = s.status not in ("completed", "cancelled")
-        if new_pass and running and s.remaining is not None and t is not None:
+        if new_pass and fresh and running and s.remaining is not None:
             ev.syncs.append((t, s.passes, s.remaining))
+        if t is not None:
+            prev_t = t
         if s.passes:
             prev = s.passes
         if s.dirty_rate is not None and t is not None and s.status != "completed":

@@ -211,6 +211,10 @@ def what_if(
         )
         if scale > 1:  # bytes and page counts back to the full-size guest
             res.outcome = _scaled_outcome(res.outcome, scale)
+            res.passes = [_scaled_pass(p, scale) for p in res.passes]
+            res.stats["ram_bytes"] = cal.ram_bytes
+            res.stats["link_rate"] = link
+            res.stats["workload"] = w.spec()
         return res
 
     done: dict[str, SimResult] = {}
@@ -222,16 +226,26 @@ def what_if(
         members.append(done[key])
     pred = Prediction(settings, h, list(cal.plausible), members, cal.low_confidence, notes)
     i = pred.members.index(pred.result)
-    if k > 1 or record:
-        # the member shown in detail (and recorded) is simulated at full size
+    if record:
+        # the member shown in detail is recorded at full size
         full = run(cal.plausible[i], 1, record)
         pred.members = [full if r is pred.members[i] else r for r in pred.members]
-        if k > 1:
-            notes.append(
-                f"the set was simulated on a guest {k} times smaller (same pass times); "
-                "the median member at full size"
-            )
+    if k > 1:
+        notes.append(
+            f"simulated on a guest {k} times smaller with the same pass times "
+            "(bytes scaled back)" + ("; the recorded member at full size" if record else "")
+        )
     return pred
+
+
+_PAGE_FIELDS = ("dirty_pages", "new_dirty_pages", "transferred", "threshold")
+
+
+def _scaled_pass(p: dict[str, Any], k: int) -> dict[str, Any]:
+    return {
+        key: (v * k if key in _PAGE_FIELDS and isinstance(v, int | float) else v)
+        for key, v in p.items()
+    }
 
 
 def _scaled_outcome(o, k: int):
