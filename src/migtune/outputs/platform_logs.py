@@ -10,8 +10,9 @@ so the calibration can be measured on what users really hold
   second with ``render_bytes`` rounding (one decimal, binary units), the per-line rate
   QEMU's ``pages-per-second`` x page size, ``VM dirties lots of memory`` when the
   dirty-page rate is above that, xbzrle lines, downtime increases, whole-second stamps.
-  Proxmox always turns XBZRLE and auto-converge on; a run that had them off gets no
-  "set migration capabilities" line (so its settings read as QEMU's defaults), a
+  Proxmox always turns XBZRLE and auto-converge on; a run that did not have both gets
+  no "set migration capabilities" line (its settings read as QEMU's defaults; its
+  xbzrle lines still show XBZRLE at work), a
   cap other than Proxmox's default gets a "migration speed limit" line.
 * :func:`hmp_snapshots`: ``info migrate_capabilities``, ``info migrate_parameters`` and
   an ``info migrate`` every ``every`` seconds in QEMU 8.2-10.0's layout, plus the final one.
@@ -72,7 +73,7 @@ def proxmox_task_log(run: Run, vmid: int = 100) -> str:
     add((start - 3, f"starting VM {vmid} on remote node 'lab'"))
     add((start - 1, "starting online/live migration on tcp:127.0.0.1:60000"))
     caps = s.capabilities
-    if caps.get("xbzrle") or caps.get("auto-converge"):
+    if caps.get("xbzrle") and caps.get("auto-converge"):
         add((start, "set migration capabilities"))
     if s.max_bandwidth and s.max_bandwidth < 2**34:
         add((start, f"migration speed limit: {format_bytes(s.max_bandwidth)}/s"))

@@ -35,7 +35,7 @@ from migtune.sim.calibrate.fit import (
     with_zero,
 )
 from migtune.sim.machine import Machine
-from migtune.units import format_bytes, format_duration, format_rate
+from migtune.units import format_bytes, format_duration, format_rate, parse_duration
 from migtune.workload import Workload
 
 __all__ = ["Calibration", "calibrate", "compare", "rel_error", "what_if", "Prediction"]
@@ -179,6 +179,12 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     version = s.qemu_version or "10.0"
     if not s.qemu_version:
         notes.append("QEMU version not in the log: 10.0 assumed")
+    if ev.xbzrle is not None and (ev.xbzrle.pages or ev.xbzrle.bytes):
+        if not s.capabilities.get("xbzrle"):
+            s.capabilities["xbzrle"] = True  # the log shows XBZRLE at work
+            notes.append("XBZRLE on: the log shows encoded pages")
+        if ev.xbzrle.cache_size and not s.xbzrle_cache_size:
+            s.xbzrle_cache_size = ev.xbzrle.cache_size
     link = _link(ev, s, machine, notes)
     observed = observed_outcome(run)
     first = ev.progress[0] if ev.progress else None
@@ -217,7 +223,11 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         notes.append(
             f"fitted on a guest {k} times smaller (same pass times), replayed at full size"
         )
-    seeds, seed_how = candidates.seeds(ev, link, nonzero)
+    final_limit = s.downtime_limit
+    for _, a in ev.schedule:
+        if a.startswith("downtime-limit="):
+            final_limit = parse_duration(a.split("=", 1)[1])
+    seeds, seed_how = candidates.seeds(ev, link, nonzero, final_limit)
     notes.append(f"workload fitted to {seed_how}")
     throttle_on = bool(s.capabilities.get("auto-converge"))
     tpass = ev.pass_time()
@@ -312,13 +322,13 @@ def _plausible(best: Scored, cache: dict[str, Scored], ev: Evidence, cpu_known: 
         if all(not _same_but_cpu(b, x) for x in seen):
             seen.append(b)
     bases = seen[:MAX_BASES]
-    if best.workload.idle:
-        return bases[:1]
     xb_known = ev.xbzrle is not None and ev.encoded_per_page() is not None
     xb_known = xb_known or ev.overflow_share() is not None
     out: list[Workload] = []
     for b in bases:
-        if cpu_known:
+        if b.idle:
+            variants = [b]
+        elif cpu_known:
             variants = [dataclasses.replace(b, cpu=c) for c in (cpus or [b.cpu])]
             if not xb_known:
                 variants = [
@@ -334,6 +344,7 @@ def _plausible(best: Scored, cache: dict[str, Scored], ev: Evidence, cpu_known: 
         out.extend(variants)
     # the best fit first, then the others; at most 9
     mid = [w for w in out if w.ws == best.workload.ws and w.rate == best.workload.rate]
+    mid = mid or out[:1]
     mid.sort(key=lambda w: abs((w.cpu or 0.5) - 0.5) + abs(w.bytes_per_write - BYTES_RANGE[1]))
     rest = [w for w in out if w not in mid]
     return (mid + rest)[:9]

@@ -105,7 +105,9 @@ def fit_pattern(pattern: str, pairs: list[tuple[float, float]], writable: int):
     return sorted(out)
 
 
-def seeds(ev: Evidence, link: float, writable: int) -> tuple[list[tuple[Workload, int]], str]:
+def seeds(
+    ev: Evidence, link: float, writable: int, downtime_limit: float | None = None
+) -> tuple[list[tuple[Workload, int]], str]:
     """Candidate workloads, each with the non-zero memory it assumes, and a sentence
     saying what they were built from."""
     dset, tpass, drate = ev.dirty_set(), ev.pass_time(), ev.dirty_rate()
@@ -167,13 +169,25 @@ def seeds(ev: Evidence, link: float, writable: int) -> tuple[list[tuple[Workload
         # page counters the split is unknown, so some of the bytes may be re-sends
         # (certainly when XBZRLE encoded pages: only a page sent before is encoded)
         resent = ev.xbzrle is not None and bool(ev.xbzrle.pages)
-        if not resent:
+        certain = ev.transferred - writable  # sent beyond the non-zero memory: re-sends
+        if not resent and certain < 0.05 * ev.transferred:
             out.append((Workload(ws=0, rate=0.0), writable))
-        for share in (0.1, 0.25):
-            extra = share * ev.transferred
-            base = min(writable, ev.transferred - extra)
-            for ws in _ladder(max(extra, MIN_WS), max(extra, base * 0.8), 3):
-                add("random", ws, extra / max(1.0, ev.duration), base)
+        if certain >= 0.05 * ev.transferred:
+            lo = min(writable, max(MIN_WS, link * 0.5))
+            for ws in _ladder(lo, writable, 3):
+                for f in (0.25, 1.0):
+                    add("random", ws, f * certain / max(1.0, ev.duration))
+            # a small set rewritten all the time, re-sent every pass, that fitted the
+            # downtime limit only once the platform raised it
+            final = downtime_limit or 0.3
+            for f in (0.7, 1.5):
+                add("random", link * final * f, 2.0 * link)
+        if certain < 0.5 * ev.transferred:
+            for share in (0.1, 0.25):
+                extra = share * ev.transferred
+                base = min(writable, ev.transferred - extra)
+                for ws in _ladder(max(extra, MIN_WS), max(extra, base * 0.8), 3):
+                    add("random", ws, extra / max(1.0, ev.duration), base)
         how = "only the totals (RAM, bytes sent, time)"
     else:
         out.append((Workload(ws=0, rate=0.0), writable))
