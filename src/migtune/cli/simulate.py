@@ -212,9 +212,10 @@ def render_from(cal: Any, pred: Any) -> str:
 
     o, r = cal.observed, cal.replay.outcome
     n = len(cal.plausible)
+    cap = cal.settings.max_bandwidth
+    link = min(cal.link_rate, cap) if cap and cap < 2**60 else cal.link_rate
     lines = [
-        f"calibrated from the log: {format_bytes(cal.ram_bytes)} guest, link "
-        f"{format_rate(cal.link_rate)}",
+        f"calibrated from the log: {format_bytes(cal.ram_bytes)} guest, link {format_rate(link)}",
         f"  inferred    {cal.describe_inferred()}"
         + (f" ({n} plausible workloads)" if n > 1 else ""),
         *(f"  - {note}" for note in cal.notes),
@@ -234,14 +235,14 @@ def render_from(cal: Any, pred: Any) -> str:
         f"  observed settings  {_observed_settings(cal)}",
         f"  what-if settings   {describe(pred.settings)}",
         "",
-        f"{'':14}{'observed':>20}{'replay':>20}{'what-if':>30}",
+        f"{'':14}{'observed':>20}{'replay':>20}  {'what-if':>34}",
     ]
     wr = pred.result.outcome
     cells = describe_range(pred)
     unfinished = wr.status == "cancelled" and not wr.converged
 
     def row(name: str, a: str, b: str, c: str) -> str:
-        return f"  {name:12}{a:>20}{b:>20}{c:>30}"
+        return f"  {name:12}{a:>20}{b:>20}  {c:>34}"
 
     def conv(x: Any, what_if: bool = False) -> str:
         if x.converged:
