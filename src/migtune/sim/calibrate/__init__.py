@@ -171,8 +171,13 @@ def _link(ev: Evidence, s: Settings, machine: Machine | None, notes: list[str]) 
     return link
 
 
-def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> Calibration:
-    """Learn a set of plausible workloads from a run; replay the unchanged settings."""
+def calibrate(
+    run: Run, *, fit: bool = True, machine: Machine | None = None, full_replay: bool = False
+) -> Calibration:
+    """Learn a set of plausible workloads from a run; replay the unchanged settings.
+
+    Guests above 2 GiB are fitted and replayed shrunk (bytes scaled back);
+    ``full_replay`` replays the best fit at full size as well (slower)."""
     ev = extract(run)
     notes: list[str] = []
     s = dataclasses.replace(run.settings, capabilities=dict(run.settings.capabilities))
@@ -221,7 +226,8 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
     setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k)
     if k > 1:
         notes.append(
-            f"fitted on a guest {k} times smaller (same pass times), replayed at full size"
+            f"fitted on a guest {k} times smaller with the same pass times (bytes scaled back)"
+            + ("; the replay at full size" if full_replay else "")
         )
     final_limit = s.downtime_limit
     for _, a in ev.schedule:
@@ -262,9 +268,10 @@ def calibrate(run: Run, *, fit: bool = True, machine: Machine | None = None) -> 
         src = "throttle and dirty-rate samples" if ev.max_throttle else "how the run ended"
         notes.append(f"throttle response fitted to {src}")
     plausible = _plausible(best, cache, ev, cpu_known)
-    if k > 1:
-        full = setup.full()
-        best = evaluate(full, best.workload, ev, {})
+    if k > 1 and full_replay:
+        best = evaluate(setup.full(), best.workload, ev, {})
+    elif k > 1:
+        best.sim.outcome = _scaled_outcome(best.sim.outcome, k)
     cal = Calibration(
         ram_bytes=ev.ram,
         settings=s,
@@ -358,4 +365,4 @@ def median_of(vals: list[float]) -> float:
     return float(statistics.median(vals))
 
 
-from migtune.sim.calibrate.predict import Prediction, what_if  # noqa: E402
+from migtune.sim.calibrate.predict import Prediction, _scaled_outcome, what_if  # noqa: E402
