@@ -205,6 +205,12 @@ def _observed_settings(cal: Any) -> str:
     return text
 
 
+def _throttle_known(cal: Any) -> bool:
+    """Logs that never report the throttle (Proxmox) show '?' rather than 0 %."""
+    ev = cal.evidence
+    return ev is None or ev.throttle_seen or not cal.settings.capabilities.get("auto-converge")
+
+
 def render_from(cal: Any, pred: Any) -> str:
     from migtune.settings import describe
     from migtune.sim.calibrate.predict import describe_range
@@ -267,7 +273,7 @@ def render_from(cal: Any, pred: Any) -> str:
         row("passes", _passes(o), _passes(r), _passes(wr)),
         row(
             "throttle",
-            f"{o.max_throttle_pct or 0:.0f}%",
+            f"{o.max_throttle_pct or 0:.0f}%" if _throttle_known(cal) else "?",
             f"{r.max_throttle_pct or 0:.0f}%",
             f"{wr.max_throttle_pct or 0:.0f}%",
         ),

@@ -38,6 +38,7 @@ class Evidence:
     postcopy_at: float | None = None  # s into the migration the post-copy switch happened
     wire_rate: float | None = None  # observed bytes/s on the wire while running
     start_known: bool = True  # the log shows when the migration started
+    throttle_seen: bool = False  # the log reports the auto-converge throttle at all
 
     def shift(self, dt: float) -> None:
         """Move every time by ``dt`` (the log began ``dt`` s into the migration)."""
@@ -205,6 +206,7 @@ def extract(run: Run) -> Evidence:
         if s.dirty_rate is not None and t is not None and s.status != "completed":
             ev.dirty_rates.append((t, float(s.dirty_rate), float(s.throttle_pct or 0.0)))
         ev.max_throttle = max(ev.max_throttle, float(s.throttle_pct or 0.0))
+        ev.throttle_seen = ev.throttle_seen or s.throttle_pct is not None
     ev.passes = max((s.passes for s in run.samples if s.passes), default=None)
     ev.xbzrle = next((s.xbzrle for s in reversed(run.samples) if s.xbzrle), None)
     ev.duplicate = next((s.duplicate for s in reversed(run.samples) if s.duplicate), None)
