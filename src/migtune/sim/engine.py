@@ -1,12 +1,14 @@
 """The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
 
-State is numpy arrays over page numbers: ``bmap`` (QEMU's migration bitmap, all ones
-at start), ``log`` (pages the guest wrote since the last sync, only over the range the
-guest can write) and ``wcount`` (writes since a page was last sent, mod 256: what the
-XBZRLE size model needs).  One step takes the next dirty pages from the circular scan
-cursor with ``np.flatnonzero``, prices every page (zero, normal, XBZRLE hit / miss /
-overflow / unchanged), and keeps the prefix QEMU would send before the rate limit
-(§1.4) or MAX_WAIT (§1.5) stops the call.  Guest writes are applied per step.
+QEMU's migration bitmap is a :class:`~migtune.sim.runs.DirtySet` (runs of dirty
+pages in scan order: one run for the whole RAM at start).  The guest's dirty log is
+kept as what was written since the last sync: write *counts* for a spec workload (the
+pages are drawn once, at the sync, as runs), page arrays when each write matters
+(XBZRLE's ``wcount``, writes since a page was last sent, mod 256; traces).  One step
+takes the next dirty pages of the scan, prices them (zero / normal in closed form,
+XBZRLE hit / miss / overflow / unchanged page by page), and keeps the prefix QEMU
+would send before the rate limit (§1.4) or MAX_WAIT (§1.5) stops the call.  So a
+pass costs what it sends and what the guest wrote, never a sweep of RAM.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from migtune.sim import rules
+from migtune.sim import rules, runs
 from migtune.sim.cache import PageCache, distinct_slot_runs
 from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan
+from migtune.sim.runs import DirtySet
+from migtune.sim.workloads import Dirtier
 from migtune.sim.xbzrle import prefix_write_size
 
 
@@ -64,9 +68,8 @@ class Engine:
         self.link = machine.stream(self.channels)
         self.budget = rules.window_budget(settings.max_bandwidth or 0)
         self.downtime_limit_ms = int(round((settings.downtime_limit or 0) * 1000))
-        self.bmap = np.ones(self.N, dtype=bool)
+        self.ds = DirtySet(self.N, self.layout.nonzero_end())
         self.rlo, self.rhi = dirtier.region
-        self.log = np.zeros(self.rhi - self.rlo, dtype=bool)
         self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8) if self.xbzrle_on else None
         self.cache = (
             PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
@@ -82,12 +85,14 @@ class Engine:
                 self.rlo, self.rhi, self.layout.ws_lo, self.cache.items, page_size,
                 dirtier.bytes_per_write, machine.guest_background_bytes,
             )  # fmt: skip
+        # the dirty log since the last sync: write counts (drawn at the sync) when only
+        # the set of pages matters, else the pages written (relative to ``rlo``)
+        self.deferred = isinstance(dirtier, Dirtier) and self.wcount is None
+        self.pending_writes = [0, 0]  # working-set, background
+        self.log_parts: list[np.ndarray] = []
         self.c = Counters()
         self.dirty = self.N
-        self.cursor = 0
         self.last_call_pages = 0
-        self.density = 1.0  # dirty pages per page scanned, to size the next scan
-        self.outside_dirty = self.N - (self.rhi - self.rlo)  # only pass 1 sends these
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -177,66 +182,85 @@ class Engine:
         if t <= self.guest_t:
             return
         if not self.stopped:
-            rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
-            if self.dirty_limit_active and len(rel):
+            keep = None
+            if self.dirty_limit_active:
                 limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
                 keep = max(0, int(limit * (t - self.guest_t)))
-                rel = rel[:keep]
-            if len(rel):
-                self.log[rel] = True
-                if self.wcount is not None:
-                    np.add.at(self.wcount, rel, np.uint8(1))
-                if self.contents is not None:
-                    self.contents.write(rel)
+            if self.deferred:
+                n_ws, n_bg = self.dirtier.write_counts(self.guest_t, t, self.throttle)
+                if keep is not None:
+                    n_ws = min(n_ws, keep)
+                    n_bg = min(n_bg, keep - n_ws)
+                self.pending_writes[0] += n_ws
+                self.pending_writes[1] += n_bg
+            else:
+                rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
+                if keep is not None:
+                    rel = rel[:keep]
+                if len(rel):
+                    self.log_parts.append(rel)
+                    if self.wcount is not None:
+                        np.add.at(self.wcount, rel, np.uint8(1))
+                    if self.contents is not None:
+                        self.contents.write(rel)
         self.guest_t = t
 
-    # -- the scan (§1.5 find_dirty_block) ---------------------------------------------
-    def next_dirty(self, want: int) -> tuple[np.ndarray, bool]:
-        """Up to ``want`` dirty pages from the cursor, ascending; True if the scan ran off
-        the end of RAM (the caller wraps).  Once no page outside the guest's writable
-        range is dirty, only that range is scanned (nothing else can be found)."""
-        pos, end_all = self.cursor, self.N
-        if self.outside_dirty == 0:
-            if pos >= self.rhi:
-                return np.empty(0, dtype=np.int64), True
-            pos, end_all = max(pos, self.rlo), self.rhi
-        out, got = [], 0
-        span = max(1 << 16, int(want / max(self.density, 1e-4)))
-        while got < want and pos < end_all:
-            end = min(end_all, pos + span)
-            found = np.flatnonzero(self.bmap[pos:end])
-            if len(found):
-                found = found[: want - got] + pos
-                out.append(found)
-                got += len(found)
-                if got >= want:
-                    self.density = got / max(1, int(found[-1]) + 1 - self.cursor)
-                    return np.concatenate(out), False
-            pos = end
-            span *= 2
-        idx = np.concatenate(out) if out else np.empty(0, dtype=np.int64)
-        return idx, True
+    def take_log(self) -> runs.Runs:
+        """The pages written since the last sync (absolute page numbers); clears the log."""
+        parts = []
+        n_ws, n_bg = self.pending_writes
+        if n_ws or n_bg:
+            parts.append(self.dirtier.distinct_runs(n_ws, n_bg))
+        if self.log_parts:
+            parts.append(runs.from_pages(np.unique(np.concatenate(self.log_parts))))
+        self.discard_log()
+        s, e = runs.union_all(parts)
+        return s + self.rlo, e + self.rlo
+
+    def discard_log(self) -> None:
+        self.pending_writes = [0, 0]
+        self.log_parts = []
 
     def on_wrap(self) -> None:
         """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
-        self.cursor = 0
+        self.ds.on_wrap()
         if self.xbzrle_on:
             self.xbzrle_started = True
         if self.multifd and self.version >= (8, 1):
             self.t += self.machine.multifd_sync_time * (self.channels or 1)
 
     # -- pricing and sending pages (§3, §4.1, §14.5) -----------------------------------
-    def plan(self, idx: np.ndarray) -> Plan:
-        P, m = self.P, self.machine
+    def page_costs(self) -> tuple[float, float]:
+        """Wire bytes of a zero and of a normal page (§3, §7)."""
         if self.multifd:
-            cz = rules.multifd_page_cost(True, P, self.version)
-            cn = rules.multifd_page_cost(False, P, self.version)
-        else:
-            cz, cn = rules.zero_page_cost(), rules.normal_page_cost(P)
+            return (
+                rules.multifd_page_cost(True, self.P, self.version),
+                rules.multifd_page_cost(False, self.P, self.version),
+            )
+        return rules.zero_page_cost(), rules.normal_page_cost(self.P)
+
+    def plans(self, a: int, b: int):
+        """Plans for the scan positions ``[a, b)``, one at a time (each is priced after
+        the previous one was committed: the XBZRLE cache changes)."""
+        if not (self.xbzrle_on and self.xbzrle_started and not self.postcopy_active):
+            cz, cn = self.page_costs()
+            nonzero = self.ds.nonzero(a, b)
+            yield Plan(None, self.link, self.machine.page_cpu, n=b - a, pos=a,
+                       nonzero=nonzero, cost_nz=cn, cost_z=cz)  # fmt: skip
+            return
+        idx = self.ds.pages(a, b)
+        for sl in distinct_slot_runs(idx, self.cache.items):
+            yield self.plan(idx[sl], a + sl.start)
+
+    def plan(self, idx: np.ndarray, pos: int | None = None) -> Plan:
+        """Price the pages ``idx`` (ascending; ``pos`` their scan position, None when
+        they are sent out of scan order)."""
+        m = self.machine
+        cz, cn = self.page_costs()
         xb = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
         if not xb:
             nonzero = int(np.searchsorted(idx, self.layout.nonzero_end(), side="left"))
-            return Plan(idx, self.link, m.page_cpu, nonzero=nonzero, cost_nz=cn, cost_z=cz)
+            return Plan(idx, self.link, m.page_cpu, pos=pos, nonzero=nonzero, cost_nz=cn, cost_z=cz)
         n = len(idx)
         zero = self.layout.zero_mask(idx)
         cost = np.where(zero, cz, cn)
@@ -257,21 +281,20 @@ class Engine:
         enc = hits & (size > 0)
         cost[enc] = rules.PAGE_HEADER + 3 + size[enc]
         cost[hits & (size == 0)] = 0
-        return Plan(idx, self.link, m.page_cpu, arrays=(cost, hits, size, zero, m.xbzrle_cpu))
+        return Plan(
+            idx, self.link, m.page_cpu, pos=pos, arrays=(cost, hits, size, zero, m.xbzrle_cpu)
+        )
 
     def commit(self, p: Plan, n: int) -> None:
         """Send the first ``n`` pages of a plan: clear bits, count, update the cache."""
         if n <= 0:
             return
-        idx = p.idx[:n]
-        if int(idx[-1]) - int(idx[0]) == n - 1:  # a dense run (pass 1): a memset
-            self.bmap[int(idx[0]) : int(idx[-1]) + 1] = False
+        idx = None if p.idx is None else p.idx[:n]
+        if p.pos is None:
+            self.ds.remove(idx)
         else:
-            self.bmap[idx] = False
-        self.dirty -= n
-        if self.outside_dirty:
-            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
-            self.outside_dirty -= n - int(hi - lo)
+            self.ds.advance(n)
+        self.dirty = self.ds.count
         c = self.c
         nzero = p.zeros(n)
         c.duplicate += nzero
@@ -299,8 +322,7 @@ class Engine:
         if not self.last_stage:
             c.target_pages += n - unchanged
         if self.wcount is not None:
-            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
-            self.wcount[idx[lo:hi] - self.rlo] = 0
+            self._reset_wcount(idx, p.pos, n)
         nbytes = int(round(p.bytes_upto(n)))
         if self.multifd:
             main = nzero * rules.zero_page_cost() if self.version < (9, 0) else 0
@@ -309,10 +331,20 @@ class Engine:
             self.add_bytes(nbytes, True)
         self.t += p.time_upto(n)
 
-    def pieces(self, idx: np.ndarray) -> list[slice]:
-        if self.xbzrle_on and self.xbzrle_started:
-            return distinct_slot_runs(idx, self.cache.items)
-        return [slice(0, len(idx))]
+    def _reset_wcount(self, idx, pos, n) -> None:
+        """The pages just sent have had no write since (XBZRLE's size model)."""
+        if idx is None:
+            s, e = self.ds.runs_between(pos, pos + n)
+            if len(s) > 16:
+                idx = runs.to_pages((s, e))
+            else:
+                for a, b in zip(s.tolist(), e.tolist(), strict=True):
+                    a, b = max(a, self.rlo), min(b, self.rhi)
+                    if a < b:
+                        self.wcount[a - self.rlo : b - self.rlo] = 0
+                return
+        lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
+        self.wcount[idx[lo:hi] - self.rlo] = 0
 
     # -- bitmap sync (§1.6, §14.4) -------------------------------------------------------
     def sync(self) -> None:
@@ -322,11 +354,8 @@ class Engine:
         now_ms = self.now_ms()
         if self.time_last_sync_ms is None:
             self.time_last_sync_ms = now_ms
-        region = self.bmap[self.rlo : self.rhi]
-        new = int(np.count_nonzero(self.log & ~region))
-        region |= self.log
-        self.log[:] = False
-        self.dirty += new
+        new = self.ds.merge(self.take_log())
+        self.dirty = self.ds.count
         self.period_new += new
         self.dirty_bytes_last_sync = self.dirty * self.P
         if rules.rate_period_elapsed(now_ms, self.time_last_sync_ms):
