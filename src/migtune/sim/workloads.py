@@ -160,29 +160,40 @@ class Dirtier:
         bg = self.rng.integers(self.layout.static - self.bg_pages, self.layout.static, size=n_bg)
         return np.concatenate([ws + self.layout.ws_lo, bg])
 
-    def distinct_runs(self, n_ws: int, n_bg: int) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct pages ``n_ws`` + ``n_bg`` writes hit, as sorted runs ``[start, end)``
-        relative to :attr:`region` - drawn with the same distribution as the distinct
-        pages of :meth:`draw`, at a cost that grows with the pages hit, not the writes
-        (a sweep is one or two runs; when writes outnumber pages, the pages missed are
-        drawn instead of the pages hit)."""
+    def populations(self, n_ws: int, n_bg: int) -> list[tuple[int, int, int, int | None, bool]]:
+        """Where ``n_ws`` working-set and ``n_bg`` background writes land, as a statistical
+        summary instead of pages: ``(lo, hi, n, sweep_from, background)`` = ``n`` uniform
+        writes over ``[lo, hi)`` (relative to :attr:`region`), or a sweep of ``n`` pages
+        from ``sweep_from`` wrapping within ``[lo, hi)``.  Advances the sweep and draws the
+        hot/cold split as :meth:`draw` does."""
         off = self.layout.ws_lo - self.region[0]
         size = self.layout.ws_hi - self.layout.ws_lo
-        parts = []
+        out: list[tuple[int, int, int, int | None, bool]] = []
         if n_ws > 0 and size > 0:
             if self.w.pattern == "seq":
-                parts.append(runs.sweep(self.seq, n_ws, size, off))
+                out.append((off, off + size, n_ws, self.seq, False))
                 self.seq = (self.seq + n_ws) % size
             elif self.w.pattern == "hotcold" and self.nhot < size:
                 nh = int(self.rng.binomial(n_ws, self.w.hotw))
-                parts.append(runs.uniform_hits(self.rng, off, off + self.nhot, nh))
-                parts.append(runs.uniform_hits(self.rng, off + self.nhot, off + size, n_ws - nh))
+                out.append((off, off + self.nhot, nh, None, False))
+                out.append((off + self.nhot, off + size, n_ws - nh, None, False))
             else:
                 hi = self.nhot if self.w.pattern == "hotcold" else size
-                parts.append(runs.uniform_hits(self.rng, off, off + hi, n_ws))
+                out.append((off, off + hi, n_ws, None, False))
         if self.background and n_bg > 0:
-            lo = self.layout.static - self.bg_pages
-            parts.append(runs.uniform_hits(self.rng, lo, self.layout.static, n_bg))
+            out.append((self.layout.static - self.bg_pages, self.layout.static, n_bg, None, True))
+        return out
+
+    def distinct_runs(self, n_ws: int, n_bg: int) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct pages ``n_ws`` + ``n_bg`` writes hit, as sorted runs ``[start, end)``
+        relative to :attr:`region` - the same distribution as the distinct pages of
+        :meth:`draw`, at a cost that grows with the pages hit, not the writes."""
+        parts = []
+        for lo, hi, n, sweep_from, _ in self.populations(n_ws, n_bg):
+            if sweep_from is not None:
+                parts.append(runs.sweep(sweep_from, n, hi - lo, lo))
+            else:
+                parts.append(runs.uniform_hits(self.rng, lo, hi, n))
         return runs.union_all(parts)
 
     def _ws_writes(self, n: int) -> np.ndarray:
