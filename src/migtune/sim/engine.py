@@ -25,6 +25,7 @@ from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan
 from migtune.sim.runs import DirtySet
 from migtune.sim.workloads import Dirtier
+from migtune.sim.writelog import TimedLog
 from migtune.sim.xbzrle import prefix_write_size
 
 
@@ -50,7 +51,15 @@ class Engine:
     """Holds the state; :mod:`migtune.sim.run` drives the main loop."""
 
     def __init__(
-        self, pages, dirtier, settings, version, machine: Machine, page_size=4096, exact=False
+        self,
+        pages,
+        dirtier,
+        settings,
+        version,
+        machine: Machine,
+        page_size=4096,
+        exact=False,
+        explicit_writes=False,
     ):
         self.N, self.P = int(pages), page_size
         self.dirtier = dirtier
@@ -70,7 +79,26 @@ class Engine:
         self.downtime_limit_ms = int(round((settings.downtime_limit or 0) * 1000))
         self.ds = DirtySet(self.N, self.layout.nonzero_end())
         self.rlo, self.rhi = dirtier.region
-        self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8) if self.xbzrle_on else None
+        # the guest's dirty log since the last sync, kept one of three ways:
+        # - ``deferred``: write counts only, drawn as runs at the sync (no XBZRLE: only
+        #   the set of pages written matters);
+        # - ``timed``: write counts with their step's end time (:class:`TimedLog`), drawn
+        #   when a sync or an XBZRLE-priced step needs them;
+        # - explicit: every write's page (traces, exact mode: real bytes change).
+        # (``explicit_writes``: the page-level reference the faster two are checked against)
+        spec = isinstance(dirtier, Dirtier) and not explicit_writes
+        self.deferred = spec and not self.xbzrle_on
+        self.timed = None
+        self.wlo, self.whi = self.rlo, self.rhi  # the pages ``wcount`` covers
+        self.wcount = None
+        if self.xbzrle_on and spec and not exact:
+            self.wlo = self.layout.ws_lo
+            if dirtier.background:
+                self.wlo = min(self.wlo, self.layout.static - dirtier.bg_pages)
+            self.timed = TimedLog(dirtier, self.wlo, self.whi)
+            self.wcount = self.timed.wcount
+        elif self.xbzrle_on:
+            self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8)
         self.cache = (
             PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
         )
@@ -85,11 +113,10 @@ class Engine:
                 self.rlo, self.rhi, self.layout.ws_lo, self.cache.items, page_size,
                 dirtier.bytes_per_write, machine.guest_background_bytes,
             )  # fmt: skip
-        # the dirty log since the last sync: write counts (drawn at the sync) when only
-        # the set of pages matters, else the pages written (relative to ``rlo``)
-        self.deferred = isinstance(dirtier, Dirtier) and self.wcount is None
-        self.pending_writes = [0, 0]  # working-set, background
-        self.log_parts: list[np.ndarray] = []
+        self.pending_writes = [0, 0]  # deferred: working-set, background
+        self.log_parts: list[np.ndarray] = []  # explicit: distinct pages new since the sync
+        explicit = not (self.deferred or self.timed)
+        self.log_mask = np.zeros(self.rhi - self.rlo, dtype=bool) if explicit else None
         self.c = Counters()
         self.dirty = self.N
         self.last_call_pages = 0
@@ -186,19 +213,26 @@ class Engine:
             if self.dirty_limit_active:
                 limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
                 keep = max(0, int(limit * (t - self.guest_t)))
-            if self.deferred:
+            if self.deferred or self.timed:
                 n_ws, n_bg = self.dirtier.write_counts(self.guest_t, t, self.throttle)
                 if keep is not None:
                     n_ws = min(n_ws, keep)
                     n_bg = min(n_bg, keep - n_ws)
-                self.pending_writes[0] += n_ws
-                self.pending_writes[1] += n_bg
+                if self.timed:
+                    self.timed.add(t, n_ws, n_bg)
+                else:
+                    self.pending_writes[0] += n_ws
+                    self.pending_writes[1] += n_bg
             else:
                 rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
                 if keep is not None:
                     rel = rel[:keep]
                 if len(rel):
-                    self.log_parts.append(rel)
+                    fresh = rel[~self.log_mask[rel]]
+                    if len(fresh):
+                        fresh = np.unique(fresh)
+                        self.log_mask[fresh] = True
+                        self.log_parts.append(fresh)
                     if self.wcount is not None:
                         np.add.at(self.wcount, rel, np.uint8(1))
                     if self.contents is not None:
@@ -207,18 +241,23 @@ class Engine:
 
     def take_log(self) -> runs.Runs:
         """The pages written since the last sync (absolute page numbers); clears the log."""
-        parts = []
+        parts = [self.timed.take()] if self.timed else []
         n_ws, n_bg = self.pending_writes
         if n_ws or n_bg:
-            parts.append(self.dirtier.distinct_runs(n_ws, n_bg))
+            s, e = self.dirtier.distinct_runs(n_ws, n_bg)
+            parts.append((s + self.rlo, e + self.rlo))
         if self.log_parts:
-            parts.append(runs.from_pages(np.unique(np.concatenate(self.log_parts))))
+            pages = np.sort(np.concatenate(self.log_parts)) + self.rlo
+            parts.append(runs.from_pages(pages))
         self.discard_log()
-        s, e = runs.union_all(parts)
-        return s + self.rlo, e + self.rlo
+        return runs.union_all(parts)
 
     def discard_log(self) -> None:
         self.pending_writes = [0, 0]
+        if self.timed:
+            self.timed.discard()
+        if self.log_parts:
+            self.log_mask[np.concatenate(self.log_parts)] = False
         self.log_parts = []
 
     def on_wrap(self) -> None:
@@ -248,6 +287,8 @@ class Engine:
             yield Plan(None, self.link, self.machine.page_cpu, n=b - a, pos=a,
                        nonzero=nonzero, cost_nz=cn, cost_z=cz)  # fmt: skip
             return
+        if self.timed:
+            self.timed.materialise()
         idx = self.ds.pages(a, b)
         for sl in distinct_slot_runs(idx, self.cache.items):
             yield self.plan(idx[sl], a + sl.start)
@@ -267,9 +308,9 @@ class Engine:
         nz = ~zero
         hits = np.zeros(n, dtype=bool)
         hits[nz] = self.cache.lookup_many(idx[nz], self.sync_count)
-        inreg = (idx >= self.rlo) & (idx < self.rhi)
+        inreg = (idx >= self.wlo) & (idx < self.whi)
         changed = np.zeros(n, dtype=bool)
-        changed[inreg] = self.wcount[idx[inreg] - self.rlo] != 0
+        changed[inreg] = self.wcount[idx[inreg] - self.wlo] != 0
         size = np.zeros(n, dtype=np.int64)
         ws_page = idx >= self.layout.ws_lo
         size[hits] = np.where(
@@ -333,6 +374,11 @@ class Engine:
 
     def _reset_wcount(self, idx, pos, n) -> None:
         """The pages just sent have had no write since (XBZRLE's size model)."""
+        if self.timed:
+            self.timed.sent(
+                idx, None if idx is not None else self.ds.runs_between(pos, pos + n), self.t
+            )
+            return
         if idx is None:
             s, e = self.ds.runs_between(pos, pos + n)
             if len(s) > 16:

@@ -1,0 +1,116 @@
+"""The guest's writes as XBZRLE needs them, without drawing every write.
+
+XBZRLE prices a page by how often it was written since it was last sent (the size
+model, :func:`migtune.sim.xbzrle.prefix_write_size`: changed or not, and unchanged
+after a multiple of 256 writes).  The engine records, per simulator step, only the
+*number* of writes and when the step ended (:meth:`TimedLog.add`); the pages are
+drawn when something needs them - a bitmap sync (the dirty log) or an XBZRLE-priced
+step (``wcount``) - from the dirtier's statistical summary
+(:meth:`~migtune.sim.workloads.Dirtier.populations`).
+
+A write counts towards a page's ``wcount`` only if it came after the page was last
+sent: each page keeps the time of its last send (``sent_at``) and each write carries
+the end time of its step, as when writes were applied after every step.  Few writes
+over many pages are drawn one by one; many writes over few pages are drawn as
+per-page counts (Poisson) split by time (binomial) - the cost follows the pages hit,
+not the writes.  Arrays cover only the pages the guest can write.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from migtune.sim import runs
+
+
+class TimedLog:
+    def __init__(self, dirtier, lo: int, hi: int):
+        """``lo``/``hi``: absolute page range holding every page the guest writes."""
+        self.dirtier = dirtier
+        self.base = dirtier.region[0]  # populations are relative to this
+        self.lo, self.hi = lo, hi
+        self.wcount = np.zeros(hi - lo, dtype=np.uint8)
+        self.sent_at = np.full(hi - lo, -np.inf)
+        self.seg_t: list[float] = []
+        self.seg_n: list[tuple[int, int]] = []
+        self.log_parts: list[runs.Runs] = []
+
+    def add(self, t_end: float, n_ws: int, n_bg: int) -> None:
+        if n_ws or n_bg:
+            self.seg_t.append(t_end)
+            self.seg_n.append((n_ws, n_bg))
+
+    def sent(self, pages: np.ndarray | None, span: runs.Runs | None, t: float) -> None:
+        """Pages just sent at ``t`` (an array, or runs): no write since."""
+        if pages is not None:
+            k = pages[(pages >= self.lo) & (pages < self.hi)] - self.lo
+            self.wcount[k] = 0
+            self.sent_at[k] = t
+            return
+        for a, b in zip(span[0].tolist(), span[1].tolist(), strict=True):
+            a, b = max(a, self.lo), min(b, self.hi)
+            if a < b:
+                self.wcount[a - self.lo : b - self.lo] = 0
+                self.sent_at[a - self.lo : b - self.lo] = t
+
+    def materialise(self) -> None:
+        """Draw the pending writes: into ``wcount`` and the dirty log."""
+        if not self.seg_t:
+            return
+        seg_t = np.asarray(self.seg_t)
+        seg_n = np.asarray(self.seg_n, dtype=np.int64)
+        self.seg_t, self.seg_n = [], []
+        totals = seg_n.sum(axis=0)
+        rng = self.dirtier.rng
+        for lo, hi, n, sweep_from, bg in self.dirtier.populations(int(totals[0]), int(totals[1])):
+            if n <= 0:
+                continue
+            per_seg = seg_n[:, 1 if bg else 0]
+            lo, hi = lo + self.base - self.lo, hi + self.base - self.lo  # into our arrays
+            span = hi - lo
+            if sweep_from is not None or n <= 2 * span:
+                self._one_by_one(rng, lo, hi, n, sweep_from, seg_t, per_seg)
+            else:
+                self._as_counts(rng, lo, hi, n, seg_t, per_seg)
+
+    def _write_times(self, seg_t, per_seg, total, n) -> np.ndarray:
+        """The step end time of each of ``n`` writes, in time order (the population's
+        share of each step's writes is proportional)."""
+        cum = np.cumsum(per_seg)
+        k = np.arange(n, dtype=np.int64) * max(1, int(cum[-1])) // max(1, n)
+        return seg_t[np.searchsorted(cum, k, side="right")]
+
+    def _one_by_one(self, rng, lo, hi, n, sweep_from, seg_t, per_seg) -> None:
+        span = hi - lo
+        if sweep_from is not None:
+            idx = (np.arange(sweep_from, sweep_from + n, dtype=np.int64) % span) + lo
+        else:
+            idx = rng.integers(lo, hi, size=n, dtype=np.int64)
+        when = self._write_times(seg_t, per_seg, per_seg.sum(), n)
+        after = idx[when > self.sent_at[idx]]
+        if len(after):
+            np.add.at(self.wcount, after, np.uint8(1))
+        self.log_parts.append(runs.from_pages(np.unique(idx) + self.lo))
+
+    def _as_counts(self, rng, lo, hi, n, seg_t, per_seg) -> None:
+        span = hi - lo
+        count = rng.poisson(n / span, size=span)
+        # share of the population's writes that came after each page's last send
+        cum = np.cumsum(per_seg)
+        before = np.searchsorted(seg_t, self.sent_at[lo:hi], side="right")
+        done = np.where(before > 0, cum[np.maximum(before - 1, 0)], 0)
+        share = 1.0 - done / max(1, int(cum[-1]))
+        after = rng.binomial(count, np.clip(share, 0.0, 1.0))
+        self.wcount[lo:hi] += (after % 256).astype(np.uint8)
+        hit = np.flatnonzero(count > 0) + lo + self.lo
+        self.log_parts.append(runs.from_pages(hit))
+
+    def take(self) -> runs.Runs:
+        """The pages written since the last call (absolute), drawn; clears the log."""
+        self.materialise()
+        out = runs.union_all(self.log_parts)
+        self.log_parts = []
+        return out
+
+    def discard(self) -> None:
+        self.seg_t, self.seg_n, self.log_parts = [], [], []
