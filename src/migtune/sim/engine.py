@@ -230,7 +230,7 @@ class Engine:
                 if len(rel):
                     fresh = rel[~self.log_mask[rel]]
                     if len(fresh):
-                        fresh = np.unique(fresh)
+                        fresh = runs.distinct(fresh)
                         self.log_mask[fresh] = True
                         self.log_parts.append(fresh)
                     if self.wcount is not None:
@@ -374,10 +374,13 @@ class Engine:
 
     def _reset_wcount(self, idx, pos, n) -> None:
         """The pages just sent have had no write since (XBZRLE's size model)."""
+        if idx is None:
+            first, last = self.ds.page_at(pos), self.ds.page_at(pos + n - 1)
+            if last < self.wlo or first >= self.whi:
+                return  # none of them is a page the guest writes
         if self.timed:
-            self.timed.sent(
-                idx, None if idx is not None else self.ds.runs_between(pos, pos + n), self.t
-            )
+            span = None if idx is not None else self.ds.runs_between(pos, pos + n)
+            self.timed.sent(idx, span, self.t)
             return
         if idx is None:
             s, e = self.ds.runs_between(pos, pos + n)

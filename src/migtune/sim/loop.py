@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from migtune.sim import rules
 from migtune.sim.engine import Engine
 from migtune.sim.report import query_migrate
-from migtune.sim.runs import contains
+from migtune.sim.runs import contains, distinct
 
 MAX_FETCH = 1 << 21
 
@@ -148,7 +146,7 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
         touched = e.dirtier.writes(e.guest_t, e.t + 0.1, 0)
         e.guest_t = e.t + 0.1
         if len(touched):
-            touched = np.unique(touched)
+            touched = distinct(touched)
             touched = touched[contains(e.ds.unsent(), touched)]
         if len(touched):
             # served ahead of the background push; the round trip stalls the faulting

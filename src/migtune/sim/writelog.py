@@ -90,7 +90,7 @@ class TimedLog:
         after = idx[when > self.sent_at[idx]]
         if len(after):
             np.add.at(self.wcount, after, np.uint8(1))
-        self.log_parts.append(runs.from_pages(np.unique(idx) + self.lo))
+        self.log_parts.append(runs.from_pages(runs.distinct(idx) + self.lo))
 
     def _as_counts(self, rng, lo, hi, n, seg_t, per_seg) -> None:
         span = hi - lo
