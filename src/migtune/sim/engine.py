@@ -1,6 +1,6 @@
 """The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
 
-QEMU's migration bitmap is a :class:`~migtune.sim.runs.DirtySet` (runs of dirty
+QEMU's migration bitmap is a :class:`~migtune.sim.dirtyset.DirtySet` (runs of dirty
 pages in scan order: one run for the whole RAM at start).  The guest's dirty log is
 kept as what was written since the last sync: write *counts* for a spec workload (the
 pages are drawn once, at the sync, as runs), page arrays when each write matters
@@ -23,7 +23,7 @@ from migtune.sim import rules, runs
 from migtune.sim.cache import PageCache, distinct_slot_runs
 from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan
-from migtune.sim.runs import DirtySet
+from migtune.sim.dirtyset import DirtySet
 from migtune.sim.workloads import Dirtier
 from migtune.sim.writelog import TimedLog
 from migtune.sim.xbzrle import prefix_write_size
@@ -244,8 +244,7 @@ class Engine:
         parts = [self.timed.take()] if self.timed else []
         n_ws, n_bg = self.pending_writes
         if n_ws or n_bg:
-            s, e = self.dirtier.distinct_runs(n_ws, n_bg)
-            parts.append((s + self.rlo, e + self.rlo))
+            parts.append(runs.shift(self.dirtier.distinct_runs(n_ws, n_bg), self.rlo))
         if self.log_parts:
             pages = np.sort(np.concatenate(self.log_parts)) + self.rlo
             parts.append(runs.from_pages(pages))

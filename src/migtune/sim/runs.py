@@ -8,7 +8,11 @@ needs a run per page - and then the pages it wrote are what it costs.  Nothing h
 walks the guest's RAM or working set page by page.
 
 A run set is a pair of int64 arrays ``(starts, ends)``, ascending, disjoint and not
-touching (``ends[i] < starts[i + 1]``).
+touching (``ends[i] < starts[i + 1]``): every page of a run is in the set.  A third
+array ``counts`` makes a *density* run set: run ``i`` holds ``counts[i]`` pages
+spread uniformly over ``[starts[i], ends[i])`` (which ones is not drawn).  That is how
+a random writer that hits a good share of its working set is kept: one run per range
+of equal density instead of one per page, so a busy guest costs a few runs per sync.
 """
 
 from __future__ import annotations
@@ -19,14 +23,62 @@ from bisect import bisect_right
 import numpy as np
 
 Runs = tuple[np.ndarray, np.ndarray]
+# more writes than this between two syncs are kept as a density run, not drawn: the
+# pages then cost nothing per sync, and a random writer's pages are uniform anyway
+EXACT_WRITES = 256
 
 
 def empty() -> Runs:
     return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
 
 
-def size(r: Runs) -> int:
-    return int((r[1] - r[0]).sum())
+def counts(r) -> np.ndarray:
+    """Pages in each run."""
+    return r[2] if len(r) == 3 else r[1] - r[0]
+
+
+def size(r) -> int:
+    return int(counts(r).sum())
+
+
+def is_exact(r) -> bool:
+    return len(r) == 2 or bool(np.array_equal(r[2], r[1] - r[0]))
+
+
+def shift(r, off: int):
+    return (r[0] + off, r[1] + off) + tuple(r[2:])
+
+
+def density_at(r, x: np.ndarray) -> np.ndarray:
+    """Share of the pages at ``x`` that are in the set (0 outside every run)."""
+    i = np.searchsorted(r[0], x, side="right") - 1
+    ok = i >= 0
+    ok[ok] = x[ok] < r[1][i[ok]]
+    out = np.zeros(len(x))
+    j = i[ok]
+    out[ok] = counts(r)[j] / (r[1][j] - r[0][j])
+    return out
+
+
+def _union_density(a, b):
+    """Union of run sets at least one of which has density runs: on each stretch
+    between two boundaries, independent sets give ``1 - (1 - da)(1 - db)``."""
+    pts = distinct(np.concatenate((a[0], a[1], b[0], b[1])))
+    lo, hi = pts[:-1], pts[1:]
+    length = hi - lo
+    dens = 1.0 - (1.0 - density_at(a, lo)) * (1.0 - density_at(b, lo))
+    total = np.rint(np.cumsum(length * dens)).astype(np.int64)
+    k = np.diff(np.concatenate(([0], total)))
+    k = np.clip(np.where(dens >= 1.0, length, k), 0, length)
+    keep = k > 0
+    lo, hi, k = lo[keep], hi[keep], k[keep]
+    # touching exact stretches make one run (keeps sparse exact sets small)
+    full = k == hi - lo
+    join = np.zeros(len(lo), dtype=bool)
+    join[1:] = full[1:] & full[:-1] & (lo[1:] == hi[:-1])
+    heads = np.flatnonzero(~join)
+    last = np.concatenate((heads[1:] - 1, [len(lo) - 1]))
+    return lo[heads], hi[last], np.add.reduceat(k, heads) if len(heads) else k
 
 
 def distinct(pages: np.ndarray) -> np.ndarray:
@@ -86,11 +138,13 @@ def _combine(a: Runs, b: Runs, op) -> Runs:
     return pts[:-1][seg & ~prev], pts[1:][seg & ~nxt]
 
 
-def union(a: Runs, b: Runs) -> Runs:
+def union(a, b):
     if not len(a[0]):
         return b
     if not len(b[0]):
         return a
+    if not (is_exact(a) and is_exact(b)):
+        return _union_density(a, b)
     # runs ordered by start (two sorted inputs: a merge), then a run extends the one
     # before it when it starts at or before the furthest end so far
     starts = np.concatenate((a[0], b[0]))
@@ -112,6 +166,7 @@ def union_all(parts: list[Runs]) -> Runs:
 
 
 def difference(a: Runs, b: Runs) -> Runs:
+    """Exact sets only."""
     if not len(a[0]) or not len(b[0]):
         return a
     return _combine(a, b, lambda x, y: x & ~y)
@@ -124,11 +179,12 @@ def overlap(a: Runs, b: Runs) -> int:
     return size(_combine(a, b, np.logical_and))
 
 
-def contains(r: Runs, pages: np.ndarray) -> np.ndarray:
-    i = np.searchsorted(r[0], pages, side="right") - 1
-    ok = i >= 0
-    ok[ok] = pages[ok] < r[1][i[ok]]
-    return ok
+def contains(r, pages: np.ndarray) -> np.ndarray:
+    """Which pages are in the set; in a density run, a fixed pseudo-random share of its
+    pages is (a hash of the page number against the density)."""
+    dens = density_at(r, pages)
+    frac = ((pages * 2654435761) % (1 << 32)) / float(1 << 32)
+    return (dens >= 1.0) | (frac < dens)
 
 
 def sweep(pos: int, n: int, length: int, off: int) -> Runs:
@@ -146,166 +202,17 @@ def sweep(pos: int, n: int, length: int, off: int) -> Runs:
 def uniform_hits(rng: np.random.Generator, lo: int, hi: int, n: int) -> Runs:
     """The distinct pages ``n`` uniform writes over ``[lo, hi)`` hit.
 
-    Few writes: drawn one by one (exact).  Otherwise each page is hit independently with
-    probability ``1 - (1 - 1/S)^n``; when most pages are hit, the missed ones (holes)
-    are drawn instead, so a saturated working set costs its holes, not its pages.
+    Up to :data:`EXACT_WRITES` writes: drawn one by one (exact runs).  Otherwise one density run: each page is
+    hit with probability ``1 - (1 - 1/S)^n``, the number hit drawn (binomial), which
+    pages not drawn - the cost does not grow with the working set.
     """
     span = hi - lo
     if n <= 0 or span <= 0:
         return empty()
-    if 32 * n <= span:
+    if n <= EXACT_WRITES:
         return from_pages(distinct(rng.integers(lo, hi, size=n, dtype=np.int64)))
-    if 4 * n <= span:  # a mask over the span beats sorting the writes
-        mask = np.zeros(span, dtype=bool)
-        mask[rng.integers(0, span, size=n, dtype=np.int64)] = True
-        return from_pages(np.flatnonzero(mask) + lo)
     miss = math.exp(n * math.log1p(-1.0 / span)) if span > 1 else 0.0
-    holes = int(rng.binomial(span, miss))
-    if 16 * holes <= span:
-        if not holes:
-            return np.array([lo], np.int64), np.array([hi], np.int64)
-        where = np.sort(rng.choice(span, size=holes, replace=False, shuffle=False)) + lo
-        starts = np.concatenate(([lo], where + 1))
-        ends = np.concatenate((where, [hi]))
-        keep = ends > starts
-        return starts[keep], ends[keep]
-    return from_pages(np.flatnonzero(rng.random(span) >= miss) + lo)
-
-
-class DirtySet:
-    """The pages still to send, in the order QEMU's circular scan will find them.
-
-    The runs are stored in scan order: first those at or after the cursor, then (after
-    the scan wraps at the end of RAM) those before it.  Sending always takes the next
-    pages of that order, so "sent" is one position ``pos``; a sync rebuilds the runs.
-    """
-
-    def __init__(self, pages: int, nonzero_end: int):
-        self.N = int(pages)
-        self.nz_end = int(nonzero_end)
-        self._cursor0 = 0
-        self._rebuild(np.array([0], np.int64), np.array([self.N], np.int64), 0)
-
-    # -- layout ------------------------------------------------------------------
-    def _rebuild(self, s: np.ndarray, e: np.ndarray, cursor: int) -> None:
-        j = int(np.searchsorted(e, cursor, side="right"))  # runs[:j] end at/before cursor
-        after_s, after_e = s[:j], e[:j]
-        bs, be = s[j:].copy(), e[j:]
-        if len(bs) and bs[0] < cursor:  # the run under the cursor is split
-            after_s = np.concatenate((after_s, bs[:1]))
-            after_e = np.concatenate((after_e, [cursor]))
-            bs[0] = cursor
-        self.s = np.concatenate((bs, after_s))
-        self.e = np.concatenate((be, after_e))
-        self.c = np.cumsum(self.e - self.s)  # pages up to and including each run
-        self.total = int(self.c[-1]) if len(self.c) else 0
-        self.wrapi = len(bs)
-        self.wrap_pos = int(self.c[self.wrapi - 1]) if self.wrapi else 0
-        self.pos = 0
-        self.wrapped = False
-        self._cursor0, self._cursor_zero = cursor, False
-        self.count = self.total
-        # few runs (the usual case): scalar look-ups on Python lists beat numpy calls
-        small = len(self.s) <= 4096
-        self._cl = self.c.tolist() if small else None
-        self._sl = self.s.tolist() if small else None
-        self._nz = (
-            self._first_at_or_above(0, self.wrapi),
-            self._first_at_or_above(self.wrapi, len(self.s)),
-        )
-
-    def _first_at_or_above(self, i0: int, i1: int) -> int:
-        """Scan position of the first zero page (>= nz_end) among runs [i0, i1)."""
-        base = int(self.c[i0 - 1]) if i0 else 0
-        k = i0 + int(np.searchsorted(self.e[i0:i1], self.nz_end, side="right"))
-        if k >= i1:
-            return int(self.c[i1 - 1]) if i1 else base
-        before = int(self.c[k - 1]) if k else 0
-        return before + max(0, self.nz_end - int(self.s[k]))
-
-    # -- the scan ---------------------------------------------------------------
-    @property
-    def cursor(self) -> int:
-        """The page the scan looks at next."""
-        if self._cursor_zero:
-            return 0
-        if self.pos == 0:
-            return self._cursor0
-        return self.page_at(self.pos - 1) + 1
-
-    def take(self, want: int) -> tuple[int, int, bool]:
-        """Scan positions ``[a, b)`` of the next (at most ``want``) dirty pages, and
-        whether the scan reaches the end of RAM there (the caller wraps)."""
-        a = self.pos
-        end = self.total if self.wrapped else self.wrap_pos
-        b = min(a + max(0, want), end)
-        return a, b, b == end
-
-    def on_wrap(self) -> None:
-        self._cursor_zero = True
-        self.wrapped = True
-
-    def advance(self, k: int) -> None:
-        """The next ``k`` pages were sent."""
-        if k > 0:
-            self.pos += k
-            self.count -= k
-            self._cursor_zero = False
-
-    def nonzero(self, a: int, b: int) -> int:
-        """How many of positions ``[a, b)`` (one side of the wrap) are non-zero pages: they
-        come first, the scan being ascending."""
-        first_zero = self._nz[0] if a < self.wrap_pos else self._nz[1]
-        return max(0, min(b, first_zero) - a)
-
-    def page_at(self, x: int) -> int:
-        """The page at scan position ``x``."""
-        if self._cl is not None:
-            i = bisect_right(self._cl, x)
-            return self._sl[i] + x - (self._cl[i - 1] if i else 0)
-        i = int(np.searchsorted(self.c, x, side="right"))
-        return int(self.s[i]) + x - (int(self.c[i - 1]) if i else 0)
-
-    def runs_between(self, a: int, b: int) -> Runs:
-        """The runs of positions ``[a, b)`` (one side of the wrap), ascending."""
-        if b <= a:
-            return empty()
-        i = int(np.searchsorted(self.c, a, side="right"))
-        j = int(np.searchsorted(self.c, b - 1, side="right"))
-        s = self.s[i : j + 1].copy()
-        e = self.e[i : j + 1].copy()
-        s[0] += a - (int(self.c[i - 1]) if i else 0)
-        e[-1] -= int(self.c[j]) - b
-        return s, e
-
-    def pages(self, a: int, b: int) -> np.ndarray:
-        return to_pages(self.runs_between(a, b))
-
-    # -- whole-set operations (syncs, post-copy) -------------------------------------
-    def unsent(self) -> Runs:
-        """The pages still dirty, ascending."""
-        if self.pos >= self.total:
-            return empty()
-        before = self.runs_between(self.pos, self.wrap_pos) if self.pos < self.wrap_pos else empty()
-        after = self.runs_between(max(self.pos, self.wrap_pos), self.total)
-        return np.concatenate((after[0], before[0])), np.concatenate((after[1], before[1]))
-
-    def merge(self, log: Runs) -> int:
-        """A bitmap sync: OR the guest's dirty log in; returns the pages newly dirty."""
-        if not len(log[0]):
-            return 0
-        cur = self.unsent()
-        merged = union(cur, log)
-        new = size(merged) - self.count
-        if new:
-            self._rebuild(*merged, self.cursor)
-        return new
-
-    def remove(self, pages: np.ndarray) -> None:
-        """Pages sent out of scan order (post-copy faults): sorted, distinct, all dirty."""
-        if len(pages):
-            self._rebuild(*difference(self.unsent(), from_pages(pages)), self.cursor)
-
-    def run_count(self) -> int:
-        s, e = self.unsent()
-        return int(np.count_nonzero(s[1:] != e[:-1])) + 1 if len(s) else 0
+    hit = span - int(rng.binomial(span, miss))
+    if not hit:
+        return empty()
+    return np.array([lo], np.int64), np.array([hi], np.int64), np.array([hit], np.int64)
