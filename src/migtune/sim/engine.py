@@ -21,11 +21,11 @@ import numpy as np
 
 from migtune.sim import rules, runs
 from migtune.sim.cache import PageCache, distinct_slot_runs
+from migtune.sim.dirtyset import DirtySet
 from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan
-from migtune.sim.dirtyset import DirtySet
 from migtune.sim.workloads import Dirtier
-from migtune.sim.writelog import TimedLog
+from migtune.sim.writelog import CountLog, ExplicitLog, TimedLog
 from migtune.sim.xbzrle import prefix_write_size
 
 
@@ -80,23 +80,24 @@ class Engine:
         self.ds = DirtySet(self.N, self.layout.nonzero_end())
         self.rlo, self.rhi = dirtier.region
         # the guest's dirty log since the last sync, kept one of three ways:
-        # - ``deferred``: write counts only, drawn as runs at the sync (no XBZRLE: only
+        # - write counts, drawn as runs at the sync (:class:`CountLog`; no XBZRLE: only
         #   the set of pages written matters);
-        # - ``timed``: write counts with their step's end time (:class:`TimedLog`), drawn
-        #   when a sync or an XBZRLE-priced step needs them;
-        # - explicit: every write's page (traces, exact mode: real bytes change).
-        # (``explicit_writes``: the page-level reference the faster two are checked against)
+        # - write counts with their step's end time, drawn when a sync or an
+        #   XBZRLE-priced step needs them (:class:`TimedLog`);
+        # - every write's page (:class:`ExplicitLog`: traces, exact mode; and
+        #   ``explicit_writes``, the page-level reference the others are checked against)
         spec = isinstance(dirtier, Dirtier) and not explicit_writes
-        self.deferred = spec and not self.xbzrle_on
-        self.timed = None
         self.wlo, self.whi = self.rlo, self.rhi  # the pages ``wcount`` covers
         self.wcount = None
-        if self.xbzrle_on and spec and not exact:
+        self.log = None
+        if spec and self.xbzrle_on and not exact:
             self.wlo = self.layout.ws_lo
             if dirtier.background:
                 self.wlo = min(self.wlo, self.layout.static - dirtier.bg_pages)
-            self.timed = TimedLog(dirtier, self.wlo, self.whi)
-            self.wcount = self.timed.wcount
+            self.log = TimedLog(dirtier, self.wlo, self.whi)
+            self.wcount = self.log.wcount
+        elif spec and not self.xbzrle_on:
+            self.log = CountLog(dirtier)
         elif self.xbzrle_on:
             self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8)
         self.cache = (
@@ -113,10 +114,8 @@ class Engine:
                 self.rlo, self.rhi, self.layout.ws_lo, self.cache.items, page_size,
                 dirtier.bytes_per_write, machine.guest_background_bytes,
             )  # fmt: skip
-        self.pending_writes = [0, 0]  # deferred: working-set, background
-        self.log_parts: list[np.ndarray] = []  # explicit: distinct pages new since the sync
-        explicit = not (self.deferred or self.timed)
-        self.log_mask = np.zeros(self.rhi - self.rlo, dtype=bool) if explicit else None
+        if self.log is None:
+            self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
         self.c = Counters()
         self.dirty = self.N
         self.last_call_pages = 0
@@ -213,51 +212,19 @@ class Engine:
             if self.dirty_limit_active:
                 limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
                 keep = max(0, int(limit * (t - self.guest_t)))
-            if self.deferred or self.timed:
+            if isinstance(self.log, ExplicitLog):
+                rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
+                self.log.add_pages(rel if keep is None else rel[:keep])
+            else:
                 n_ws, n_bg = self.dirtier.write_counts(self.guest_t, t, self.throttle)
                 if keep is not None:
                     n_ws = min(n_ws, keep)
                     n_bg = min(n_bg, keep - n_ws)
-                if self.timed:
-                    self.timed.add(t, n_ws, n_bg)
-                else:
-                    self.pending_writes[0] += n_ws
-                    self.pending_writes[1] += n_bg
-            else:
-                rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
-                if keep is not None:
-                    rel = rel[:keep]
-                if len(rel):
-                    fresh = rel[~self.log_mask[rel]]
-                    if len(fresh):
-                        fresh = runs.distinct(fresh)
-                        self.log_mask[fresh] = True
-                        self.log_parts.append(fresh)
-                    if self.wcount is not None:
-                        np.add.at(self.wcount, rel, np.uint8(1))
-                    if self.contents is not None:
-                        self.contents.write(rel)
+                self.log.add(t, n_ws, n_bg)
         self.guest_t = t
 
-    def take_log(self) -> runs.Runs:
-        """The pages written since the last sync (absolute page numbers); clears the log."""
-        parts = [self.timed.take()] if self.timed else []
-        n_ws, n_bg = self.pending_writes
-        if n_ws or n_bg:
-            parts.append(runs.shift(self.dirtier.distinct_runs(n_ws, n_bg), self.rlo))
-        if self.log_parts:
-            pages = np.sort(np.concatenate(self.log_parts)) + self.rlo
-            parts.append(runs.from_pages(pages))
-        self.discard_log()
-        return runs.union_all(parts)
-
     def discard_log(self) -> None:
-        self.pending_writes = [0, 0]
-        if self.timed:
-            self.timed.discard()
-        if self.log_parts:
-            self.log_mask[np.concatenate(self.log_parts)] = False
-        self.log_parts = []
+        self.log.discard()
 
     def on_wrap(self) -> None:
         """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
@@ -286,8 +253,8 @@ class Engine:
             yield Plan(None, self.link, self.machine.page_cpu, n=b - a, pos=a,
                        nonzero=nonzero, cost_nz=cn, cost_z=cz)  # fmt: skip
             return
-        if self.timed:
-            self.timed.materialise()
+        if isinstance(self.log, TimedLog):
+            self.log.materialise()
         idx = self.ds.pages(a, b)
         for sl in distinct_slot_runs(idx, self.cache.items):
             yield self.plan(idx[sl], a + sl.start)
@@ -377,9 +344,9 @@ class Engine:
             first, last = self.ds.page_at(pos), self.ds.page_at(pos + n - 1)
             if last < self.wlo or first >= self.whi:
                 return  # none of them is a page the guest writes
-        if self.timed:
+        if isinstance(self.log, TimedLog):
             span = None if idx is not None else self.ds.runs_between(pos, pos + n)
-            self.timed.sent(idx, span, self.t)
+            self.log.sent(idx, span, self.t)
             return
         if idx is None:
             s, e = self.ds.runs_between(pos, pos + n)
@@ -402,7 +369,7 @@ class Engine:
         now_ms = self.now_ms()
         if self.time_last_sync_ms is None:
             self.time_last_sync_ms = now_ms
-        new = self.ds.merge(self.take_log())
+        new = self.ds.merge(self.log.take())
         self.dirty = self.ds.count
         self.period_new += new
         self.dirty_bytes_last_sync = self.dirty * self.P

@@ -18,7 +18,6 @@ of equal density instead of one per page, so a busy guest costs a few runs per s
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 
 import numpy as np
 

@@ -114,3 +114,63 @@ class TimedLog:
 
     def discard(self) -> None:
         self.seg_t, self.seg_n, self.log_parts = [], [], []
+
+
+class CountLog:
+    """Without XBZRLE only the set of pages written between two syncs matters: keep the
+    write counts and draw the set once, at the sync (as runs)."""
+
+    def __init__(self, dirtier):
+        self.dirtier = dirtier
+        self.base = dirtier.region[0]
+        self.n_ws = self.n_bg = 0
+
+    def add(self, t_end: float, n_ws: int, n_bg: int) -> None:
+        self.n_ws += n_ws
+        self.n_bg += n_bg
+
+    def take(self):
+        if not (self.n_ws or self.n_bg):
+            return runs.empty()
+        out = runs.shift(self.dirtier.distinct_runs(self.n_ws, self.n_bg), self.base)
+        self.discard()
+        return out
+
+    def discard(self) -> None:
+        self.n_ws = self.n_bg = 0
+
+
+class ExplicitLog:
+    """Every write's page (traces; exact mode, where real bytes change): the distinct
+    pages since the sync, ``wcount`` and the page contents updated write by write."""
+
+    def __init__(self, base: int, size: int, wcount=None, contents=None):
+        self.base = base  # the writer's page numbers are relative to this
+        self.mask = np.zeros(size, dtype=bool)
+        self.parts: list[np.ndarray] = []  # distinct pages, each new since the sync
+        self.wcount, self.contents = wcount, contents
+
+    def add_pages(self, rel: np.ndarray) -> None:
+        if not len(rel):
+            return
+        fresh = rel[~self.mask[rel]]
+        if len(fresh):
+            fresh = runs.distinct(fresh)
+            self.mask[fresh] = True
+            self.parts.append(fresh)
+        if self.wcount is not None:
+            np.add.at(self.wcount, rel, np.uint8(1))
+        if self.contents is not None:
+            self.contents.write(rel)
+
+    def take(self):
+        if not self.parts:
+            return runs.empty()
+        out = runs.from_pages(np.sort(np.concatenate(self.parts)) + self.base)
+        self.discard()
+        return out
+
+    def discard(self) -> None:
+        if self.parts:
+            self.mask[np.concatenate(self.parts)] = False
+        self.parts = []
