@@ -138,18 +138,15 @@ def _combine(a: Runs, b: Runs, op) -> Runs:
 
 
 def union(a, b):
-    if not len(a[0]):
-        return b
-    if not len(b[0]):
-        return a
-    if not (is_exact(a) and is_exact(b)):
-        return _union_density(a, b)
-    # runs ordered by start (two sorted inputs: a merge), then a run extends the one
-    # before it when it starts at or before the furthest end so far
-    starts = np.concatenate((a[0], b[0]))
-    order = np.argsort(starts, kind="stable")
+    return union_all([a, b])
+
+
+def _merge_exact(starts: np.ndarray, ends: np.ndarray) -> Runs:
+    """Runs ordered by start, then a run extends the one before it when it starts at or
+    before the furthest end so far."""
+    order = np.argsort(starts, kind="stable")  # sorted inputs: a merge
     starts = starts[order]
-    reach = np.maximum.accumulate(np.concatenate((a[1], b[1]))[order])
+    reach = np.maximum.accumulate(ends[order])
     first = np.empty(len(starts), dtype=bool)
     first[0] = True
     np.greater(starts[1:], reach[:-1], out=first[1:])
@@ -157,10 +154,22 @@ def union(a, b):
     return starts[heads], reach[np.concatenate((heads[1:] - 1, [len(starts) - 1]))]
 
 
-def union_all(parts: list[Runs]) -> Runs:
+def union_all(parts: list) -> Runs:
+    """Union of run sets: the exact ones in one merge, then any density ones."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return empty()
+    exact = [p for p in parts if is_exact(p)]
+    dense = [p for p in parts if not is_exact(p)]
     out = empty()
-    for p in parts:
-        out = union(out, p)
+    if len(exact) == 1:
+        out = exact[0][:2]
+    elif exact:
+        out = _merge_exact(
+            np.concatenate([p[0] for p in exact]), np.concatenate([p[1] for p in exact])
+        )
+    for p in dense:
+        out = _union_density(out, p) if len(out[0]) else p
     return out
 
 
