@@ -162,6 +162,62 @@ def bench_demo() -> None:
     )
 
 
+MiB = 1024**2
+AGREEMENT = [
+    # the faster write logs against drawing every write's page (Engine(explicit_writes))
+    ("random 48 MiB/s, XBZRLE 256 MiB", "ws=128MiB,rate=48MiB/s,pattern=random,bytes=8",
+     _xbz(256 * MiB, max_bandwidth=32 * MiB), 45),
+    ("random 48 MiB/s, XBZRLE 8 MiB", "ws=128MiB,rate=48MiB/s,pattern=random,bytes=8",
+     _xbz(8 * MiB, max_bandwidth=32 * MiB), 30),
+    ("hot/cold 256 MiB/s, XBZRLE", "ws=64MiB,rate=256MiB/s,pattern=hotcold,hot=0.1,bytes=64",
+     _xbz(64 * MiB, max_bandwidth=32 * MiB), 30),
+    ("random 64 MiB/s", "ws=128MiB,rate=64MiB/s,pattern=random", Settings(max_bandwidth=32 * MiB),
+     30),
+    ("hot/cold 16 MiB/s", "ws=256MiB,rate=16MiB/s,pattern=hotcold,hot=0.2,hotw=0.8",
+     Settings(max_bandwidth=32 * MiB), 60),
+    ("random 2 GiB/s over 16 GiB, 10 Gbit/s", "ws=16GiB,rate=2GiB/s,pattern=random,zero=0.5",
+     Settings(max_bandwidth=0), 300),
+]  # fmt: skip
+
+
+def bench_agreement() -> None:
+    """Time, bytes and passes of the same run with the statistical write logs and with
+    every write drawn page by page (several seeds: the spread of the reference itself
+    is the noise to compare against)."""
+    import functools
+
+    from migtune.sim.engine import Engine
+
+    print("agreement with the page-level engine (median over 3 seeds; ref spread in brackets):")
+    for name, wl, st, limit in AGREEMENT:
+        ram = 64 * GiB if "16 GiB" in name else 512 * MiB
+        rows = {}
+        for explicit in (False, True):
+            api.Engine = functools.partial(Engine, explicit_writes=explicit)
+            try:
+                rows[explicit] = [simulate(ram, wl, st, time_limit=limit, seed=k,
+                                           link_rate=1.25e9 if ram > GiB else None).outcome
+                                  for k in range(3)]  # fmt: skip
+            finally:
+                api.Engine = Engine
+        fast, ref = rows[False], rows[True]
+
+        def med(xs):
+            return float(np.median(xs))
+
+        def err(f, fast=fast, ref=ref):
+            a, b = med([f(o) for o in fast]), med([f(o) for o in ref])
+            spread = (max(f(o) for o in ref) - min(f(o) for o in ref)) / b if b else 0.0
+            return f"{(a - b) / b:+6.1%} [{spread:4.1%}]" if b else "-"
+
+        print(
+            f"  {name:40} time {err(lambda o: o.total_time_s)}  bytes "
+            f"{err(lambda o: o.transferred_bytes)}  passes {med([o.passes for o in fast]):.0f}"
+            f"/{med([o.passes for o in ref]):.0f}  converged "
+            f"{sum(o.converged for o in fast)}/{sum(o.converged for o in ref)} of 3"
+        )
+
+
 def page_pairs(n: int, runs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random old pages; new = old with ``runs`` random runs of 1..64 changed bytes."""
     old = rng.integers(0, 256, size=(n, 4096), dtype=np.uint8)
@@ -198,6 +254,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 1 TiB and 1 h scenarios")
     args = ap.parse_args()
     bench_scenarios(args.quick)
+    bench_agreement()
     bench_demo()
     bench_codec()
 
