@@ -75,6 +75,7 @@ class Engine:
         self.auto_converge = bool(caps.get("auto-converge"))
         self.dirty_limit = bool(caps.get("dirty-limit"))
         self.link = machine.stream(self.channels)
+        self.costs = self.page_costs()
         self.budget = rules.window_budget(settings.max_bandwidth or 0)
         self.downtime_limit_ms = int(round((settings.downtime_limit or 0) * 1000))
         self.ds = DirtySet(self.N, self.layout.nonzero_end())
@@ -244,11 +245,16 @@ class Engine:
             )
         return rules.zero_page_cost(), rules.normal_page_cost(self.P)
 
+    def prices_per_page(self) -> bool:
+        """XBZRLE prices each page (after the first round, not in post-copy); otherwise a
+        step's pages are priced in closed form, however many they are."""
+        return self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
+
     def plans(self, a: int, b: int):
         """Plans for the scan positions ``[a, b)``, one at a time (each is priced after
         the previous one was committed: the XBZRLE cache changes)."""
-        if not (self.xbzrle_on and self.xbzrle_started and not self.postcopy_active):
-            cz, cn = self.page_costs()
+        if not self.prices_per_page():
+            cz, cn = self.costs
             nonzero = self.ds.nonzero(a, b)
             yield Plan(None, self.link, self.machine.page_cpu, n=b - a, pos=a,
                        nonzero=nonzero, cost_nz=cn, cost_z=cz)  # fmt: skip
@@ -263,7 +269,7 @@ class Engine:
         """Price the pages ``idx`` (ascending; ``pos`` their scan position, None when
         they are sent out of scan order)."""
         m = self.machine
-        cz, cn = self.page_costs()
+        cz, cn = self.costs
         xb = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
         if not xb:
             nonzero = int(np.searchsorted(idx, self.layout.nonzero_end(), side="left"))

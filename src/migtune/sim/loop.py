@@ -59,7 +59,8 @@ def iterate(e: Engine) -> None:
     loop_i = done_full = 0
     boost = 1
     while not e.rate_exceeded() and e.dirty > 0:
-        a, b, ran_off = e.ds.take(_want(e, boost))
+        # closed-form pricing needs no page arrays: offer every dirty page at once
+        a, b, ran_off = e.ds.take(_want(e, boost) if e.prices_per_page() else e.dirty)
         boost *= 2
         stopped = False
         for plan in e.plans(a, b):
