@@ -70,10 +70,32 @@ class TimedLog:
             per_seg = seg_n[:, 1 if bg else 0]
             lo, hi = lo + self.base - self.lo, hi + self.base - self.lo  # into our arrays
             span = hi - lo
-            if sweep_from is not None or n <= 2 * span:
+            if n <= 2 * span:
                 self._one_by_one(rng, lo, hi, n, sweep_from, seg_t, per_seg)
+            elif sweep_from is not None:
+                self._sweeps(lo, hi, n, sweep_from, seg_t, per_seg)
             else:
                 self._as_counts(rng, lo, hi, n, seg_t, per_seg)
+
+    def _done_before(self, lo, hi, n, seg_t, per_seg) -> np.ndarray:
+        """Per page: how many of the population's ``n`` writes came before its last send."""
+        cum = np.cumsum(per_seg)
+        before = np.searchsorted(seg_t, self.sent_at[lo:hi], side="right")
+        done = np.where(before > 0, cum[np.maximum(before - 1, 0)], 0)
+        return done * n // max(1, int(cum[-1]))
+
+    def _sweeps(self, lo, hi, n, sweep_from, seg_t, per_seg) -> None:
+        """Several sweeps: write ``k`` (in time order) hits page ``(from + k) mod span``;
+        a page's writes after its last send are those of its ``k`` past that send."""
+        span = hi - lo
+        j = (np.arange(span, dtype=np.int64) - sweep_from) % span  # its first write index
+
+        def upto(m):  # writes k < m with k = j (mod span)
+            return np.maximum(0, (m - j + span - 1) // span)
+
+        after = upto(n) - upto(self._done_before(lo, hi, n, seg_t, per_seg))
+        self.wcount[lo:hi] += (after % 256).astype(np.uint8)
+        self.written[lo:hi] = True
 
     def _write_times(self, seg_t, per_seg, total, n) -> np.ndarray:
         """The step end time of each of ``n`` writes, in time order (the population's
@@ -100,10 +122,7 @@ class TimedLog:
         span = hi - lo
         mean = n / span
         # share of the population's writes that came after each page's last send
-        cum = np.cumsum(per_seg)
-        before = np.searchsorted(seg_t, self.sent_at[lo:hi], side="right")
-        done = np.where(before > 0, cum[np.maximum(before - 1, 0)], 0)
-        share = np.clip(1.0 - done / max(1, int(cum[-1])), 0.0, 1.0)
+        share = np.clip(1.0 - self._done_before(lo, hi, n, seg_t, per_seg) / n, 0.0, 1.0)
         lam = mean * share
         if mean < 30:
             after = rng.poisson(lam)
