@@ -230,7 +230,10 @@ def test_exact_codec_mode_matches_size_model(workload, cache, monkeypatch):
      ("ws=64MiB,rate=256MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=64", _xbz(64 * MiB), 30),
      ("ws=64MiB,rate=16MiB/s,pattern=seq,bytes=300", _xbz(64 * MiB), 30),
      ("ws=128MiB,rate=64MiB/s,pattern=random", CAP32, 30),
-     ("ws=256MiB,rate=16MiB/s,pattern=hotcold,hot=0.2,hotw=0.8", CAP32, 60)],
+     ("ws=256MiB,rate=16MiB/s,pattern=hotcold,hot=0.2,hotw=0.8", CAP32, 60),
+     ("ws=16MiB,rate=unlimited,pattern=seq,bytes=64", _xbz(64 * MiB), 30),
+     ("ws=256MiB,rate=128MiB/s,pattern=random",
+      Settings(max_bandwidth=32 * MiB, capabilities={"postcopy-ram": True}), 60)],
 )  # fmt: skip
 def test_statistical_writes_agree_with_page_level(workload, settings, limit, monkeypatch):
     # the engine draws the guest's writes from counts (runs at the sync; XBZRLE's
