@@ -274,20 +274,23 @@ class Engine:
         if not xb:
             nonzero = int(np.searchsorted(idx, self.layout.nonzero_end(), side="left"))
             return Plan(idx, self.link, m.page_cpu, pos=pos, nonzero=nonzero, cost_nz=cn, cost_z=cz)
+        # ``idx`` is ascending and zero / writable / working-set pages are ranges of page
+        # numbers, so each is a slice of it
         n = len(idx)
-        zero = self.layout.zero_mask(idx)
-        cost = np.where(zero, cz, cn)
-        nz = ~zero
+        b, r0, r1, w = np.searchsorted(
+            idx, [self.layout.nonzero_end(), self.wlo, self.whi, self.layout.ws_lo]
+        ).tolist()
+        zero = np.zeros(n, dtype=bool)
+        zero[b:] = True
+        cost = np.full(n, cn)
+        cost[b:] = cz
         hits = np.zeros(n, dtype=bool)
-        hits[nz] = self.cache.lookup_many(idx[nz], self.sync_count)
-        inreg = (idx >= self.wlo) & (idx < self.whi)
+        hits[:b] = self.cache.lookup_many(idx[:b], self.sync_count)
         changed = np.zeros(n, dtype=bool)
-        changed[inreg] = self.wcount[idx[inreg] - self.wlo] != 0
-        size = np.zeros(n, dtype=np.int64)
-        ws_page = idx >= self.layout.ws_lo
-        size[hits] = np.where(
-            changed[hits], np.where(ws_page[hits], self.enc_size, self.bg_enc_size), 0
-        )
+        changed[r0:r1] = self.wcount[idx[r0:r1] - self.wlo] != 0
+        size = np.full(n, self.enc_size, dtype=np.int64)
+        size[:w] = self.bg_enc_size
+        size[~(hits & changed)] = 0
         if self.contents is not None:  # exact mode: the real encoder on real bytes
             real = hits & self.contents.inside(idx)
             size[real] = self.contents.sizes(idx[real], idx[real] & self.cache.mask)
