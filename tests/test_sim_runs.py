@@ -74,3 +74,14 @@ def test_dirty_set_removes_out_of_order_pages():
     assert ds.count == 61
     assert runs.to_pages(ds.unsent()[:2]).tolist()[:4] == [0, 1, 2, 5]
     assert ds.run_count() == 3
+
+
+def test_density_runs_place_pages_evenly():
+    ds = DirtySet(1000, nonzero_end=1000)
+    ds.advance(1000)
+    ds.on_wrap()
+    dense = (np.array([100]), np.array([200]), np.array([25]))
+    assert ds.merge(dense) == 25
+    pages = ds.pages(0, 25)
+    assert pages.tolist() == [ds.page_at(x) for x in range(25)]
+    assert pages[0] == 100 and pages[-1] < 200 and (np.diff(pages) == 4).all()

@@ -137,9 +137,13 @@ class DirtySet:
         return s, e
 
     def pages(self, a: int, b: int) -> np.ndarray:
-        if not self.exact:
-            return np.array([self.page_at(x) for x in range(a, b)], dtype=np.int64)
-        return runs.to_pages(self.runs_between(a, b))
+        """The pages at positions ``[a, b)`` (evenly spaced within density runs)."""
+        if self.exact:
+            return runs.to_pages(self.runs_between(a, b))
+        x = np.arange(a, b, dtype=np.int64)
+        i = np.searchsorted(self.c, x, side="right")
+        off = x - (self.c[i] - self.k[i])
+        return self.s[i] + off * (self.e[i] - self.s[i]) // self.k[i]
 
     # -- whole-set operations (syncs, post-copy) -------------------------------------
     def unsent(self):

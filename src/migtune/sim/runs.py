@@ -1,11 +1,11 @@
-"""Sets of page numbers as sorted runs ``[start, end)``, and QEMU's migration bitmap
-as the scan sees it (:class:`DirtySet`).
+"""Sets of page numbers as sorted runs ``[start, end)`` (the simulator's migration
+bitmap, :class:`~migtune.sim.dirtyset.DirtySet`, and the guest's dirty log).
 
 Why runs: a pass costs what it sends.  A 1 TiB guest's first pass is one run; a
-sweeping writer dirties one or two runs per sync; a random writer that hits most of
-its working set leaves a few holes, i.e. a few runs; only a sparse random writer
-needs a run per page - and then the pages it wrote are what it costs.  Nothing here
-walks the guest's RAM or working set page by page.
+sweeping writer dirties one or two runs per sync; a random writer with few writes
+between two syncs dirties a run per page - the pages it wrote are what it costs - and
+one with many is a density run (below).  Nothing here walks the guest's RAM or
+working set page by page.
 
 A run set is a pair of int64 arrays ``(starts, ends)``, ascending, disjoint and not
 touching (``ends[i] < starts[i + 1]``): every page of a run is in the set.  A third
