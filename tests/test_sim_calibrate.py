@@ -129,3 +129,29 @@ def test_low_confidence_is_said_when_no_workload_reproduces_the_outcome():
     pred = what_if(cal, Settings(downtime_limit=1.0), horizon=60.0)
     assert pred.low_confidence and "low confidence" in pred.verdict()
     assert cal.to_dict()["low_confidence"] is True
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_failed_run_replay_is_compared_at_the_failure_time():
+    """A failed run (one progress line, then an error) did not complete by the failure:
+    the link comes from its only line over the time since the start, and the replay
+    has not completed by the failure time."""
+    run = load_run(FIXTURES / "proxmox" / "pve-failures.log")
+    ev = extract(run)
+    assert ev.status == "failed"
+    assert ev.wire_rate == pytest.approx(ev.progress[0][1] / ev.progress[0][0])
+    cal = calibrate(run)
+    assert cal.replay_class_ok and not cal.low_confidence
+    assert cal.replay.outcome.total_time_s > cal.observed_duration
+    assert any("the run failed after" in n for n in cal.notes)
+
+
+def test_log_without_capabilities_tries_auto_converge_when_defaults_cannot_converge():
+    run = load_run(FIXTURES / "hmp" / "qemu-10.1-compact-snapshots.txt")
+    assert not run.settings.capabilities
+    cal = calibrate(run)
+    assert cal.replay_class_ok and cal.replay.outcome.converged
+    assert cal.settings.capabilities.get("auto-converge")
+    assert any("capabilities not in the log" in n for n in cal.notes)

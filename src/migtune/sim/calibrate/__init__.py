@@ -235,6 +235,69 @@ def calibrate(
             final_limit = parse_duration(a.split("=", 1)[1])
     seeds, seed_how = candidates.seeds(ev, link, nonzero, final_limit)
     notes.append(f"workload fitted to {seed_how}")
+    best, cache, cpu_known, fit_notes = _fit(setup, ev, seeds, fit)
+    caps_known = bool(run.settings.capabilities)
+    if not best.class_ok and not caps_known and ev.converged:
+        # the log does not show the capabilities: a run that converged where no workload
+        # converges under QEMU's defaults had auto-converge on (the one capability that
+        # leaves no counter of its own in a compact snapshot)
+        s2 = dataclasses.replace(s, capabilities={**s.capabilities, "auto-converge": True})
+        setup2 = dataclasses.replace(setup, settings=s2)
+        alt = _fit(setup2, ev, seeds, fit)
+        if alt[0].class_ok:
+            best, cache, cpu_known, fit_notes = alt
+            s, setup = s2, setup2
+            notes.append(
+                "capabilities not in the log: auto-converge assumed on (with QEMU's "
+                "defaults no workload converges as the log did)"
+            )
+    notes.extend(fit_notes)
+    plausible = _plausible(best, cache, ev, cpu_known)
+    if k > 1 and full_replay:
+        best = evaluate(setup.full(), best.workload, ev, {})
+    elif k > 1:
+        best.sim.outcome = _scaled_outcome(best.sim.outcome, k)
+    cal = Calibration(
+        ram_bytes=ev.ram,
+        settings=s,
+        workload=plausible[0],
+        link_rate=link,
+        qemu_version=version,
+        time_limit=limit,
+        observed=observed,
+        notes=notes,
+        replay=best.sim,
+        errors=compare(best.sim.outcome, observed),
+        plausible=plausible,
+        evidence=ev,
+        replay_class_ok=best.class_ok,
+        schedule=list(ev.schedule),
+        postcopy_after=ev.postcopy_at,
+        observed_duration=duration,
+        machine=machine,
+    )
+    ro = best.sim.outcome
+    if ev.status == "failed" and best.class_ok and ro.converged:
+        # a failed run's class is "not completed by the failure": the replay is compared
+        # there, and what it would have done had the run not been stopped is said
+        cal.notes.append(
+            f"the run failed after {format_duration(duration)}; the replay had not completed "
+            f"by then (it would have completed after {format_duration(ro.total_time_s or 0)})"
+        )
+    if not best.class_ok:
+        cal.notes.append(
+            "LOW CONFIDENCE: no workload tried reproduces the observed outcome "
+            f"({'converged' if ev.converged else 'not converged by ' + format_duration(duration)})"
+            "; every prediction from this log is uncertain"
+        )
+    return cal
+
+
+def _fit(setup: Setup, ev: Evidence, seeds, fit: bool):
+    """Score the seeds under ``setup``, refine each pattern's best, fit the throttle
+    response: (best, every candidate scored, throttle response fitted, notes)."""
+    s = setup.settings
+    fit_notes: list[str] = []
     throttle_on = bool(s.capabilities.get("auto-converge"))
     tpass = ev.pass_time()
     cache: dict[str, Scored] = {}
@@ -266,38 +329,8 @@ def calibrate(
         best = min(trials, key=lambda x: x.score)
         cpu_known = True
         src = "throttle and dirty-rate samples" if ev.max_throttle else "how the run ended"
-        notes.append(f"throttle response fitted to {src}")
-    plausible = _plausible(best, cache, ev, cpu_known)
-    if k > 1 and full_replay:
-        best = evaluate(setup.full(), best.workload, ev, {})
-    elif k > 1:
-        best.sim.outcome = _scaled_outcome(best.sim.outcome, k)
-    cal = Calibration(
-        ram_bytes=ev.ram,
-        settings=s,
-        workload=plausible[0],
-        link_rate=link,
-        qemu_version=version,
-        time_limit=limit,
-        observed=observed,
-        notes=notes,
-        replay=best.sim,
-        errors=compare(best.sim.outcome, observed),
-        plausible=plausible,
-        evidence=ev,
-        replay_class_ok=best.class_ok,
-        schedule=list(ev.schedule),
-        postcopy_after=ev.postcopy_at,
-        observed_duration=duration,
-        machine=machine,
-    )
-    if not best.class_ok:
-        cal.notes.append(
-            "LOW CONFIDENCE: no workload tried reproduces the observed outcome "
-            f"({'converged' if ev.converged else 'not converged by ' + format_duration(duration)})"
-            "; every prediction from this log is uncertain"
-        )
-    return cal
+        fit_notes.append(f"throttle response fitted to {src}")
+    return best, cache, cpu_known, fit_notes
 
 
 def _plausible(best: Scored, cache: dict[str, Scored], ev: Evidence, cpu_known: bool):

@@ -217,6 +217,12 @@ def extract(run: Run) -> Evidence:
     ev.start_known = any(e.kind == "ram-start" for e in run.events) or any(
         s.total_time is not None for s in run.samples
     )
+    if ev.wire_rate is None and ev.start_known and len(ev.progress) == 1:
+        # one progress line of a run whose start is known (a failed run's only line):
+        # what it shows as sent, over the time since the start
+        t, sent = ev.progress[0]
+        if t > 0 and sent:
+            ev.wire_rate = sent / t
     return ev
 
 
