@@ -81,6 +81,7 @@ def simulate(
     postcopy_after: float | None = None,
     schedule: list[tuple[float, str]] | None = None,
     stop_after_passes: int | None = None,
+    stop_when_settled: bool = False,
     trace: str | Path | None = None,
     sample_interval: float | None = None,
     rate_factor=None,
@@ -93,6 +94,9 @@ def simulate(
     capability the switch happens after ``postcopy_after_passes`` syncs or
     ``postcopy_after`` seconds (default 2 passes).  ``stop_after_passes`` cancels the
     migration once dirty-sync-count exceeds it (a give-up policy; benchmarks).
+    ``stop_when_settled`` ends a run that repeats the same pass with nothing pending
+    and extrapolates it to ``time_limit`` (:mod:`migtune.sim.settle`; a ``settled`` event
+    and ``stats["settled_from_s"]`` say from when).
     ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
     guest managed on a busy host).  ``exact_xbzrle`` keeps real page bytes and runs the
     real encoder for every delta (lab-sized guests; checks the size model).  ``schedule`` lists ``(t, "name=value")``
@@ -142,6 +146,7 @@ def simulate(
         bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after, m.sample_interval
     )
     eng.stop_after_passes = stop_after_passes
+    eng.stop_when_settled = stop_when_settled
     if schedule:
         eng.schedule = sorted((float(t), a) for t, a in schedule)
     main_loop(eng, time_limit, make_sampler(m.sample_interval, records), trigger)
@@ -153,6 +158,7 @@ def simulate(
         "link_rate": m.link_rate,
         "ram_bytes": pages * PAGE_SIZE,
         "workload": spec,
+        "settled_from_s": eng.settled_from,
         "pages_per_second_simulated": round(eng.c.normal + eng.c.duplicate + eng.c.xb_pages) / wall
         if wall
         else None,

@@ -159,6 +159,9 @@ class Engine:
         self.events: list[tuple[float, str, str, dict]] = []
         self.schedule: list[tuple[float, str]] = []
         self.stop_after_passes: int | None = None
+        self.stop_when_settled = False  # see migtune.sim.settle
+        self.settled_from: float | None = None
+        self.rounds = 0  # complete rounds over the dirty bitmap
 
     def apply_schedule(self) -> None:
         """Setting changes made during the migration (``migrate-set-parameters``): the
@@ -230,6 +233,7 @@ class Engine:
     def on_wrap(self) -> None:
         """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
         self.ds.on_wrap()
+        self.rounds += 1
         if self.xbzrle_on:
             self.xbzrle_started = True
         if self.multifd and self.version >= (8, 1):

@@ -6,6 +6,7 @@ from migtune.sim import rules
 from migtune.sim.engine import Engine
 from migtune.sim.report import query_migrate
 from migtune.sim.runs import contains, distinct
+from migtune.sim.settle import Settler
 
 MAX_FETCH = 1 << 21
 
@@ -182,9 +183,13 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
     e.status = "active"
     next_tick = rules.FORCED_SYNC_PERIOD_MS / 1000
     e.synced_since_tick = False
+    settler = Settler() if e.stop_when_settled else None
     while True:
         sample(e)
         e.apply_schedule()
+        if settler is not None and settler.check(e, postcopy_trigger is not None):
+            settler.extrapolate(e, time_limit, sample)
+            settler = None
         give_up = e.stop_after_passes is not None and e.sync_count > e.stop_after_passes
         if e.t - e.start >= time_limit or give_up:
             e.status = "cancelled"

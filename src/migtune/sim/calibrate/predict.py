@@ -123,6 +123,7 @@ class Prediction:
             {
                 "workload": w.spec(),
                 "finished": self.finished(r),
+                "settled_from_s": r.stats.get("settled_from_s"),
                 **r.outcome.to_dict(),
             }
             for w, r in zip(self.workloads, self.members, strict=True)
@@ -207,6 +208,7 @@ def what_if(
             postcopy_after=pc,
             machine=cal.machine,
             record=rec,
+            stop_when_settled=rec is None,
             **kw,
         )
         if scale > 1:  # bytes and page counts back to the full-size guest
@@ -225,6 +227,12 @@ def what_if(
             done[key] = run(w, k)
         members.append(done[key])
     pred = Prediction(settings, h, list(cal.plausible), members, cal.low_confidence, notes)
+    settled = [r.stats["settled_from_s"] for r in done.values() if r.stats.get("settled_from_s")]
+    if settled:
+        notes.append(
+            f"{len(settled)} of {len(done)} simulations repeated the same pass with nothing "
+            f"pending (from {format_duration(min(settled))}): extrapolated to the horizon"
+        )
     i = pred.members.index(pred.result)
     if record:
         # the member shown in detail is recorded at full size
