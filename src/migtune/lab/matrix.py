@@ -14,7 +14,7 @@ from typing import Any
 
 from migtune.errors import InputError, MigtuneError
 from migtune.lab.guest import build_guest
-from migtune.lab.run import LabResult, choose_accel, lab_run
+from migtune.lab.run import LabInterrupted, LabResult, choose_accel, lab_run
 from migtune.lab.scenario import Scenario
 from migtune.units import format_bytes, format_duration, format_rate
 
@@ -105,6 +105,8 @@ def run_matrix(
                     verify=verify and not sc.allow_postcopy,
                 )
                 row = MatrixRow(sc, n, result, recording=str(path))
+            except LabInterrupted:
+                raise  # Ctrl-C / SIGTERM stops the whole matrix, not one scenario
             except MigtuneError as exc:
                 row = MatrixRow(sc, n, None, error=str(exc), recording=str(path))
             rows.append(row)

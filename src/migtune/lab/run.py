@@ -14,23 +14,31 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migtune.errors import InputError, UnavailableError
+from migtune.errors import InputError, MigrationCancelled, UnavailableError
 from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, cache_dir
 from migtune.lab.scenario import check_fits, kernel_cmdline
 from migtune.model import Settings
 from migtune.outcome import Outcome
+from migtune.outputs.recording import RecordingTee
 from migtune.qemu import compat
-from migtune.qemu.migrate import MigrationResult, migrate
+from migtune.qemu.migrate import MigrationResult, migrate, postcopy_refusal
 from migtune.qemu.policies import Policy, parse_policy
-from migtune.qemu.process import QemuProcess, free_port, kvm_usable, qemu_version
+from migtune.qemu.process import (
+    QemuProcess,
+    clean_stale_workdirs,
+    free_port,
+    kvm_usable,
+    qemu_version,
+)
 from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
@@ -261,6 +269,35 @@ def _heartbeat_advances(watcher: _GuestWatcher, side: str, since: float, timeout
 # -- the run --------------------------------------------------------------------------
 
 
+class LabInterrupted(MigrationCancelled):
+    """SIGINT/SIGTERM/SIGHUP outside the migration itself (booting, checking the guest)."""
+
+
+@contextlib.contextmanager
+def _signals_stop_lab() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM/SIGHUP into :class:`LabInterrupted`, once, so that the
+    ``finally`` blocks stop both QEMUs and remove their directories.  (During the
+    migration :func:`migrate` installs its own handlers, which cancel it cleanly.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if fired:  # already on the way out: let the clean-up finish
+            return
+        fired.append(signum)
+        raise LabInterrupted(f"{names.get(signum, 'signal')}: the lab run was stopped")
+
+    old = {sig: signal.signal(sig, handler) for sig in names}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
 def lab_run(
     ram: int,
     workload: Workload,
@@ -287,11 +324,30 @@ def lab_run(
     the destination guest is resumed.
     """
     check_fits(ram, workload)
+    postcopy_refusal(settings, allow_postcopy)
+    if record is not None:
+        RecordingTee(record)  # an unwritable path or a full disk: say so before booting
     if verify and allow_postcopy:
         raise InputError("--verify compares RAM after pre-copy; it cannot be used with post-copy")
     version = qemu_version()
     # Refuse what QEMU would refuse before spending seconds on two boots.
     compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
+    with _signals_stop_lab():
+        return _lab_run(
+            ram, workload, settings, version, policy, time_limit, record, allow_postcopy,
+            postcopy_after_passes, postcopy_after, accel, machine, progress, status, meta,
+            image, verify,
+        )  # fmt: skip
+
+
+def _lab_run(
+    ram: int, workload: Workload, settings: Settings, version: str, policy: str | Policy,
+    time_limit: float | None, record: str | Path | None, allow_postcopy: bool,
+    postcopy_after_passes: int | None, postcopy_after: float | None, accel: str,
+    machine: str, progress: bool, status: Status | None, meta: dict[str, Any] | None,
+    image: GuestImage | None, verify: bool,
+) -> LabResult:  # fmt: skip
+    clean_stale_workdirs()  # directories of lab runs that were killed outright
     policy = parse_policy(policy)
     image = image or build_guest()
     say = status or (lambda _msg: None)
@@ -299,12 +355,13 @@ def lab_run(
         say("checking whether KVM can run the guest")
         accel = choose_accel(image, machine)
     args = _guest_args(image, ram, kernel_cmdline(workload), machine)
-    src = QemuProcess(args, accel=accel, name="lab-src")
     dst_args = [*args, "-incoming", "defer", *(["-S"] if verify else [])]
-    dst = QemuProcess(dst_args, accel=accel, name="lab-dst")
-    watcher = _GuestWatcher(src, dst)
     load_before = machine_meta()
-    try:
+    src = dst = watcher = None
+    try:  # from the first work directory on, every exit path removes them
+        src = QemuProcess(args, accel=accel, name="lab-src")
+        dst = QemuProcess(dst_args, accel=accel, name="lab-dst")
+        watcher = _GuestWatcher(src, dst)
         src.start()
         dst.start()
         warnings = _warm_up(src, workload, watcher, say)
@@ -356,9 +413,9 @@ def lab_run(
             src_alive = src.alive and _heartbeat_advances(watcher, "source", end, ALIVE_TIMEOUT)
         watcher.stop()
     finally:
-        watcher.stop()
-        dst.stop()
-        src.stop()
+        for part in (watcher, dst, src):
+            if part is not None:
+                part.stop()
     t0 = result.run.t0 or end
     rates = _rate_events(watcher, t0)
     lab = LabResult(
@@ -378,7 +435,12 @@ def lab_run(
         meta={"machine_after": machine_meta()},
     )
     if record is not None:
-        _finish_recording(Path(record), lab)
+        try:
+            _finish_recording(Path(record), lab)
+        except OSError as exc:  # a full disk: the recording keeps what it had
+            lab.warnings.append(f"could not complete recording {record}: {exc.strerror or exc}")
+            with contextlib.suppress(OSError):
+                Path(record).with_name(Path(record).name + ".tmp").unlink()
     return lab
 
 

@@ -37,6 +37,49 @@ _LIVE: dict[int, QemuProcess] = {}
 _LIVE_LOCK = threading.Lock()
 
 
+WORKDIR_PREFIX = "migtune-"
+OWNER_FILE = "owner.pid"
+_cleaned = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def clean_stale_workdirs(
+    base: str | os.PathLike[str] | None = None, *, force: bool = False
+) -> list[Path]:
+    """Remove QEMU work directories left by migtune processes that died (SIGKILL, a crash).
+
+    A directory counts as stale only if it names its owner (``owner.pid``) and that
+    process no longer exists; the directories of migtunes still running are kept.
+    Runs once per process unless ``force``.  Returns what was removed.
+    """
+    global _cleaned
+    if _cleaned and not force:
+        return []
+    _cleaned = True
+    removed = []
+    root = Path(base or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in root.glob(f"{WORKDIR_PREFIX}*"):
+            owner = entry / OWNER_FILE
+            try:
+                pid = int(owner.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
 def find_qemu(binary: str = QEMU_BINARY) -> str:
     """Absolute path of the QEMU binary, or a clear UnavailableError."""
     path = shutil.which(binary)
@@ -97,7 +140,11 @@ class QemuProcess:
         self.name = name
         self.stop_timeout = stop_timeout
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"migtune-{name}-"))
+        if self._own_dir:
+            clean_stale_workdirs()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{name}-"))
+        if self._own_dir:  # lets a later run tell this directory's owner is dead
+            (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         # QEMU serves one client per QMP socket: ``qmp_path`` is left free for
         # ``migrate``/users, ``control_path`` is this object's own.
         self.qmp_path = str(self.workdir / f"{name}.qmp")
