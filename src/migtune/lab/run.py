@@ -39,7 +39,7 @@ from migtune.qemu.process import (
     kvm_usable,
     qemu_version,
 )
-from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
+from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost, interrupt_safely
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
 
@@ -288,7 +288,7 @@ def _signals_stop_lab() -> Iterator[None]:
         if fired:  # already on the way out: let the clean-up finish
             return
         fired.append(signum)
-        raise LabInterrupted(f"{names.get(signum, 'signal')}: the lab run was stopped")
+        interrupt_safely(LabInterrupted(f"{names.get(signum, 'signal')}: the lab run was stopped"))
 
     old = {sig: signal.signal(sig, handler) for sig in names}
     try:

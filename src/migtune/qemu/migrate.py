@@ -444,7 +444,7 @@ class _Driver(Supervisor):
             return
         problems: list[str] = []
         for side, (conn, snap) in self.snapshots.items():
-            if side == "destination" and status == "completed":
+            if side == "destination" and (status == "completed" or self.dest_unreachable):
                 continue
             if not conn.connected:
                 continue  # QEMU exits on the destination after a cancel: nothing to keep

@@ -40,6 +40,38 @@ def _loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def _run(awaitable: Any) -> Any:
+    """Run ``awaitable`` on this thread's loop; then raise an interrupt deferred meanwhile."""
+    try:
+        return _loop().run_until_complete(awaitable)
+    finally:
+        deferred = getattr(_local, "deferred", None)
+        if deferred is not None:
+            _local.deferred = None
+            raise deferred
+
+
+def interrupt_safely(exc: BaseException) -> None:
+    """Raise ``exc`` from a signal handler, but never inside the QMP event loop.
+
+    An exception thrown into a running asyncio loop leaves qemu.qmp's reader tasks
+    half-done (they later print "Task exception was never retrieved"), so while the
+    loop runs the exception is kept and raised as soon as it returns (within a
+    command's timeout at most).
+    """
+    loop = getattr(_local, "loop", None)
+    if loop is not None and loop.is_running():
+        _local.deferred = exc
+        return
+    raise exc
+
+
+def _discard(client: Any) -> None:
+    """Disconnect a client that will not be used (its tasks must not outlive it)."""
+    with contextlib.suppress(BaseException):
+        _loop().run_until_complete(asyncio.wait_for(client.disconnect(), 5.0))
+
+
 class QMPCommandError(MigtuneError):
     """QEMU answered a command with an error (``error.class`` / ``error.desc``)."""
 
@@ -163,13 +195,15 @@ class QMP:
             if problem is None:
                 client = QMPClient(self.name)
                 try:
-                    loop.run_until_complete(
-                        asyncio.wait_for(client.connect(self.path), self.timeout)
-                    )
-                except (TimeoutError, QMPError, OSError, EOFError) as exc:
+                    _run(asyncio.wait_for(client.connect(self.path), self.timeout))
+                except (TimeoutError, QMPError, OSError, EOFError, ValueError) as exc:
+                    _discard(client)
                     problem = f"cannot connect to QMP socket {self.path}: {_why(exc)}"
                     if isinstance(exc, TimeoutError):
                         problem += " (no greeting: is another client using this socket?)"
+                except BaseException:
+                    _discard(client)
+                    raise
                 else:
                     self._client = client
                     self._listener = EventListener()
@@ -177,7 +211,7 @@ class QMP:
                     return self
             if loop.time() >= deadline:
                 raise UnavailableError(problem)
-            loop.run_until_complete(asyncio.sleep(0.05))
+            _run(asyncio.sleep(0.05))
 
     def _missing_reason(self) -> str | None:
         if not os.path.exists(self.path):
@@ -229,7 +263,7 @@ class QMP:
             raise QMPConnectionLost(f"QMP {self.path}: not connected")
         args = {k.replace("_", "-"): v for k, v in arguments.items()} or None
         try:
-            value = _loop().run_until_complete(
+            value = _run(
                 asyncio.wait_for(self._client.execute(command, args), timeout or self.timeout)
             )
         except ExecuteError as exc:
@@ -257,7 +291,7 @@ class QMP:
         """Let the reader tasks handle whatever arrived (events, submitted answers)."""
         if self._client is not None:
             with contextlib.suppress(RuntimeError):
-                _loop().run_until_complete(asyncio.sleep(0.01))
+                _run(asyncio.sleep(0.01))
 
     def events(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Events received so far (and not yet returned), as plain dicts, oldest first.
@@ -268,7 +302,7 @@ class QMP:
             return []
         # let the reader task pick up whatever arrived since the last command
         with contextlib.suppress(RuntimeError):
-            _loop().run_until_complete(asyncio.sleep(0))
+            _run(asyncio.sleep(0))
         wanted = set(names) if names is not None else None
         out = []
         for msg in self._listener.clear():

@@ -34,6 +34,7 @@ from migtune.qemu.qmp import (
     QMPCommandError,
     QMPConnectionLost,
     QMPReplyError,
+    interrupt_safely,
 )
 from migtune.sources.querymigrate import sample_from_query_migrate
 
@@ -57,7 +58,8 @@ def signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
 
     def handler(signum: int, _frame: Any) -> None:
         if flag.get("stop"):  # asked twice: stop waiting (a cancel has been sent already)
-            raise KeyboardInterrupt
+            interrupt_safely(KeyboardInterrupt())
+            return
         flag["stop"] = names.get(signum, "signal")
 
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
@@ -89,6 +91,16 @@ class DestinationWatch:
         self.grace = grace
         self.pending: Pending | None = None
         self.silent_since: float | None = None
+
+    def explain(self, reason: str | None, wait: float = 1.5) -> str | None:
+        """QEMU failed the migration (a broken stream): add whether the destination is gone."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            problem = self.check()
+            if problem is not None and "gone" in problem:
+                return f"{reason}: {problem}" if reason else problem
+            time.sleep(0.1)
+        return reason
 
     def check(self) -> str | None:
         """None while the destination answers (or is silent within the grace), else why not."""
@@ -151,6 +163,7 @@ class Supervisor:
         self.rec: RecordingWriter | None = None
         self.show: ProgressFn | None = None
         self.on_pause: Callable[[], None] | None = None  # lets --cancel know who paused it
+        self.dest_unreachable = False  # gone or silent: do not wait on it any more
 
     # -- the loop --------------------------------------------------------------------
     def loop(self, src: QMP, dst: QMP | None) -> tuple[str, str | None]:
@@ -168,11 +181,15 @@ class Supervisor:
             if status in POSTCOPY_STATES and not self.postcopy:
                 self.postcopy = True
             if status in TERMINAL:
-                return status, sample.error or (None if status == "completed" else status)
+                reason = sample.error or (None if status == "completed" else status)
+                if status == "failed" and watch is not None:
+                    reason = watch.explain(reason)
+                return status, reason
             if watch is not None:
                 problem = watch.check()
                 self._record_destination_events(dst)
                 if problem is not None:
+                    self.dest_unreachable = True
                     return "failed", problem
                 if watch.silent_since is not None:
                     self.note_once("the destination stopped answering; waiting for it")
