@@ -91,9 +91,9 @@ POLICY_HELP = (
     default="60s",
     show_default=True,
     metavar="TIME",
-    help="How long the destination may leave QMP unanswered (a network stall, a stopped "
-    "process) before the migration is cancelled. A destination whose process is gone "
-    "fails it at once.",
+    help="With --dest-qmp: how long the destination may leave QMP unanswered (a network "
+    "stall, a stopped process) before the migration is cancelled. A destination whose "
+    "process is gone fails it at once.",
 )
 @click.option(
     "--keep-settings",

@@ -14,7 +14,8 @@ from typing import Any
 
 from migtune.errors import InputError, MigtuneError
 from migtune.lab.guest import build_guest
-from migtune.lab.run import LabInterrupted, LabResult, choose_accel, lab_run
+from migtune.lab.interrupt import LabInterrupted
+from migtune.lab.run import LabResult, choose_accel, lab_run
 from migtune.lab.scenario import Scenario
 from migtune.units import format_bytes, format_duration, format_rate
 

@@ -14,17 +14,17 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migtune.errors import InputError, MigrationCancelled, UnavailableError
+from migtune.errors import InputError, UnavailableError
 from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, cache_dir
+from migtune.lab.interrupt import signals_stop_lab
 from migtune.lab.scenario import check_fits, kernel_cmdline
 from migtune.model import Settings
 from migtune.outcome import Outcome
@@ -39,7 +39,7 @@ from migtune.qemu.process import (
     kvm_usable,
     qemu_version,
 )
-from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost, interrupt_safely
+from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
 
@@ -269,35 +269,6 @@ def _heartbeat_advances(watcher: _GuestWatcher, side: str, since: float, timeout
 # -- the run --------------------------------------------------------------------------
 
 
-class LabInterrupted(MigrationCancelled):
-    """SIGINT/SIGTERM/SIGHUP outside the migration itself (booting, checking the guest)."""
-
-
-@contextlib.contextmanager
-def _signals_stop_lab() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM/SIGHUP into :class:`LabInterrupted`, once, so that the
-    ``finally`` blocks stop both QEMUs and remove their directories.  (During the
-    migration :func:`migrate` installs its own handlers, which cancel it cleanly.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    names = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
-    fired: list[int] = []
-
-    def handler(signum: int, _frame: Any) -> None:
-        if fired:  # already on the way out: let the clean-up finish
-            return
-        fired.append(signum)
-        interrupt_safely(LabInterrupted(f"{names.get(signum, 'signal')}: the lab run was stopped"))
-
-    old = {sig: signal.signal(sig, handler) for sig in names}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
 def lab_run(
     ram: int,
     workload: Workload,
@@ -332,7 +303,7 @@ def lab_run(
     version = qemu_version()
     # Refuse what QEMU would refuse before spending seconds on two boots.
     compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
-    with _signals_stop_lab():
+    with signals_stop_lab():
         return _lab_run(
             ram, workload, settings, version, policy, time_limit, record, allow_postcopy,
             postcopy_after_passes, postcopy_after, accel, machine, progress, status, meta,

@@ -32,7 +32,6 @@ from migtune.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     InputError,
-    MigrationFailed,
     MigtuneError,
 )
 from migtune.model import Run, Settings, to_dict
@@ -43,12 +42,13 @@ from migtune.qemu.params import qmp_parameters, settings_from_qemu
 from migtune.qemu.policies import POSTCOPY_STATES, SET_PARAMETERS, Action, Policy, parse_policy
 from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost, QMPReplyError
 from migtune.qemu.supervisor import (
-    CANCEL_WAIT,
     DEST_GRACE,
     RUNNING,
     TERMINAL,
+    CancelResult,
     ProgressFn,
     Supervisor,
+    cancel_migration,
     progress_sink,
     signals_request_stop,
 )
@@ -171,58 +171,6 @@ def attach(
         keep_settings,
     )  # fmt: skip
     return driver.run(record, progress, {"attached": True}, None)
-
-
-@dataclass
-class CancelResult:
-    status: str  # what query-migrate says at the end: cancelled | failed | completed
-    previous: str  # the status before the cancel
-    source_status: str | None
-    settings_restored: bool | None
-    warnings: list[str] = field(default_factory=list)
-
-
-def cancel_migration(source_qmp: str, *, keep_settings: bool = False) -> CancelResult:
-    """Cancel the migration running on ``source_qmp`` and check that the source runs.
-
-    Refuses (``InputError``) when none is in progress or post-copy has started
-    (cancelling it would lose the VM).  Restores the settings a killed migtune saved,
-    and resumes the guest if that migtune had paused it.
-    """
-    with QMP(source_qmp, name="source") as src:
-        before = src.migration_status() or "none"
-        if before not in RUNNING:
-            raise InputError(f"no migration in progress on {source_qmp} (status {before})")
-        if before in POSTCOPY_STATES:
-            raise InputError(
-                f"post-copy is running ({before}): cancelling it would lose the VM; wait for "
-                "it to end, or recover it with migrate-recover on the destination"
-            )
-        with contextlib.suppress(QMPCommandError):
-            src.cmd("migrate_cancel")
-        state, deadline = before, time.monotonic() + CANCEL_WAIT
-        while state not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(0.1)
-            state = src.migration_status() or "none"
-        warnings: list[str] = []
-        run_state = src.status()
-        if run_state == "paused" and state != "completed" and restore.paused_by_migtune(source_qmp):
-            src.cmd("cont")  # the killed migtune's policy paused it to finish
-            run_state = src.status()
-        restored = _restore_saved(src, source_qmp, keep_settings, warnings)
-    if state not in TERMINAL:
-        raise MigrationFailed(f"QEMU did not confirm the cancel within {CANCEL_WAIT:g} s")
-    return CancelResult(state, before, run_state, restored, warnings)
-
-
-def _restore_saved(src: QMP, path: str, keep: bool, warnings: list[str]) -> bool | None:
-    saved = restore.load_saved(path)
-    if saved is None or keep:
-        return None
-    problems = saved.restore(src)
-    warnings += problems
-    restore.forget(path)
-    return not problems
 
 
 class _Driver(Supervisor):
