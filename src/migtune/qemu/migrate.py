@@ -32,6 +32,7 @@ from migtune.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     InputError,
+    MigrationCancelled,
     MigtuneError,
 )
 from migtune.model import Run, Settings, to_dict
@@ -343,6 +344,8 @@ class _Driver(Supervisor):
                     self.rec.event(0.0, "settings", action.reason, action.to_dict())
                 if not self.attaching:
                     self.rec.event(0.0, "ram-start", f"migrate uri={self.to_uri}")
+                if self.flag.get("stop") and not self.attaching:  # Ctrl-C while configuring
+                    raise MigrationCancelled(f"{self.flag['stop']} before the migration started")
                 tee.strict = False  # from now on a write error only stops the recording
                 if not self.attaching:
                     issued = True

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from migtune.errors import InputError, MigrationFailed
+from migtune.errors import InputError, MigrationFailed, MigtuneError
 from migtune.model import Sample
 from migtune.outputs.recording import RecordingWriter
 from migtune.qemu import restore
@@ -336,6 +336,10 @@ class Supervisor:
                 self._resume_destination(dst)
         except QMPConnectionLost as exc:
             final, reason = "failed", f"lost the source QMP connection: {exc}"
+            if src.connected and not self.postcopy:  # slow, not gone: it must not run unwatched
+                with contextlib.suppress(MigtuneError):
+                    src.cmd("migrate_cancel", timeout=30.0)
+                    reason += " (migrate_cancel sent)"
         return final, reason
 
     def _resume_destination(self, dst: QMP | None) -> None:
