@@ -149,6 +149,17 @@ def test_time_limit_restores_settings(pair, tmp_path):
     assert _settings_of(src) == before
 
 
+def test_migrate_refused_by_qemu_restores_at_once(pair, capsys):
+    src, dst, uri = pair
+    before = _settings_of(src)
+    t = time.monotonic()
+    rc = main(["migrate", "--qmp", src.qmp_path, "--to", "nonsense:1", *CHANGED])
+    assert rc == 2 and time.monotonic() - t < 5
+    _one_error_line(capsys.readouterr().err, "QEMU rejected migrate")
+    assert _settings_of(src) == before
+    _source_ok(src)
+
+
 def test_keep_settings_leaves_them(pair):
     src, dst, uri = pair
     rc = main(["migrate", "--qmp", src.qmp_path, "--to", uri, "--max-bandwidth", "1MiB/s",

@@ -375,7 +375,10 @@ class _Driver(Supervisor):
                             src.cmd("migrate_cancel")  # last resort: never leave it unwatched
                         error = error or exc
                         status = "failed"
-                self._restore_settings(status)
+                try:
+                    self._restore_settings(status)
+                except Exception as exc:  # noqa: BLE001 - the connections must still be closed
+                    self.warnings.append(f"settings not restored: {type(exc).__name__}: {exc}")
                 if self.show is not None and hasattr(self.show, "close"):
                     self.show.close()  # type: ignore[attr-defined]
                 for conn in (src, dst):
@@ -406,7 +409,9 @@ class _Driver(Supervisor):
                     problems.append(f"source: settings not restored ({exc})")
         self.restored = not problems
         self.warnings += problems
-        if self.rec is not None:
+        # before the migration starts a recording error is fatal; it must not mask this one
+        with contextlib.suppress(MigtuneError):
+            assert self.rec is not None
             self.rec.event(
                 time.time() - self.t0, "info",
                 "settings restored" if not problems else "settings partly restored",

@@ -46,6 +46,7 @@ RUNNING = ("setup", "active", "device", "pre-switchover", "wait-unplug", *POSTCO
 EVENTS = ("MIGRATION", "MIGRATION_PASS", "STOP", "RESUME")
 CANCEL_WAIT = 30.0  # s to wait for QEMU to confirm a cancel
 DEST_GRACE = 60.0  # s a destination may stay silent (a network stall) before we give up
+MALFORMED = "malformed-reply"  # pseudo status: the source answered query-migrate with nonsense
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 ProgressFn = Callable[[Sample, dict[str, Any]], None]
@@ -289,11 +290,12 @@ class Supervisor:
 
     # -- safety ----------------------------------------------------------------------
     def _state(self, src: QMP) -> str | None:
-        """The migration status now (recorded); None when the reply made no sense."""
+        """The migration status now (recorded): None before any migration (QEMU then
+        answers ``{}``), ``MALFORMED`` when the reply made no sense."""
         try:
             return self.poll(src).status
         except QMPReplyError:
-            return None
+            return MALFORMED
 
     def ensure_safe(
         self, src: QMP, dst: QMP | None, status: str, reason: str | None
@@ -302,6 +304,8 @@ class Supervisor:
         final = status
         try:
             state = self._state(src)
+            if state in (None, "none"):  # QEMU refused to start it: nothing to cancel
+                return final, reason
             if state not in TERMINAL and not self.postcopy:
                 with contextlib.suppress(QMPCommandError):
                     src.cmd("migrate_cancel")
@@ -310,7 +314,7 @@ class Supervisor:
                 while state not in TERMINAL and time.monotonic() < deadline and senseless < 3:
                     time.sleep(0.1)
                     state = self._state(src)
-                    senseless = senseless + 1 if state is None else 0
+                    senseless = senseless + 1 if state == MALFORMED else 0
                 if state not in TERMINAL:
                     final = "failed"
                     reason = f"{reason or status}; QEMU did not confirm the cancel (status {state})"
