@@ -198,6 +198,18 @@ def test_sigkill_then_attach_supervises_to_the_end(pair, tmp_path, capsys):
     assert _settings_of(src) == before  # the killed migtune's snapshot was put back
 
 
+def test_attach_and_cancel_refuse_a_migration_migtune_still_supervises(pair, capsys):
+    src, dst, uri = pair
+    proc = _cli("migrate", "--qmp", src.qmp_path, "--to", uri, *CAP, "--no-diagnosis")
+    _wait_active(src, proc)
+    for how in ("--attach", "--cancel"):
+        assert main(["migrate", how, "--qmp", src.qmp_path]) == 2
+        _one_error_line(capsys.readouterr().err, f"(PID {proc.pid}) is supervising", "kill -TERM")
+    proc.terminate()
+    assert proc.wait(timeout=40) == 3
+    _source_ok(src)
+
+
 def test_sigkill_then_cancel(pair, capsys):
     src, dst, uri = pair
     before = _settings_of(src)

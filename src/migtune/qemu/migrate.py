@@ -51,6 +51,7 @@ from migtune.qemu.supervisor import (
     Supervisor,
     cancel_migration,
     progress_sink,
+    refuse_if_supervised,
     signals_request_stop,
 )
 from migtune.sources.recording import parse_recording
@@ -166,6 +167,7 @@ def attach(
     saved by the migtune that started it are restored at the end unless
     ``keep_settings``.  Raises ``InputError`` when no migration is in progress.
     """
+    refuse_if_supervised(source_qmp)
     driver = _Driver(
         source_qmp, None, Settings(), parse_policy(policy), time_limit, dest_qmp,
         allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,

@@ -148,3 +148,13 @@ def paused_by_migtune(qmp_path: str) -> bool:
     with contextlib.suppress(OSError, ValueError, AttributeError):
         return bool(json.loads(saved_path(qmp_path).read_text("utf-8")).get("paused_by_migtune"))
     return False
+
+
+def live_owner(qmp_path: str) -> int | None:
+    """PID of another migtune that saved settings for this socket and still runs, if any."""
+    try:
+        pid = int(json.loads(saved_path(qmp_path).read_text("utf-8"))["owner_pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid != os.getpid() and b"migtune" in cmdline else None

@@ -396,6 +396,7 @@ def cancel_migration(source_qmp: str, *, keep_settings: bool = False) -> CancelR
     (cancelling it would lose the VM).  Restores the settings a killed migtune saved,
     and resumes the guest if that migtune had paused it.
     """
+    refuse_if_supervised(source_qmp)
     with QMP(source_qmp, name="source") as src:
         before = src.migration_status() or "none"
         if before not in RUNNING:
@@ -420,6 +421,16 @@ def cancel_migration(source_qmp: str, *, keep_settings: bool = False) -> CancelR
     if state not in TERMINAL:
         raise MigrationFailed(f"QEMU did not confirm the cancel within {CANCEL_WAIT:g} s")
     return CancelResult(state, before, run_state, restored, warnings)
+
+
+def refuse_if_supervised(source_qmp: str) -> None:
+    """--attach/--cancel are for a migration nobody supervises: not one a live migtune has."""
+    pid = restore.live_owner(source_qmp)
+    if pid is not None:
+        raise InputError(
+            f"migtune (PID {pid}) is supervising this migration: stop it with Ctrl-C or "
+            f"kill -TERM {pid}, which cancels it cleanly"
+        )
 
 
 def _restore_saved(src: QMP, path: str, keep: bool, warnings: list[str]) -> bool | None:
