@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from migtune.cli.main import main
+from migtune.errors import MigtuneError
 from migtune.model import Settings
 from migtune.qemu import process as qproc
 from migtune.qemu.migrate import migrate
@@ -158,6 +159,29 @@ def test_migrate_refused_by_qemu_restores_at_once(pair, capsys):
     _one_error_line(capsys.readouterr().err, "QEMU rejected migrate")
     assert _settings_of(src) == before
     _source_ok(src)
+
+
+def test_a_bug_mid_migration_cancels_first(pair, monkeypatch):
+    """Any exception inside migtune (here: the progress display) ends in migrate_cancel."""
+    src, dst, uri = pair
+    before = _settings_of(src)
+    monkeypatch.delenv("MIGTUNE_DEBUG", raising=False)
+
+    def broken_display(sample: Any, extra: Any) -> None:
+        if sample.status == "active":
+            raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(MigtuneError) as info:
+        migrate(src.qmp_path, uri, Settings(max_bandwidth=1 * MiB), progress=broken_display,
+                poll_interval=0.2, time_limit=20)  # fmt: skip
+    assert info.value.exit_code == 1
+    assert str(info.value) == (
+        "internal error: ZeroDivisionError: division by zero; the migration was cancelled, "
+        "source VM running (set MIGTUNE_DEBUG=1 for details)"
+    )
+    assert src.qmp().cmd("query-migrate")["status"] == "cancelled"
+    _source_ok(src)
+    assert _settings_of(src) == before
 
 
 def test_keep_settings_leaves_them(pair):

@@ -123,7 +123,10 @@ def migrate_cmd(**kwargs: Any) -> int:
     if kwargs["cancel"]:
         return _cancel(kwargs, as_json)
     if kwargs["attach"] and (kwargs["to_uri"] or _given_settings(opts)):
-        raise InputError("--attach takes over a running migration as it is: no --to or settings")
+        raise InputError(
+            "--attach takes over a running migration as it is: no --to or settings flags "
+            "(except --postcopy and its triggers)"
+        )
     if not kwargs["attach"] and not kwargs["to_uri"]:
         raise InputError("--to URI is needed (or --attach / --cancel for a running migration)")
     if rule.allow:
@@ -159,7 +162,9 @@ def migrate_cmd(**kwargs: Any) -> int:
 
 
 def _given_settings(opts: dict[str, Any]) -> bool:
-    return any(v not in (None, False, ()) for v in opts.values())
+    """Settings flags other than the post-copy switch rule (which --attach can follow)."""
+    switch = ("postcopy", "postcopy_after_passes", "postcopy_after")
+    return any(v not in (None, False, ()) for k, v in opts.items() if k not in switch)
 
 
 def _cancel(kwargs: dict[str, Any], as_json: bool) -> int:

@@ -323,6 +323,7 @@ class _Driver(Supervisor):
         run_state, issued, started = "running", False, False
         src = dst = None
         error: BaseException | None = None
+        display: ProgressFn | None = None
         with signals_request_stop(self.flag):
             try:
                 src = QMP(self.source_qmp, name="source").connect()
@@ -333,7 +334,7 @@ class _Driver(Supervisor):
                 else:
                     version, effective, run_state = self._configure(src, dst)
                     self.t0 = time.time()
-                self.show = progress_sink(progress)
+                self.show = display = progress_sink(progress)
                 src.events()  # drop whatever was queued before this migration
                 self.rec.header(
                     "migrate", to_dict(effective), self.t0, qemu_version=version,
@@ -381,8 +382,9 @@ class _Driver(Supervisor):
                     self._restore_settings(status)
                 except Exception as exc:  # noqa: BLE001 - the connections must still be closed
                     self.warnings.append(f"settings not restored: {type(exc).__name__}: {exc}")
-                if self.show is not None and hasattr(self.show, "close"):
-                    self.show.close()  # type: ignore[attr-defined]
+                if hasattr(display, "close"):
+                    with contextlib.suppress(Exception):
+                        display.close()
                 for conn in (src, dst):
                     if conn is not None:
                         conn.close()

@@ -228,7 +228,11 @@ class Supervisor:
         if sample.postcopy_bytes:
             self.postcopy = True
         if self.show is not None:
-            self.show(sample, {"postcopy": self.postcopy})
+            try:
+                self.show(sample, {"postcopy": self.postcopy})
+            except Exception:
+                self.show = None  # a broken display must not also break the cancel
+                raise
         return sample
 
     def _record_destination_events(self, dst: QMP | None) -> None:
