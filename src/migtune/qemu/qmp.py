@@ -102,15 +102,14 @@ class QMPReplyError(UnavailableError):
 
 # What QEMU's QAPI schema promises each command the driver relies on returns: the
 # top-level type, and for objects the members that must be there with their types.
-_OBJ, _LIST = dict, list
-REPLY_SHAPES: dict[str, tuple[type, dict[str, type | tuple[type, ...]]]] = {
-    "query-migrate": (_OBJ, {}),
-    "query-status": (_OBJ, {"status": str}),
-    "query-version": (_OBJ, {"qemu": dict}),
-    "query-migrate-parameters": (_OBJ, {}),
-    "query-migrate-capabilities": (_LIST, {}),
-    "query-memory-size-summary": (_OBJ, {}),
-    "query-kvm": (_OBJ, {}),
+REPLY_SHAPES: dict[str, tuple[type, dict[str, type]]] = {
+    "query-migrate": (dict, {}),
+    "query-status": (dict, {"status": str}),
+    "query-version": (dict, {"qemu": dict}),
+    "query-migrate-parameters": (dict, {}),
+    "query-migrate-capabilities": (list, {}),
+    "query-memory-size-summary": (dict, {}),
+    "query-kvm": (dict, {}),
 }
 
 
