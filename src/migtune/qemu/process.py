@@ -6,7 +6,9 @@ SIGKILL), and three independent guards make sure it cannot outlive its owner:
 the context manager / :meth:`QemuProcess.stop`, an ``atexit`` hook, and
 ``PR_SET_PDEATHSIG`` so the kernel stops QEMU even if Python is killed outright.
 QEMU runs in its own session, so a Ctrl-C at the terminal reaches migtune (which
-then cancels cleanly) instead of killing the guest under it.
+then cancels cleanly) instead of killing the guest under it.  Each work directory
+names its owner's PID (``owner.pid``), so the directories of a migtune that was
+killed outright are removed by the next one (:func:`clean_stale_workdirs`).
 """
 
 from __future__ import annotations
