@@ -45,10 +45,14 @@ def _run(awaitable: Any) -> Any:
     try:
         return _loop().run_until_complete(awaitable)
     finally:
-        deferred = getattr(_local, "deferred", None)
-        if deferred is not None:
-            _local.deferred = None
-            raise deferred
+        _raise_deferred()
+
+
+def _raise_deferred() -> None:
+    deferred = getattr(_local, "deferred", None)
+    if deferred is not None:
+        _local.deferred = None
+        raise deferred
 
 
 def interrupt_safely(exc: BaseException) -> None:
@@ -68,8 +72,9 @@ def interrupt_safely(exc: BaseException) -> None:
 
 def _discard(client: Any) -> None:
     """Disconnect a client that will not be used (its tasks must not outlive it)."""
-    with contextlib.suppress(BaseException):
+    with contextlib.suppress(Exception):
         _loop().run_until_complete(asyncio.wait_for(client.disconnect(), 5.0))
+    _raise_deferred()
 
 
 class QMPCommandError(MigtuneError):
@@ -233,7 +238,7 @@ class QMP:
         for pending in self._pending:  # never leave a task for the garbage collector
             if not pending.task.done():
                 pending.task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 loop.run_until_complete(pending.task)
         self._pending = []
         try:
@@ -242,6 +247,7 @@ class QMP:
             _loop().run_until_complete(asyncio.wait_for(client.disconnect(), 5.0))
         except (TimeoutError, QMPError, OSError, EOFError, RuntimeError):
             pass  # after "quit" the server hangs up first; nothing left to do
+        _raise_deferred()  # a signal that came while disconnecting
 
     def __enter__(self) -> QMP:
         if self._client is None:
