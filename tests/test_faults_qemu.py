@@ -184,6 +184,29 @@ def test_a_bug_mid_migration_cancels_first(pair, monkeypatch):
     assert _settings_of(src) == before
 
 
+def test_destination_settings_restored_after_a_failure(tmp_path, capsys):
+    """A destination started with -incoming defer gets capabilities before it listens; if
+    the migration then fails to start, it has them taken back."""
+    dst = QemuProcess(["-machine", "pc", "-m", "256", "-incoming", "defer"], accel="tcg",
+                      name="dst").start()  # fmt: skip
+    src = QemuProcess(["-machine", "pc", "-m", "256"], accel="tcg", name="src").start()
+    try:
+        before = _settings_of(dst)
+        rc = main(["migrate", "--qmp", src.qmp_path, "--to", "nonsense:1", "--dest-qmp",
+                   dst.qmp_path, "--xbzrle", "--multifd-channels", "3", "--no-multifd"])  # fmt: skip
+        assert rc == 2
+        _one_error_line(capsys.readouterr().err, "QEMU rejected migrate-incoming")
+        assert _settings_of(dst) == before
+        assert dst.qmp().status() == "inmigrate"
+        rc = main(["migrate", "--qmp", src.qmp_path, "--to", "nonsense:1", "--dest-qmp",
+                   dst.qmp_path, "--xbzrle", "--keep-settings"])  # fmt: skip
+        assert rc == 2 and _settings_of(dst) != before  # what the restore undid
+    finally:
+        src.stop()
+        dst.stop()
+    assert _gone(src.pid) and _gone(dst.pid)
+
+
 def test_keep_settings_leaves_them(pair):
     src, dst, uri = pair
     rc = main(["migrate", "--qmp", src.qmp_path, "--to", uri, "--max-bandwidth", "1MiB/s",
