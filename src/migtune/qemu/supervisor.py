@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -196,7 +197,11 @@ class Supervisor:
                     self.dest_unreachable = True
                     return "failed", problem
                 if watch.silent_since is not None:
-                    self.note_once("the destination stopped answering; waiting for it")
+                    text = "the destination stopped answering; waiting for it"
+                    if text not in self.warnings and self.show is not None:
+                        print(f"migtune: warning: {text} (up to {self.dest_grace:g} s, "
+                              "--dest-grace)", file=sys.stderr, flush=True)  # fmt: skip
+                    self.note_once(text)
             stop = self.flag.get("stop")
             if stop is None and self.time_limit is not None and sample.t > self.time_limit:
                 stop = f"time limit of {self.time_limit:g} s reached"
