@@ -120,3 +120,21 @@ def test_snapshot_round_trip():
     assert SettingsSnapshot.from_dict(snap.to_dict()) == snap
     with pytest.raises(ValueError):
         SettingsSnapshot.from_dict({"parameters": 5})
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--qmp", "/nonexistent.qmp"], "--to URI is needed (or --attach / --cancel"),
+        (["--qmp", "/x.qmp", "--attach", "--to", "tcp:h:1"], "--attach takes over"),
+        (["--qmp", "/x.qmp", "--attach", "--downtime-limit", "1s"], "no --to or settings"),
+        (["--qmp", "/x.qmp", "--cancel", "--to", "tcp:h:1"], "--cancel stops the running"),
+        (["--qmp", "/x.qmp", "--to", "tcp:h:1", "--set", "postcopy-ram=on"], "needs --postcopy"),
+    ],
+)
+def test_migrate_mode_errors_are_one_line_exit_2(argv, words, capsys):
+    from migtune.cli.main import main
+
+    assert main(["migrate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("migtune: error: ") and words in err
