@@ -442,7 +442,10 @@ class _Driver(Supervisor):
             version, self.warnings, self.restored,
         )  # fmt: skip
         assert self.rec is not None
-        self.rec.result({**outcome.to_dict(), "reason": reason, "source_status": source_status})
+        self.rec.result(
+            {**outcome.to_dict(), "reason": reason, "source_status": source_status,
+             "settings_restored": self.restored}
+        )  # fmt: skip
         tee.close_file()
         return result
 
