@@ -552,3 +552,25 @@ def test_stale_lab_dirs_of_a_killed_run_are_cleaned_next_time(tmp_path):
     (alive / "owner.pid").write_text(f"{os.getppid()}\n")
     assert sorted(clean_stale_workdirs(tmp_path, force=True)) == left
     assert _workdirs(tmp_path) == [alive]
+
+
+def test_sigterm_during_a_matrix_migration_stops_the_matrix(tmp_path):
+    """The signal cancels the migration, and the matrix does not go on to the next run."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = tmp_path / "matrix"
+    cmd = [sys.executable, "-m", "migtune", "lab", "matrix", "--only", "above-link",
+           "--repeat", "2", "--accel", "tcg", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 90
+    while not list(out.glob("*.jsonl")):  # the header is written as the migration starts
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    _one_error_line(err, "terminated: the matrix was stopped during above-link")
+    assert [p.name for p in out.glob("*.jsonl")] == ["above-link-1.jsonl"]
+    assert load_run(out / "above-link-1.jsonl").status == "cancelled"
+    assert _workdirs(tmp_path) == []
+    _no_qemu_left(tmp_path)

@@ -15,6 +15,7 @@ from typing import Any
 
 from migtune.errors import MigrationCancelled
 from migtune.qemu.qmp import interrupt_safely
+from migtune.qemu.supervisor import SIGNAL_REASONS, STOP_SIGNALS
 
 
 class LabInterrupted(MigrationCancelled):
@@ -29,7 +30,7 @@ def signals_stop_lab() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+    names = dict(zip(STOP_SIGNALS, SIGNAL_REASONS, strict=True))
     fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:

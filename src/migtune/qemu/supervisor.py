@@ -49,6 +49,7 @@ CANCEL_WAIT = 30.0  # s to wait for QEMU to confirm a cancel
 DEST_GRACE = 60.0  # s a destination may stay silent (a network stall) before we give up
 MALFORMED = "malformed-reply"  # pseudo status: the source answered query-migrate with nonsense
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SIGNAL_REASONS = ("interrupted", "terminated", "hangup")  # the reason a signal cancels with
 
 ProgressFn = Callable[[Sample, dict[str, Any]], None]
 
@@ -59,7 +60,7 @@ def signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+    names = dict(zip(STOP_SIGNALS, SIGNAL_REASONS, strict=True))
 
     def handler(signum: int, _frame: Any) -> None:
         if flag.get("stop"):  # asked twice: stop waiting (a cancel has been sent already)
