@@ -251,8 +251,13 @@ class QemuProcess:
             self.proc.wait(timeout=10)
 
     def _cleanup_dir(self) -> None:
-        if self._own_dir and os.environ.get("MIGTUNE_KEEP_QEMU_DIR") is None:
+        if not self._own_dir:
+            return
+        if os.environ.get("MIGTUNE_KEEP_QEMU_DIR") is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        else:  # kept on purpose (debugging): not a stale directory for the next run
+            with contextlib.suppress(OSError):
+                (self.workdir / OWNER_FILE).unlink()
 
     def __enter__(self) -> QemuProcess:
         return self.start()
