@@ -99,8 +99,11 @@ def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     j = c.window_start
     while j + 1 < len(hist) and s.transferred - hist[j + 1].transferred >= need:
         j += 1
-    c.window_start = j
     p = hist[j]
+    if j > 4096:  # samples before the window are never looked at again: free them
+        del hist[:j]
+        j = 0
+    c.window_start = j
     if p.t >= s.t or p.transferred > s.transferred:
         return None
     return (s.transferred - p.transferred) / (s.t - p.t), s.t - p.t

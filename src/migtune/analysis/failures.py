@@ -8,6 +8,7 @@ fallback, the whole log text (messages are sometimes wrapped over two lines).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from migtune.analysis import recommend as rec
 from migtune.analysis.findings import Finding, Recommendation
@@ -27,6 +28,7 @@ _KEYWORDS = (
     "interrupt",
     "cancel",
 )
+MAX_ERROR_LINES = 5_000  # error-like lines searched by the text rules (a garbage log has millions)
 _ERROR_KINDS = ("error", "target-output", "cancelled", "warning", "status", "finished")
 
 MACHINE_RE = re.compile(
@@ -57,15 +59,29 @@ def error_text(run: Run) -> str:
     """Error-like messages of the run, one per line, plus the raw log as a fallback."""
     parts = [e.message for e in run.events if e.kind in _ERROR_KINDS]
     parts += [s.error for s in run.samples if s.error]
-    if run.lines:
-        # Only lines that can carry an error, each joined with the next one because
-        # messages are sometimes wrapped; keeps this cheap on million-line logs.
-        lines = run.lines
-        for i, line in enumerate(lines):
-            low = line.lower()
-            if not line.startswith("#") and any(k in low for k in _KEYWORDS):
-                parts.append(" ".join(x.strip() for x in lines[i : i + 2]))
+    if run.lines is not None:
+        parts += _keyword_lines(run.lines)
     return "\n".join(parts)
+
+
+def _keyword_lines(lines: Iterable[str]) -> list[str]:
+    """Lines that can carry an error, each joined with the next one because messages are
+    sometimes wrapped.  One pass over the (possibly re-read, possibly huge) source with
+    plain substring tests; capped, since the first errors are the ones that matter."""
+    out: list[str] = []
+    pending: str | None = None
+    for line in lines:
+        if pending is not None:
+            out.append(f"{pending.strip()} {line.strip()}")
+            pending = None
+            if len(out) >= MAX_ERROR_LINES:
+                return out
+        low = line.lower()
+        if not line.startswith("#") and any(k in low for k in _KEYWORDS):
+            pending = line
+    if pending is not None:
+        out.append(pending.strip())
+    return out
 
 
 def first_error(run: Run) -> str | None:

@@ -1,0 +1,233 @@
+"""Bounded lists for ``Run.samples`` and ``Run.events``: a 1 GB log must not need 5 GB.
+
+A Proxmox log has one progress sample per second; a day-long migration or a lab
+recording at 10 polls/s gives millions.  Every analysis in migtune either needs the
+first/last values, the points where something changed, or a statistic over the whole
+run; none needs every sample.  So:
+
+* :class:`SampleList` keeps every sample up to :data:`SAMPLE_LIMIT`.  Beyond that it
+  keeps an evenly strided subset (every 2nd, 4th, ... sample by position), and always
+  the first sample, each sample where the status, the dirty-sync count, the CPU
+  throttle, the error or the "transferred passed the RAM size" condition changed, each
+  rise of ``remaining`` that marks a new pass, and the last :data:`TAIL` samples.  The
+  figures that need every sample are folded exactly, in order, into :class:`SeriesStats`
+  as samples leave the tail (so a parser may still fill in the sample it appended last).
+* :class:`EventList` keeps every event of a kind up to :data:`EVENTS_PER_KIND`, then an
+  evenly strided subset of that kind: garbage read with ``--format proxmox`` makes one
+  "unrecognised line" event per line, and they must not fill the memory either.
+
+Both are plain lists for every reader; only ``append`` differs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SAMPLE_LIMIT = 50_000  # ~30 MB of samples with their source lines
+TAIL = 64  # the newest samples are never thinned: parsers may still complete them
+_BATCH = 4096  # fold this many samples at a time (amortises the list surgery)
+EVENTS_PER_KIND = 5_000
+_PASS_JUMP = 4 * 1024**2  # same threshold as analysis.metrics: a rise of remaining = new pass
+
+
+@dataclass(slots=True)
+class SeriesStats:
+    """Figures over every sample seen, in order, whatever was thinned away."""
+
+    count: int = 0
+    first_point: tuple[float, int] | None = None  # first (t, transferred)
+    interval_min: float | None = None  # extremes of Δtransferred/Δt over intervals >= 1 s
+    interval_max: float | None = None
+    page_rate_min: float | None = None
+    page_rate_max: float | None = None
+    dirty_reports: int = 0  # samples with a dirty rate that is a measurement
+    dirty_max: float | None = None
+    passes_max: int | None = None
+    remaining_values: int = 0
+    remaining_jumps: int = 0
+    throttle_max: float | None = None
+    miss_rate_max: float | None = None
+    overflow_first: int | None = None
+    _prev_point: tuple[float, int] | None = None
+    _prev_remaining: int | None = None
+    _prev_key: tuple | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> SeriesStats:
+        out = SeriesStats(**{k: getattr(self, k) for k in self.__slots__ if k != "extra"})
+        out.extra = dict(self.extra)
+        return out
+
+    def fold(self, s: Any) -> bool:
+        """Count one sample; True if it is a change point that thinning must keep."""
+        self.count += 1
+        keep = self.count == 1
+        t, x = s.t, s.transferred
+        if t is not None and x is not None:
+            if self.first_point is None:
+                self.first_point = (t, x)
+            prev = self._prev_point
+            # The same walk as analysis.metrics.interval_rates, one point at a time.
+            if prev is not None and t > prev[0] and x >= prev[1]:
+                if t - prev[0] >= 1.0:
+                    rate = (x - prev[1]) / (t - prev[0])
+                    self.interval_min = _lo(self.interval_min, rate)
+                    self.interval_max = _hi(self.interval_max, rate)
+                self._prev_point = (t, x)
+            elif prev is None or t > prev[0] or x < prev[1]:
+                self._prev_point = (t, x)
+        if s.page_rate is not None:
+            self.page_rate_min = _lo(self.page_rate_min, s.page_rate)
+            self.page_rate_max = _hi(self.page_rate_max, s.page_rate)
+        d = s.dirty_rate
+        if d is not None and not (d == 0 and ((s.passes or 0) < 2 or s.status == "completed")):
+            self.dirty_reports += 1
+            self.dirty_max = _hi(self.dirty_max, d)
+        if s.passes is not None:
+            self.passes_max = _hi(self.passes_max, s.passes)
+        if s.remaining is not None:
+            self.remaining_values += 1
+            before = self._prev_remaining
+            if before is not None and s.remaining > before + _PASS_JUMP:
+                self.remaining_jumps += 1
+                keep = True
+            self._prev_remaining = s.remaining
+        if s.throttle_pct is not None:
+            self.throttle_max = _hi(self.throttle_max, s.throttle_pct)
+        xb = s.xbzrle
+        if xb is not None:
+            if xb.cache_miss_rate is not None:
+                self.miss_rate_max = _hi(self.miss_rate_max, xb.cache_miss_rate)
+            if xb.overflow is not None and self.overflow_first is None:
+                self.overflow_first = xb.overflow
+        over = bool(x and s.total and x > s.total)
+        key = (s.status, s.passes, s.throttle_pct, s.error, over, s.xbzrle is None)
+        if key != self._prev_key:
+            keep = True
+            self._prev_key = key
+        return keep
+
+
+def _lo(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a
+
+
+def _hi(a: Any, b: Any) -> Any:
+    return b if a is None or b > a else a
+
+
+class SampleList(list):
+    """``Run.samples``: a list that thins itself past :data:`SAMPLE_LIMIT` (see module doc)."""
+
+    def __init__(self, *args: Any, limit: int = SAMPLE_LIMIT):
+        super().__init__(*args)
+        self.limit = max(8, limit)
+        self.stride = 1  # keep every stride-th sample (by position in the log) ...
+        self._stats = SeriesStats()
+        self._folded = 0  # leading elements already counted in _stats
+        self._index: list[int] = []  # ... position of each folded element
+        self._pinned = bytearray()  # ... and 1 where it must be kept anyway
+
+    def append(self, sample: Any) -> None:
+        list.append(self, sample)
+        if len(self) - self._folded > TAIL + _BATCH:
+            self._fold(len(self) - TAIL)
+
+    @property
+    def thinned(self) -> bool:
+        return self.stride > 1
+
+    @property
+    def seen(self) -> int:
+        """Samples appended so far, thinned or not."""
+        return self._stats.count + (len(self) - self._folded)
+
+    def stats(self) -> SeriesStats:
+        """Exact figures over every sample appended (folds the newest without thinning)."""
+        st = self._stats.copy()
+        for s in self[self._folded :]:
+            st.fold(s)
+        return st
+
+    def _fold(self, end: int) -> None:
+        kept, index, pinned = [], [], []
+        for s in self[self._folded : end]:
+            pos = self._stats.count
+            change = self._stats.fold(s)
+            if change or pos % self.stride == 0:
+                kept.append(s)
+                index.append(pos)
+                pinned.append(1 if change else 0)
+        self[self._folded : end] = kept
+        self._index += index
+        self._pinned += bytes(pinned)
+        self._folded += len(kept)
+        while self._folded > self.limit:
+            self._halve()
+
+    def _halve(self) -> None:
+        self.stride *= 2
+        pinned = sum(self._pinned)
+        # Change points too can be too many (a sync every poll): then thin them as well.
+        pin_stride = 1 if pinned <= self.limit // 2 else math.ceil(2 * pinned / self.limit)
+        kept, index, flags = [], [], bytearray()
+        n_pin = 0
+        for s, pos, pin in zip(self[: self._folded], self._index, self._pinned, strict=True):
+            if pin:
+                n_pin += 1
+                if (n_pin - 1) % pin_stride and pos != 0:
+                    continue
+            elif pos % self.stride:
+                continue
+            kept.append(s)
+            index.append(pos)
+            flags.append(pin)
+        self[: self._folded] = kept
+        self._index, self._pinned, self._folded = index, flags, len(kept)
+
+
+class EventList(list):
+    """``Run.events``: every event of a kind up to a cap, then every n-th of that kind."""
+
+    def __init__(self, *args: Any, per_kind: int = EVENTS_PER_KIND):
+        super().__init__(*args)
+        self.per_kind = max(4, per_kind)
+        self.seen: dict[str, int] = {}  # events appended per kind
+        self.strides: dict[str, int] = {}
+        self.kept: dict[str, int] = {}
+
+    @property
+    def thinned(self) -> bool:
+        return any(v > 1 for v in self.strides.values())
+
+    def append(self, event: Any) -> None:
+        kind = getattr(event, "kind", None)
+        n = self.seen.get(kind, 0)
+        self.seen[kind] = n + 1
+        stride = self.strides.get(kind, 1)
+        if n % stride:
+            return
+        list.append(self, event)
+        kept = self.kept.get(kind, 0) + 1
+        self.kept[kind] = kept
+        if kept > self.per_kind:
+            self._halve(kind)
+
+    def _halve(self, kind: Any) -> None:
+        # The kept events of this kind are at positions 0, s, 2s, ...: keep every other.
+        self.strides[kind] = self.strides.get(kind, 1) * 2
+        out, i = [], 0
+        for e in self:
+            if getattr(e, "kind", None) == kind:
+                i += 1
+                if (i - 1) % 2:
+                    continue
+            out.append(e)
+        self[:] = out
+        self.kept[kind] = (self.kept[kind] + 1) // 2
+
+    def thinned_kinds(self) -> dict[str, tuple[int, int]]:
+        """Kinds that were thinned: kind -> (seen, kept)."""
+        return {k: (self.seen[k], self.kept[k]) for k, s in self.strides.items() if s > 1}
