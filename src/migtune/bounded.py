@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SAMPLE_LIMIT = 50_000  # ~30 MB of samples with their source lines
-TAIL = 64  # the newest samples are never thinned: parsers may still complete them
-_BATCH = 4096  # fold this many samples at a time (amortises the list surgery)
+TAIL = 8  # the newest samples are never thinned: parsers may still complete them
+_BATCH = 48  # fold this often: thinned samples then die young, cheap for the GC
 EVENTS_PER_KIND = 5_000
 _PASS_JUMP = 4 * 1024**2  # same threshold as analysis.metrics: a rise of remaining = new pass
 
@@ -62,55 +62,105 @@ class SeriesStats:
 
     def fold(self, s: Any) -> bool:
         """Count one sample; True if it is a change point that thinning must keep."""
-        self.count += 1
-        keep = self.count == 1
-        t, x = s.t, s.transferred
-        if t is not None and x is not None:
-            if self.first_point is None:
-                self.first_point = (t, x)
-            prev = self._prev_point
-            # The same walk as analysis.metrics.interval_rates, one point at a time.
-            if prev is not None and t > prev[0] and x >= prev[1]:
-                if t - prev[0] >= 1.0:
-                    rate = (x - prev[1]) / (t - prev[0])
-                    self.interval_min = _lo(self.interval_min, rate)
-                    self.interval_max = _hi(self.interval_max, rate)
-                self._prev_point = (t, x)
-            elif prev is None or t > prev[0] or x < prev[1]:
-                self._prev_point = (t, x)
-        if s.page_rate is not None:
-            self.page_rate_min = _lo(self.page_rate_min, s.page_rate)
-            self.page_rate_max = _hi(self.page_rate_max, s.page_rate)
-        d = s.dirty_rate
-        if d is not None and not (d == 0 and ((s.passes or 0) < 2 or s.status == "completed")):
-            self.dirty_reports += 1
-            self.dirty_max = _hi(self.dirty_max, d)
-        if s.passes is not None:
-            self.passes_max = _hi(self.passes_max, s.passes)
-        if s.remaining is not None:
-            self.remaining_values += 1
+        return self.fold_many([s])[0]
+
+    def fold_many(self, batch: list[Any]) -> list[bool]:
+        """Count consecutive samples; per sample, True for a change point to keep.
+
+        Runs over every sample of a big log, so each figure is one comprehension over
+        the batch rather than a branchy loop per sample.
+        """
+        keep = [False] * len(batch)
+        if not batch:
+            return keep
+        if self.count == 0:
+            keep[0] = True
+        self.count += len(batch)
+        self._points([(s.t, s.transferred) for s in batch])
+        self._extremes(batch)
+        rem = [(i, v) for i, s in enumerate(batch) if (v := s.remaining) is not None]
+        if rem:
+            self.remaining_values += len(rem)
             before = self._prev_remaining
-            if before is not None and s.remaining > before + _PASS_JUMP:
-                self.remaining_jumps += 1
-                keep = True
-            self._prev_remaining = s.remaining
-        if s.throttle_pct is not None:
-            self.throttle_max = _hi(self.throttle_max, s.throttle_pct)
-        xb = s.xbzrle
-        if xb is not None:
-            if xb.cache_miss_rate is not None:
-                self.miss_rate_max = _hi(self.miss_rate_max, xb.cache_miss_rate)
-            if xb.overflow is not None and self.overflow_first is None:
-                self.overflow_first = xb.overflow
-        over = bool(x and s.total and x > s.total)
-        key = (s.status, s.passes, s.throttle_pct, s.error, over, s.xbzrle is None)
-        if key != self._prev_key:
-            keep = True
-            self._prev_key = key
+            for i, v in rem:
+                if before is not None and v > before + _PASS_JUMP:
+                    self.remaining_jumps += 1
+                    keep[i] = True
+                before = v
+            self._prev_remaining = before
+        keys = [
+            (
+                s.status,
+                s.passes,
+                s.throttle_pct,
+                s.error,
+                bool(s.transferred and s.total and s.transferred > s.total),
+                s.xbzrle is None,
+            )
+            for s in batch
+        ]
+        prev = self._prev_key
+        for i, key in enumerate(keys):
+            if key != prev:
+                keep[i] = True
+                prev = key
+        self._prev_key = prev
         return keep
 
+    def _points(self, pts: list[tuple[Any, Any]]) -> None:
+        """Extremes of Δtransferred/Δt: the walk of analysis.metrics.interval_rates."""
+        prev = self._prev_point
+        lo, hi = self.interval_min, self.interval_max
+        for t, x in pts:
+            if t is None or x is None:
+                continue
+            if prev is None:
+                self.first_point = prev = (t, x)
+            elif t > prev[0] and x >= prev[1]:
+                if t - prev[0] >= 1.0:
+                    rate = (x - prev[1]) / (t - prev[0])
+                    if lo is None or rate < lo:
+                        lo = rate
+                    if hi is None or rate > hi:
+                        hi = rate
+                prev = (t, x)
+            elif x < prev[1]:
+                prev = (t, x)
+        self._prev_point, self.interval_min, self.interval_max = prev, lo, hi
 
-def _lo(a: float | None, b: float) -> float:
+    def _extremes(self, batch: list[Any]) -> None:
+        pages = [v for s in batch if (v := s.page_rate) is not None]
+        if pages:
+            self.page_rate_min = _lo(self.page_rate_min, min(pages))
+            self.page_rate_max = _hi(self.page_rate_max, max(pages))
+        # QEMU reports a dirty rate of 0 before its first period and once completed.
+        dirty = [
+            v
+            for s in batch
+            if (v := s.dirty_rate) is not None
+            and not (v == 0 and ((s.passes or 0) < 2 or s.status == "completed"))
+        ]
+        if dirty:
+            self.dirty_reports += len(dirty)
+            self.dirty_max = _hi(self.dirty_max, max(dirty))
+        passes = [v for s in batch if (v := s.passes) is not None]
+        if passes:
+            self.passes_max = _hi(self.passes_max, max(passes))
+        throttle = [v for s in batch if (v := s.throttle_pct) is not None]
+        if throttle:
+            self.throttle_max = _hi(self.throttle_max, max(throttle))
+        xbs = [x for s in batch if (x := s.xbzrle) is not None]
+        if xbs:
+            rates = [v for x in xbs if (v := x.cache_miss_rate) is not None]
+            if rates:
+                self.miss_rate_max = _hi(self.miss_rate_max, max(rates))
+            if self.overflow_first is None:
+                self.overflow_first = next(
+                    (x.overflow for x in xbs if x.overflow is not None), None
+                )
+
+
+def _lo(a: Any, b: Any) -> Any:
     return b if a is None or b < a else a
 
 
@@ -147,23 +197,19 @@ class SampleList(list):
     def stats(self) -> SeriesStats:
         """Exact figures over every sample appended (folds the newest without thinning)."""
         st = self._stats.copy()
-        for s in self[self._folded :]:
-            st.fold(s)
+        st.fold_many(self[self._folded :])
         return st
 
     def _fold(self, end: int) -> None:
-        kept, index, pinned = [], [], []
-        for s in self[self._folded : end]:
-            pos = self._stats.count
-            change = self._stats.fold(s)
-            if change or pos % self.stride == 0:
-                kept.append(s)
-                index.append(pos)
-                pinned.append(1 if change else 0)
-        self[self._folded : end] = kept
-        self._index += index
-        self._pinned += bytes(pinned)
-        self._folded += len(kept)
+        batch = self[self._folded : end]
+        base, stride = self._stats.count, self.stride
+        changes = self._stats.fold_many(batch)
+        keep = [i for i, c in enumerate(changes) if c or (base + i) % stride == 0]
+        if len(keep) < len(batch):
+            self[self._folded : end] = [batch[i] for i in keep]
+        self._index += [base + i for i in keep]
+        self._pinned += bytes(1 if changes[i] else 0 for i in keep)
+        self._folded += len(keep)
         while self._folded > self.limit:
             self._halve()
 

@@ -176,6 +176,9 @@ class Run:
     # The source's lines for `explain`: a LineSource that reads the file again on each
     # iteration (a 1 GB log is never held in memory), or a list for runs built from text.
     lines: Iterable[str] | None = None
+    # Error-like lines of the source, collected while parsing (sources.errorlines), so
+    # the failure rules need not read a big log again; None: scan ``lines`` when needed.
+    error_lines: list[str] | None = None
     meta: dict[str, Any] = field(
         default_factory=dict
     )  # source-specific facts (workload, versions...)

@@ -8,27 +8,14 @@ fallback, the whole log text (messages are sometimes wrapped over two lines).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from migtune.analysis import recommend as rec
 from migtune.analysis.findings import Finding, Recommendation
 from migtune.analysis.metrics import Metrics
 from migtune.model import Run
+from migtune.sources.errorlines import error_lines
 from migtune.units import format_bytes, format_duration, format_rate
 
-# Plain substring tests: a regex alternation per line is ~30x slower on big logs.
-_KEYWORDS = (
-    "error",
-    "fail",
-    "too old",
-    "machine",
-    "section",
-    "vmstate",
-    "load",
-    "interrupt",
-    "cancel",
-)
-MAX_ERROR_LINES = 5_000  # error-like lines searched by the text rules (a garbage log has millions)
 _ERROR_KINDS = ("error", "target-output", "cancelled", "warning", "status", "finished")
 
 MACHINE_RE = re.compile(
@@ -59,29 +46,11 @@ def error_text(run: Run) -> str:
     """Error-like messages of the run, one per line, plus the raw log as a fallback."""
     parts = [e.message for e in run.events if e.kind in _ERROR_KINDS]
     parts += [s.error for s in run.samples if s.error]
-    if run.lines is not None:
-        parts += _keyword_lines(run.lines)
+    if run.error_lines is not None:
+        parts += run.error_lines
+    elif run.lines is not None:
+        parts += error_lines(run.lines)
     return "\n".join(parts)
-
-
-def _keyword_lines(lines: Iterable[str]) -> list[str]:
-    """Lines that can carry an error, each joined with the next one because messages are
-    sometimes wrapped.  One pass over the (possibly re-read, possibly huge) source with
-    plain substring tests; capped, since the first errors are the ones that matter."""
-    out: list[str] = []
-    pending: str | None = None
-    for line in lines:
-        if pending is not None:
-            out.append(f"{pending.strip()} {line.strip()}")
-            pending = None
-            if len(out) >= MAX_ERROR_LINES:
-                return out
-        low = line.lower()
-        if not line.startswith("#") and any(k in low for k in _KEYWORDS):
-            pending = line
-    if pending is not None:
-        out.append(pending.strip())
-    return out
 
 
 def first_error(run: Run) -> str | None:

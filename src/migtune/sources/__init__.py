@@ -23,6 +23,7 @@ from migtune.bounded import EventList, SampleList
 from migtune.errors import InputError
 from migtune.model import Run
 from migtune.sources._common import warn
+from migtune.sources.errorlines import ErrorLines
 from migtune.sources.linesource import MAX_LINE_CHARS, LineSource
 
 # Order matters only for ties in sniffing.
@@ -91,11 +92,12 @@ def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<inp
     """
     cut: list[tuple[int, int]] = []
     if isinstance(source, LineSource):
-        stream = source.lines(on_cut=lambda no, length: cut.append((no, length)))
+        batches = source.batches(on_cut=lambda no, length: cut.append((no, length)))
     else:
-        stream = iter(source)
+        batches = _batched(iter(source))
     comments: list[str] = []
-    body = blank_header_comments(stream, comments)
+    errors = ErrorLines()
+    body = _body(batches, errors, comments)
     head: list[str] = []
     seen = 0
     for line in body:
@@ -108,11 +110,38 @@ def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<inp
         raise InputError(f"{name}: no log lines")
     chosen = fmt or detect_format([line for line in head if line.strip()])
     run = _module(chosen).parse(itertools.chain(head, body))
+    for _ in body:  # a parser that stopped early: the error lines still see the rest
+        pass
     run.lines = source
+    run.error_lines = errors.close()
     if comments:
         run.meta["comments"] = comments
     _note_bounds(run, cut)
     return run
+
+
+def _batched(lines: Iterator[str], size: int = 1024) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(lines, size)):
+        yield batch
+
+
+def _body(batches: Iterable[list[str]], errors: ErrorLines, comments: list[str]) -> Iterator[str]:
+    """One pass over the source: header comments blanked, error lines collected.
+
+    A single generator over whole batches keeps the per-line overhead to one ``yield``.
+    """
+    in_header = True
+    for batch in batches:
+        if in_header:
+            for i, line in enumerate(batch):
+                if line.startswith("#"):
+                    comments.append(line.lstrip("# ").rstrip())
+                    batch[i] = ""
+                elif line.strip():
+                    in_header = False
+                    break
+        errors.feed(batch)
+        yield from batch
 
 
 def blank_header_comments(lines: Iterator[str], comments: list[str]) -> Iterator[str]:

@@ -28,6 +28,8 @@ from migtune.errors import InputError
 MAX_LINE_CHARS = 1 << 20  # a longer line is cut here: no real log line comes near it
 _CHUNK = 1 << 20
 _BINARY_PROBE = 65536
+# What str.splitlines() splits on (after universal-newline decoding turned \r\n into \n).
+_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 class LineSource:
@@ -85,33 +87,38 @@ class LineSource:
             raise InputError(f"{path}: file is empty")
 
     def __iter__(self) -> Iterator[str]:
-        return self.lines()
+        for batch in self.batches():
+            yield from batch
 
-    def lines(self, on_cut: Callable[[int, int], None] | None = None) -> Iterator[str]:
-        """Each line without its line break; ``on_cut(line_no, length)`` for cut lines."""
+    def batches(self, on_cut: Callable[[int, int], None] | None = None) -> Iterator[list[str]]:
+        """The lines in consecutive lists (one per ~1 MiB read), without line breaks.
+
+        Splitting a whole chunk at once keeps the per-line cost in C; ``on_cut(line_no,
+        length)`` is called for each line cut at :data:`MAX_LINE_CHARS`.
+        """
+        no = 0
+        carry = ""
         with self._open() as f:
-            no = 0
-            readline = f.readline
+            read = f.read
             while True:
-                raw = readline(MAX_LINE_CHARS)
-                if not raw:
-                    return
-                if len(raw) == MAX_LINE_CHARS and raw[-1] != "\n":
-                    *whole, last = raw.splitlines() or [""]
-                    for part in whole:
-                        no += 1
-                        yield part
-                    no += 1
-                    length = len(last) + _skip_rest(f)
-                    self.cut_lines[no] = length
+                chunk = read(_CHUNK)
+                if not chunk:
+                    break
+                text = carry + chunk if carry else chunk
+                lines = text.splitlines()
+                carry = "" if text[-1] in _BREAKS else lines.pop()
+                if len(carry) > MAX_LINE_CHARS:
+                    lines.append(carry[:MAX_LINE_CHARS])
+                    length = len(carry) + _skip_rest(f)
+                    carry = ""
+                    self.cut_lines[no + len(lines)] = length
                     if on_cut is not None:
-                        on_cut(no, length)
-                    yield last
-                    continue
-                # Form feeds, vertical tabs, U+2028 ... are line breaks for splitlines() too.
-                for part in raw.splitlines():
-                    no += 1
-                    yield part
+                        on_cut(no + len(lines), length)
+                no += len(lines)
+                if lines:
+                    yield lines
+            if carry:
+                yield [carry]
 
     def _open(self):
         try:
@@ -124,7 +131,11 @@ class LineSource:
 
 
 def _skip_rest(f) -> int:
-    """Read past the rest of an overlong line; the number of characters skipped."""
+    """Read past the rest of an overlong line; the number of characters skipped.
+
+    Only a newline ends it here (a form feed inside the skipped part does not): an
+    overlong line is a corrupt stretch of the file anyway.
+    """
     skipped = 0
     while True:
         rest = f.readline(_CHUNK)
