@@ -4,10 +4,19 @@ A long run (a lab recording at 10 samples/s, an hour of Proxmox progress lines) 
 make the page too big to attach to a ticket, so above a size budget the routine
 progress lines are thinned evenly; every other line, the first sample of each pass,
 and the head and tail of the log are always kept.
+
+A log far above the budget (hundreds of MB) is never held: the explained lines are
+walked once and an excerpt is kept as they pass (:class:`_Excerpt`): the head, the
+tail, the lines that say something other than progress (set-up, setting changes,
+errors, the first line of each pass) up to a cap, and an even subset of the rest.  The
+page says how many lines it left out.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator
 from html import escape
 from typing import Any
 
@@ -22,11 +31,22 @@ def _esc(value: Any) -> str:
     return escape(str(value), quote=False)
 
 
-def log_lines(run: Run, explanation: Any | None) -> list[tuple[int, str, list[str]]]:
-    """(line number, text, notes) for every line of the source."""
-    if explanation is not None and getattr(explanation, "lines", None):
-        return [(ln.line, ln.text, list(ln.notes)) for ln in explanation.lines]
-    return [(i, text, []) for i, text in enumerate(run.lines or [], 1)]
+MUST_BUDGET = LOG_BUDGET // 2  # streaming: cost kept for non-routine lines, the rest thinned
+_ROUTINE_KINDS = {"info", "storage-progress", "target-output", "status", "throttle-change"}
+
+Line = tuple[int, str, list[str]]
+
+
+def iter_log_lines(run: Run, explanation: Any | None) -> Iterator[Line]:
+    """(line number, text, notes) for every line of the source, one at a time."""
+    if explanation is not None and getattr(explanation, "lines", None) is not None:
+        return ((ln.line, ln.text, list(ln.notes)) for ln in explanation.lines)
+    return ((i, text, []) for i, text in enumerate(run.lines or [], 1))
+
+
+def log_lines(run: Run, explanation: Any | None) -> list[Line]:
+    """(line number, text, notes) for every line of the source (small logs)."""
+    return list(iter_log_lines(run, explanation))
 
 
 def _cost(line: tuple[int, str, list[str]]) -> int:
@@ -66,22 +86,129 @@ def select(
 
 
 def render(run: Run, explanation: Any | None) -> str:
-    lines = log_lines(run, explanation)
-    if not lines:
-        return ""
-    shown = select(lines, run)
-    left_out = len(lines) - len(shown)
-    noted = sum(1 for ln in lines if ln[2])
+    stream = iter_log_lines(run, explanation)
+    lines, big = _take_within(stream, 4 * LOG_BUDGET)
+    if not big:
+        if not lines:
+            return ""
+        shown = select(lines, run)
+        rows = [(k, *lines[k]) for k in shown]
+        return _section(run, explanation, rows, len(lines), sum(1 for ln in lines if ln[2]))
+    excerpt = _Excerpt(run)
+    for line in itertools.chain(lines, stream):
+        excerpt.add(line)
+    why = (
+        "; an excerpt: the first and last lines, set-up, setting changes, errors and the first "
+        "line of each pass, and an even subset of the progress lines ({left} lines left out "
+        "to keep the page small; `migtune explain` prints them all)"
+    )
+    return _section(run, explanation, excerpt.rows(), excerpt.count, excerpt.noted, why)
+
+
+def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]:
+    """The first lines up to ``budget`` of cost; True if the log goes on beyond it."""
+    out: list[Line] = []
+    spent = 0
+    for line in stream:
+        out.append(line)
+        spent += _cost(line)
+        if spent > budget:
+            return out, True
+    return out, False
+
+
+class _Excerpt:
+    """A bounded excerpt of an explained log, chosen while the lines stream past.
+
+    Routine lines are kept every ``stride``-th; when their cost passes the budget the
+    stride doubles and every other kept one goes, so they stay evenly spread over the
+    whole log.  Other lines are kept the same way under their own budget.
+    """
+
+    def __init__(self, run: Run):
+        self.count = self.noted = 0
+        self.head: list[tuple[int, int, str, list[str]]] = []
+        self.tail: deque[tuple[int, int, str, list[str]]] = deque(maxlen=LOG_EDGE)
+        self.sample_pass = {s.source.line: s.passes for s in run.samples if s.source is not None}
+        self.event_lines = {
+            e.source.line
+            for e in run.events
+            if e.source is not None and e.kind not in _ROUTINE_KINDS
+        }
+        self.prev_pass: object = object()
+        self.must = _Strided(MUST_BUDGET)
+        self.routine = _Strided(LOG_BUDGET - MUST_BUDGET)
+
+    def add(self, line: Line) -> None:
+        k = self.count
+        self.count += 1
+        no, text, notes = line
+        if notes:
+            self.noted += 1
+        if len(text) > MAX_LINE_CHARS:  # cut here already: only the cut text is shown
+            text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
+        row = (k, no, text, notes)
+        if k < LOG_EDGE:
+            self.head.append(row)
+            return
+        if len(self.tail) == LOG_EDGE:
+            self._place(self.tail[0])
+        self.tail.append(row)
+
+    def _place(self, row: tuple[int, int, str, list[str]]) -> None:
+        no = row[1]
+        first_of_pass = no in self.sample_pass and self.sample_pass[no] != self.prev_pass
+        if no in self.sample_pass:
+            self.prev_pass = self.sample_pass[no]
+        if no in self.event_lines or first_of_pass:
+            self.must.add(row)
+        else:
+            self.routine.add(row)
+
+    def rows(self) -> list[tuple[int, int, str, list[str]]]:
+        middle = sorted(self.must.kept + self.routine.kept)
+        return self.head + middle + list(self.tail)
+
+
+class _Strided:
+    """Every ``stride``-th row offered, the stride doubling to stay within ``budget``."""
+
+    def __init__(self, budget: int):
+        self.budget, self.stride, self.offered, self.spent = budget, 1, 0, 0
+        self.kept: list[tuple[int, int, str, list[str]]] = []
+
+    def add(self, row: tuple[int, int, str, list[str]]) -> None:
+        n = self.offered
+        self.offered += 1
+        if n % self.stride:
+            return
+        self.kept.append(row)
+        self.spent += _cost(row[1:])
+        while self.spent > self.budget and len(self.kept) > 1:
+            self.stride *= 2
+            self.kept = self.kept[::2]
+            self.spent = sum(_cost(r[1:]) for r in self.kept)
+
+
+def _section(
+    run: Run,
+    explanation: Any | None,
+    shown: Iterable[tuple[int, int, str, list[str]]],
+    total: int,
+    noted: int,
+    why: str = "; {left} routine progress lines left out to keep the page small",
+) -> str:
     what = "Explained log" if explanation is not None else "Log"
     rows = []
     prev = -1
-    for k in shown:
+    count = 0
+    for k, no, text, notes in shown:
+        count += 1
         if k > prev + 1:
             rows.append(
                 f'<tr class="gap"><td class="no">...</td><td>{k - prev - 1} lines left out</td></tr>'
             )
         prev = k
-        no, text, notes = lines[k]
         if len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
         cls = ' class="noted"' if notes else ""
@@ -91,11 +218,10 @@ def render(run: Run, explanation: Any | None) -> str:
             + (f'<ul class="notes">{note_html}</ul>' if notes else "")
             + "</td></tr>"
         )
-    extra = (
-        f"; {left_out} routine progress lines left out to keep the page small" if left_out else ""
-    )
+    left_out = total - count
+    extra = why.format(left=left_out) if left_out else ""
     return (
         '<section id="log"><h2>Log</h2><details class="log">'
-        f"<summary>{what}: {len(lines)} lines, {noted} with notes{extra}</summary>"
+        f"<summary>{what}: {total} lines, {noted} with notes{extra}</summary>"
         f'<table class="log"><tbody>{"".join(rows)}</tbody></table></details></section>'
     )
