@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SAMPLE_LIMIT = 50_000  # ~30 MB of samples with their source lines
+SAMPLE_LIMIT = 20_000  # ~1 KB each with its source line: ~20 MB; charts draw 400 points
 TAIL = 8  # the newest samples are never thinned: parsers may still complete them
 _BATCH = 48  # fold this often: thinned samples then die young, cheap for the GC
 EVENTS_PER_KIND = 5_000
@@ -171,9 +171,9 @@ def _hi(a: Any, b: Any) -> Any:
 class SampleList(list):
     """``Run.samples``: a list that thins itself past :data:`SAMPLE_LIMIT` (see module doc)."""
 
-    def __init__(self, *args: Any, limit: int = SAMPLE_LIMIT):
+    def __init__(self, *args: Any, limit: int | None = None):
         super().__init__(*args)
-        self.limit = max(8, limit)
+        self.limit = max(8, limit or SAMPLE_LIMIT)
         self.stride = 1  # keep every stride-th sample (by position in the log) ...
         self._stats = SeriesStats()
         self._folded = 0  # leading elements already counted in _stats
@@ -237,9 +237,9 @@ class SampleList(list):
 class EventList(list):
     """``Run.events``: every event of a kind up to a cap, then every n-th of that kind."""
 
-    def __init__(self, *args: Any, per_kind: int = EVENTS_PER_KIND):
+    def __init__(self, *args: Any, per_kind: int | None = None):
         super().__init__(*args)
-        self.per_kind = max(4, per_kind)
+        self.per_kind = max(4, per_kind or EVENTS_PER_KIND)
         self.seen: dict[str, int] = {}  # events appended per kind
         self.strides: dict[str, int] = {}
         self.kept: dict[str, int] = {}

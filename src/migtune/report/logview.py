@@ -97,10 +97,11 @@ def render(run: Run, explanation: Any | None) -> str:
     excerpt = _Excerpt(run)
     for line in itertools.chain(lines, stream):
         excerpt.add(line)
+    what = "routine progress lines" if excerpt.must.stride == 1 else "lines (mostly progress)"
     why = (
-        "; an excerpt: the first and last lines, set-up, setting changes, errors and the first "
-        "line of each pass, and an even subset of the progress lines ({left} lines left out "
-        "to keep the page small; `migtune explain` prints them all)"
+        f"; {{left}} {what} left out to keep the page small: shown are the first and last "
+        "lines, set-up, setting changes, errors, the first line of each pass and an even "
+        "subset of the progress lines (`migtune explain` prints them all)"
     )
     return _section(run, explanation, excerpt.rows(), excerpt.count, excerpt.noted, why)
 

@@ -111,14 +111,22 @@ class LineSource:
                     lines.append(carry[:MAX_LINE_CHARS])
                     length = len(carry) + _skip_rest(f)
                     carry = ""
-                    self.cut_lines[no + len(lines)] = length
-                    if on_cut is not None:
-                        on_cut(no + len(lines), length)
+                    self._cut(no + len(lines), length, on_cut)
+                if lines and max(map(len, lines)) > MAX_LINE_CHARS:
+                    for i, line in enumerate(lines):
+                        if len(line) > MAX_LINE_CHARS:
+                            lines[i] = line[:MAX_LINE_CHARS]
+                            self._cut(no + i + 1, len(line), on_cut)
                 no += len(lines)
                 if lines:
                     yield lines
             if carry:
                 yield [carry]
+
+    def _cut(self, no: int, length: int, on_cut: Callable[[int, int], None] | None) -> None:
+        self.cut_lines[no] = length
+        if on_cut is not None:
+            on_cut(no, length)
 
     def _open(self):
         try:
