@@ -332,6 +332,22 @@ def test_report_log_excerpt_is_bounded(tmp_path):
     assert "migrate_cancel" in html  # the tail
 
 
+def test_excerpt_notes_are_those_of_the_full_explanation(tmp_path, monkeypatch):
+    path = tmp_path / "long.log"
+    _proxmox_log(path, 30_000)
+    monkeypatch.setattr(bounded, "SAMPLE_LIMIT", 2_000)  # thinned: notes from the re-parse
+    run = load_run(path)
+    x = explain(run)
+    full = {ln.line: ln.notes for ln in x.lines}
+    plan = logview._Excerpt(run, logview._count_lines(run, x))
+    for item in x.lines.walk(plan.wanted):
+        plan.add(None if item is None else (item.line, item.text, list(item.notes)))
+    rows = plan.rows()
+    assert 200 < len(rows) < len(full) / 5
+    assert all(notes == full[no] for _, no, _, notes in rows)
+    assert sum(1 for *_, notes in rows if notes) > 100
+
+
 # --- memory -------------------------------------------------------------------------------
 
 _RSS = """

@@ -47,6 +47,15 @@ class ExplainedLines:
     def __iter__(self) -> Iterator[ExplainedLine]:
         return _explained_lines(self._run, self._m)
 
+    def walk(self, wanted: Callable[[int], bool]) -> Iterator[ExplainedLine | None]:
+        """Like iterating, but ``None`` for each line where ``wanted(line_no)`` is False.
+
+        For an excerpt of a huge log: Proxmox lines not wanted only update the running
+        context (their notes would be the slow part); the wanted ones get the same notes
+        as in the full explanation.
+        """
+        return _explained_lines(self._run, self._m, wanted)
+
     def __bool__(self) -> bool:
         return next(iter(self), None) is not None
 
@@ -69,7 +78,9 @@ def explain(run: Run) -> Explanation:
     )
 
 
-def _explained_lines(run: Run, m) -> Iterator[ExplainedLine]:
+def _explained_lines(
+    run: Run, m: Metrics, wanted: Callable[[int], bool] | None = None
+) -> Iterator[ExplainedLine | None]:
     ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
     samples: dict[int, Sample] = {}
     for s in run.samples:
@@ -79,10 +90,19 @@ def _explained_lines(run: Run, m) -> Iterator[ExplainedLine]:
         if e.source is not None:
             ctx.events_by_line.setdefault(e.source.line, []).append(e)
     reparsed = _reparsed_samples(run)
+    proxmox = run.format == "proxmox"
     for no, text in _numbered_lines(run):
         notes: list[str] = []
+        if wanted is not None and not wanted(no) and proxmox:
+            if text.strip() and not text.startswith("#"):
+                sample = samples.get(no)
+                if sample is None and reparsed is not None:
+                    sample = reparsed(no)
+                explain_proxmox.advance(text, sample, ctx)
+            yield None
+            continue
         if text.strip() and not text.startswith("#"):
-            if run.format == "proxmox":
+            if proxmox:
                 sample = samples.get(no)
                 if sample is None and reparsed is not None:
                     sample = reparsed(no)

@@ -326,6 +326,60 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 ]  # fmt: skip
 
 
+_XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+
+
+def advance(text: str, sample: Sample | None, c: Ctx) -> None:
+    """Do to ``c`` what :func:`notes_for` does, without writing notes (a line not shown).
+
+    The report shows an excerpt of a huge log; the notes of the lines it shows depend on
+    every progress line before them (rates over a window, pass numbers, once-only
+    remarks), so the lines left out still go through here.  Mirrors _progress/_xbzrle:
+    tests compare the shown notes with a full explanation.
+    """
+    if sample is not None and sample.transferred is not None:
+        _advance_progress(sample, c)
+        return
+    if sample is not None and sample.xbzrle is not None:
+        _advance_xbzrle(sample, c)
+        return
+    msg = message(text)
+    if _XBZRLE_LINE_RE.search(msg):
+        if c.prev is not None and c.prev.xbzrle is not None:
+            _advance_xbzrle(c.prev, c)
+        return
+    notes_for(text, sample, c)  # anything else is rare: the full path
+
+
+def _advance_progress(s: Sample, c: Ctx) -> None:
+    said = c.said
+    if c.m.ram_bytes:
+        said.add("pass1" if s.transferred / c.m.ram_bytes < 1 else "resend")
+    if s.total is not None:
+        said.add("total")
+    _delta(s, c)
+    if s.page_rate is not None:
+        said.add("page_rate")
+    if s.remaining is not None:
+        p = c.prev
+        if p is not None and p.remaining is not None and s.remaining > p.remaining + 4 * MiB:
+            c.pass_no += 1
+    if s.dirty_rate is not None:
+        said.add("dirty")
+    c.prev = s
+    if s.t is not None:
+        c.history.append(s)
+
+
+def _advance_xbzrle(s: Sample, c: Ctx) -> None:
+    x = s.xbzrle
+    if x.cache_miss_rate is not None:
+        c.said.add("xbzrle-miss")
+    if x.overflow:
+        c.said.add("xbzrle-overflow")
+        c.last_overflow = x.overflow
+
+
 def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     if sample is not None and (sample.transferred is not None or sample.xbzrle is not None):
         return _progress(sample, c) if sample.transferred is not None else _xbzrle(sample, c)

@@ -14,8 +14,6 @@ page says how many lines it left out.
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from collections.abc import Iterable, Iterator
 from html import escape
 from typing import Any
@@ -94,16 +92,23 @@ def render(run: Run, explanation: Any | None) -> str:
         shown = select(lines, run)
         rows = [(k, *lines[k]) for k in shown]
         return _section(run, explanation, rows, len(lines), sum(1 for ln in lines if ln[2]))
-    excerpt = _Excerpt(run)
-    for line in itertools.chain(lines, stream):
-        excerpt.add(line)
-    what = "routine progress lines" if excerpt.must.stride == 1 else "lines (mostly progress)"
+    # A huge log: walk it again, writing notes only for the lines the excerpt keeps.
+    plan = _Excerpt(run, _count_lines(run, explanation))
+    walk = getattr(getattr(explanation, "lines", None), "walk", None)
+    if walk is not None:
+        for item in walk(plan.wanted):
+            plan.add(None if item is None else (item.line, item.text, list(item.notes)))
+    else:
+        for line in iter_log_lines(run, explanation):
+            plan.wanted(line[0])
+            plan.add(line)
+    what = "routine progress lines" if plan.must.stride == 1 else "lines (mostly progress)"
     why = (
         f"; {{left}} {what} left out to keep the page small: shown are the first and last "
         "lines, set-up, setting changes, errors, the first line of each pass and an even "
         "subset of the progress lines (`migtune explain` prints them all)"
     )
-    return _section(run, explanation, excerpt.rows(), excerpt.count, excerpt.noted, why)
+    return _section(run, explanation, plan.rows(), plan.total, None, why)
 
 
 def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]:
@@ -118,18 +123,30 @@ def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]
     return out, False
 
 
-class _Excerpt:
-    """A bounded excerpt of an explained log, chosen while the lines stream past.
+def _count_lines(run: Run, explanation: Any | None) -> int:
+    batches = getattr(run.lines, "batches", None)
+    if batches is not None:
+        return sum(len(b) for b in batches())
+    return sum(1 for _ in iter_log_lines(run, explanation))
 
-    Routine lines are kept every ``stride``-th; when their cost passes the budget the
-    stride doubles and every other kept one goes, so they stay evenly spread over the
-    whole log.  Other lines are kept the same way under their own budget.
+
+Row = tuple[int, int, str, list[str]]
+
+
+class _Excerpt:
+    """Which lines of a huge log to show, decided line by line before their notes exist.
+
+    The head and tail (the line count is known), the lines that say something other
+    than progress (set-up, setting changes, errors, the first line of each pass) under
+    one budget and the routine progress lines under another, each kept every
+    ``stride``-th, the stride doubling (and every other kept line going) when the
+    budget is spent, so the kept lines stay evenly spread over the whole log.
     """
 
-    def __init__(self, run: Run):
-        self.count = self.noted = 0
-        self.head: list[tuple[int, int, str, list[str]]] = []
-        self.tail: deque[tuple[int, int, str, list[str]]] = deque(maxlen=LOG_EDGE)
+    def __init__(self, run: Run, total: int):
+        self.total, self.k = total, -1
+        self.head: list[Row] = []
+        self.tail: list[Row] = []
         self.sample_pass = {s.source.line: s.passes for s in run.samples if s.source is not None}
         self.event_lines = {
             e.source.line
@@ -139,36 +156,40 @@ class _Excerpt:
         self.prev_pass: object = object()
         self.must = _Strided(MUST_BUDGET)
         self.routine = _Strided(LOG_BUDGET - MUST_BUDGET)
+        self._target: list[Row] | _Strided | None = None
 
-    def add(self, line: Line) -> None:
-        k = self.count
-        self.count += 1
+    def wanted(self, no: int) -> bool:
+        """Called once per line, in order, before :meth:`add` of that line."""
+        k = self.k + 1
+        first_of_pass = False
+        if no in self.sample_pass:
+            first_of_pass = self.sample_pass[no] != self.prev_pass
+            self.prev_pass = self.sample_pass[no]
+        if k < LOG_EDGE:
+            self._target = self.head
+        elif k >= self.total - LOG_EDGE:
+            self._target = self.tail
+        else:
+            res = self.must if no in self.event_lines or first_of_pass else self.routine
+            self._target = res if res.offer() else None
+        return self._target is not None
+
+    def add(self, line: Line | None) -> None:
+        self.k += 1
+        target, self._target = self._target, None
+        if line is None or target is None:
+            return
         no, text, notes = line
-        if notes:
-            self.noted += 1
         if len(text) > MAX_LINE_CHARS:  # cut here already: only the cut text is shown
             text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
-        row = (k, no, text, notes)
-        if k < LOG_EDGE:
-            self.head.append(row)
-            return
-        if len(self.tail) == LOG_EDGE:
-            self._place(self.tail[0])
-        self.tail.append(row)
-
-    def _place(self, row: tuple[int, int, str, list[str]]) -> None:
-        no = row[1]
-        first_of_pass = no in self.sample_pass and self.sample_pass[no] != self.prev_pass
-        if no in self.sample_pass:
-            self.prev_pass = self.sample_pass[no]
-        if no in self.event_lines or first_of_pass:
-            self.must.add(row)
+        row = (self.k, no, text, notes)
+        if isinstance(target, list):
+            target.append(row)
         else:
-            self.routine.add(row)
+            target.keep(row)
 
-    def rows(self) -> list[tuple[int, int, str, list[str]]]:
-        middle = sorted(self.must.kept + self.routine.kept)
-        return self.head + middle + list(self.tail)
+    def rows(self) -> list[Row]:
+        return self.head + sorted(self.must.kept + self.routine.kept) + self.tail
 
 
 class _Strided:
@@ -176,13 +197,14 @@ class _Strided:
 
     def __init__(self, budget: int):
         self.budget, self.stride, self.offered, self.spent = budget, 1, 0, 0
-        self.kept: list[tuple[int, int, str, list[str]]] = []
+        self.kept: list[Row] = []
 
-    def add(self, row: tuple[int, int, str, list[str]]) -> None:
+    def offer(self) -> bool:
         n = self.offered
         self.offered += 1
-        if n % self.stride:
-            return
+        return n % self.stride == 0
+
+    def keep(self, row: Row) -> None:
         self.kept.append(row)
         self.spent += _cost(row[1:])
         while self.spent > self.budget and len(self.kept) > 1:
@@ -196,7 +218,7 @@ def _section(
     explanation: Any | None,
     shown: Iterable[tuple[int, int, str, list[str]]],
     total: int,
-    noted: int,
+    noted: int | None,
     why: str = "; {left} routine progress lines left out to keep the page small",
 ) -> str:
     what = "Explained log" if explanation is not None else "Log"
@@ -223,6 +245,7 @@ def _section(
     extra = why.format(left=left_out) if left_out else ""
     return (
         '<section id="log"><h2>Log</h2><details class="log">'
-        f"<summary>{what}: {total} lines, {noted} with notes{extra}</summary>"
+        f"<summary>{what}: {total} lines{'' if noted is None else f', {noted} with notes'}"
+        f"{extra}</summary>"
         f'<table class="log"><tbody>{"".join(rows)}</tbody></table></details></section>'
     )
