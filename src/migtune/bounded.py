@@ -22,6 +22,7 @@ Both are plain lists for every reader; only ``append`` differs.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ TAIL = 8  # the newest samples are never thinned: parsers may still complete the
 _BATCH = 48  # fold this often: thinned samples then die young, cheap for the GC
 EVENTS_PER_KIND = 5_000
 _PASS_JUMP = 4 * 1024**2  # same threshold as analysis.metrics: a rise of remaining = new pass
+# What a sample must keep when it changes (with "xbzrle reported" and "sent more than RAM").
+_KEY = operator.attrgetter("status", "passes", "throttle_pct", "error")
 
 
 @dataclass(slots=True)
@@ -88,28 +91,39 @@ class SeriesStats:
                     keep[i] = True
                 before = v
             self._prev_remaining = before
-        keys = [
-            (
-                s.status,
-                s.passes,
-                s.throttle_pct,
-                s.error,
-                bool(s.transferred and s.total and s.transferred > s.total),
-                s.xbzrle is None,
+        keys = list(
+            zip(
+                map(_KEY, batch),
+                [s.xbzrle is None for s in batch],
+                [bool(s.transferred and s.total and s.transferred > s.total) for s in batch],
+                strict=True,
             )
-            for s in batch
-        ]
+        )
         prev = self._prev_key
-        for i, key in enumerate(keys):
-            if key != prev:
-                keep[i] = True
-                prev = key
+        if keys.count(keys[0]) == len(keys):  # the usual batch: nothing changes in it
+            if keys[0] != prev:
+                keep[0] = True
+                prev = keys[0]
+        else:
+            for i, key in enumerate(keys):
+                if key != prev:
+                    keep[i] = True
+                    prev = key
         self._prev_key = prev
         return keep
 
     def _points(self, pts: list[tuple[Any, Any]]) -> None:
         """Extremes of Δtransferred/Δt: the walk of analysis.metrics.interval_rates."""
         prev = self._prev_point
+        if prev is not None and _steady(prev, pts):
+            # The usual batch: every point timed, time rising, bytes not falling.
+            pairs = zip([prev, *pts[:-1]], pts, strict=True)
+            rates = [(x1 - x0) / (t1 - t0) for (t0, x0), (t1, x1) in pairs if t1 - t0 >= 1.0]
+            if rates:
+                self.interval_min = _lo(self.interval_min, min(rates))
+                self.interval_max = _hi(self.interval_max, max(rates))
+            self._prev_point = pts[-1]
+            return
         lo, hi = self.interval_min, self.interval_max
         for t, x in pts:
             if t is None or x is None:
@@ -160,6 +174,17 @@ class SeriesStats:
                 )
 
 
+def _steady(prev: tuple[Any, Any], pts: list[tuple[Any, Any]]) -> bool:
+    """True when each point is timed and later than the one before, with no fewer bytes."""
+    ts = [t for t, _ in pts]
+    xs = [x for _, x in pts]
+    if None in ts or None in xs:
+        return False
+    ts.insert(0, prev[0])
+    xs.insert(0, prev[1])
+    return all(map(operator.lt, ts, ts[1:])) and all(map(operator.le, xs, xs[1:]))
+
+
 def _lo(a: Any, b: Any) -> Any:
     return b if a is None or b < a else a
 
@@ -179,11 +204,14 @@ class SampleList(list):
         self._folded = 0  # leading elements already counted in _stats
         self._index: list[int] = []  # ... position of each folded element
         self._pinned = bytearray()  # ... and 1 where it must be kept anyway
+        self._room = TAIL + _BATCH - len(self)  # appends left before the next fold
 
     def append(self, sample: Any) -> None:
         list.append(self, sample)
-        if len(self) - self._folded > TAIL + _BATCH:
+        self._room -= 1
+        if self._room < 0:
             self._fold(len(self) - TAIL)
+            self._room = _BATCH
 
     @property
     def thinned(self) -> bool:
