@@ -109,7 +109,12 @@ def write_garbage(path: str, size: int) -> None:
 
 
 def write_tib_log(path: str, lines: int) -> None:
-    """A Proxmox log whose transferred passes 1 TiB early (1 line/s at 2 GiB/s)."""
+    """A Proxmox log past 1 TiB sent, growing at 35 MiB/s, one line a second.
+
+    The report averages each point back until the bytes sent dwarf the printing
+    rounding (0.05 TiB here): no earlier point qualifies, so the old backward walk went
+    to the first line for every line (quadratic).
+    """
     start = 1735950864
     with open(path, "w", encoding="utf-8") as f:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
@@ -117,10 +122,10 @@ def write_tib_log(path: str, lines: int) -> None:
         f.write(f"{stamp} start migrate command to unix:/run/qemu-server/100.migrate\n")
         for second in range(1, lines):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + second))
-            done = second * 2 * GiB
+            done = int(1.5 * 1024 * GiB) + second * 35 * MiB
             f.write(
                 f"{stamp} migration active, transferred {format_bytes(done)} of "
-                f"{format_bytes(512 * GiB)} VM-state, {format_bytes(2 * GiB)}/s\n"
+                f"{format_bytes(512 * GiB)} VM-state, {format_bytes(35 * MiB)}/s\n"
             )
         f.write(f"{stamp} migration status: completed\n")
 
