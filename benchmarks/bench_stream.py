@@ -12,7 +12,9 @@ Generates, into a temporary directory deleted afterwards:
   series used to walk back over every line for every line there), at 1x..10x of 1.8 MB.
 
 Each command (``diagnose --json``, ``explain --json > /dev/null``, ``simulate --from``,
-``report -o``) runs in a child process; the script prints wall time, CPU time and peak
+``report -o``) runs in a child process (above ``--no-simulate-above`` MB, ``simulate``
+is replaced by what it reads before simulating: the log and the calibration's inputs,
+because the simulation's own time depends on the VM, not on the log); the script prints wall time, CPU time and peak
 RSS (``ru_maxrss`` of that child), and the rate of bench_parse.py's stream parser measured
 on the same file in the same run, so the ratio "command time / parse time" is printed too.
 
@@ -40,16 +42,24 @@ from migtune.units import GiB, MiB, format_bytes  # noqa: E402
 
 BYTES_PER_LINE = 122  # of bench_parse.write_log's lines
 RSS_GOAL = 200 * 1024**2
-COMMANDS = ("diagnose", "explain", "simulate", "report")
+COMMANDS = ("diagnose", "explain", "simulate", "report", "calibrate")
 
 
-def run_child(argv: list[str], stdout_path: str = os.devnull) -> dict:
+# What ``simulate --from`` reads before it simulates: the log, then the calibration's
+# inputs (without the fit, which runs the simulator: its speed is the simulator's).
+_CALIBRATE = (
+    "import sys; from migtune.sources import load_run; "
+    "from migtune.sim.calibrate import calibrate; calibrate(load_run(sys.argv[1]), fit=False)"
+)
+
+
+def run_child(argv: list[str], stdout_path: str = os.devnull, module: bool = True) -> dict:
     """Run ``python -m migtune argv`` and measure it alone (wait4 gives its own rusage)."""
     env = dict(os.environ)
     with open(stdout_path, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "migtune", *argv],
+            [sys.executable, *(["-m", "migtune"] if module else []), *argv],
             stdout=out,
             stderr=subprocess.PIPE,
             env=env,
@@ -171,6 +181,8 @@ def bench_file(
             fig = run_child(["explain", "--json", *fmt, path])
         elif cmd == "simulate":
             fig = run_child(["simulate", "--from", path, "--set", "downtime-limit=2s"])
+        elif cmd == "calibrate":
+            fig = run_child(["-c", _CALIBRATE, path], module=False)
         else:
             out = os.path.join(tmp, "report.html")
             fig = run_child(["report", *fmt, path, "-o", out])
@@ -211,12 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         "--big", type=int, default=1000, help="MB of the single-line/garbage files (0: skip)"
     )
     ap.add_argument("--hostile", type=int, nargs="*", default=[1, 2, 5, 10], help="scales")
-    ap.add_argument("--commands", nargs="*", default=list(COMMANDS), choices=COMMANDS)
+    ap.add_argument("--commands", nargs="*", default=list(COMMANDS[:4]), choices=COMMANDS)
     ap.add_argument(
         "--no-simulate-above",
         type=int,
-        default=100,
-        help="MB; simulate's own run time grows with the VM's history",
+        default=10,
+        help="MB; above it, only what simulate --from reads (load + calibration inputs)",
     )
     ap.add_argument("--dir", default=None, help="where to write the generated files")
     args = ap.parse_args(argv)
@@ -226,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         for mb in args.sizes:
             path = os.path.join(tmp, f"proxmox-{mb}MB.log")
             write_log(path, max(100, mb * 10**6 // BYTES_PER_LINE))
-            cmds = tuple(c for c in commands if c != "simulate" or mb <= args.no_simulate_above)
+            cmds = tuple(
+                ("calibrate" if c == "simulate" and mb > args.no_simulate_above else c)
+                for c in commands
+            )
             bench_file(path, f"Proxmox log {mb} MB", cmds, tmp, [], proxmox=True)
             os.unlink(path)
         if args.big:
