@@ -210,7 +210,8 @@ def hostile(scales: list[int], tmp: str) -> None:
         fig = run_child(["report", path, "-o", os.path.join(tmp, "tib.html")])
         print(
             f"  x{k:<3} {format_bytes(os.path.getsize(path)):>10}: series + pass table "
-            f"{float(series):6.2f} s CPU; whole report {fig['wall']:6.1f} s wall, "
+            f"{float(series):6.2f} s CPU; whole report {fig['cpu']:6.1f} s CPU "
+            f"({fig['wall']:.1f} s wall), "
             f"peak RSS {format_bytes(fig['rss'])} (rc {fig['rc']})"
         )
         os.unlink(path)
