@@ -1,6 +1,6 @@
 """Calibrate a simulation from an observed run (any format ``load_run`` reads).
 
-What a log tells, and how it becomes simulator input (reference §14.10):
+What a log tells, and how it becomes simulator input (docs/qemu-migration.md §14.10):
 
 * RAM: ``ram.total`` (or the management layer's VM-state size).
 * Link: the settings' ``max-bandwidth`` if the log names it; the observed wire rate

@@ -1,4 +1,4 @@
-"""The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
+"""The pre-copy simulation (docs/qemu-migration.md §14), stepped per ``ram_save_iterate`` call.
 
 State is numpy arrays over page numbers: ``bmap`` (QEMU's migration bitmap, all ones
 at start), ``log`` (pages the guest wrote since the last sync, only over the range the

@@ -310,7 +310,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
             off += 7
         msg = line[off:] if off else line
         if not stamped and held is None and t0 is None and msg.startswith("#"):
-            continue  # a leading "# ..." comment block (as in ../shared/logs); never Proxmox's
+            continue  # a leading "# ..." comment block (tests/fixtures/real); never Proxmox's
         # --- a message broken over two physical lines (no stamp on the second) ---------
         if (
             not stamped
