@@ -302,11 +302,19 @@ def upgrade_target(tgt: Target, machine: str | None, qemu: str | None) -> Recomm
     )
 
 
+IN_THE_GUEST = "No migration setting does this: it is done inside the guest (or by its owner)."
+
+
 def throttle_note(tgt: Target) -> Recommendation:
     """Reduce the guest's write load: the one remedy that needs no platform support."""
     return Recommendation(
         setting="workload",
         action="migrate when the guest writes less memory (off-peak), or pause the busy service",
-        commands={},
-        notes={"all": "Fewer re-dirtied pages per second is the surest way to converge."},
+        # Every recommendation carries the three platform keys (a README contract): empty
+        # lists, since this is done inside the guest, and a note saying so.
+        commands={"proxmox": [], "libvirt": [], "qmp": []},
+        notes={
+            "all": "Fewer re-dirtied pages per second is the surest way to converge.",
+            **{p: IN_THE_GUEST for p in ("proxmox", "libvirt", "qmp")},
+        },
     )

@@ -75,8 +75,12 @@ def render_finding(con: Console, f: Finding) -> None:
         for platform in (*PLATFORMS, *(p for p in r.commands if p not in PLATFORMS)):
             for cmd in r.commands.get(platform, []):
                 con.print(Text(f"         {platform + ':':9} {cmd}"))
+        # The same note for several platforms (e.g. "done inside the guest") is shown once.
+        by_note: dict[str, list[str]] = {}
         for platform, note in r.notes.items():
-            con.print(Text(f"         note ({platform}): {note}", style="dim"))
+            by_note.setdefault(note, []).append(platform)
+        for note, platforms in by_note.items():
+            con.print(Text(f"         note ({', '.join(platforms)}): {note}", style="dim"))
 
 
 def render_diagnosis(
