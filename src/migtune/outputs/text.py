@@ -16,6 +16,7 @@ from rich.text import Text
 from migtune.analysis.diagnose import Diagnosis
 from migtune.analysis.explain import Explanation
 from migtune.analysis.findings import PLATFORMS, Finding
+from migtune.analysis.metrics import Metrics
 from migtune.units import format_bytes, format_duration, format_rate
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -83,16 +84,8 @@ def render_finding(con: Console, f: Finding) -> None:
             con.print(Text(f"         note ({', '.join(platforms)}): {note}", style="dim"))
 
 
-def render_diagnosis(
-    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
-) -> None:
-    con = con or console(stream)
-    m = d.metrics
-    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
-    if d.vm:
-        title.append(f", VM {d.vm}")
-    title.append(")")
-    con.print(title)
+def diagnosis_facts(m: Metrics) -> list[str]:
+    """The headline numbers of a diagnosis, as short phrases."""
     facts = []
     if m.ram_bytes:
         facts.append(f"RAM {format_bytes(m.ram_bytes)}")
@@ -108,6 +101,20 @@ def render_diagnosis(
         facts.append(f"duration {format_duration(m.duration_s)}")
     if m.downtime_s is not None:
         facts.append(f"downtime {format_duration(m.downtime_s)}")
+    return facts
+
+
+def render_diagnosis(
+    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
+) -> None:
+    con = con or console(stream)
+    m = d.metrics
+    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
+    if d.vm:
+        title.append(f", VM {d.vm}")
+    title.append(")")
+    con.print(title)
+    facts = diagnosis_facts(m)
     if facts:
         con.print(Text("  " + ", ".join(facts)))
     for f in d.findings:
