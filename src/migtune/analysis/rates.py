@@ -1,7 +1,7 @@
 """Diagnosis rules about the transfer rate: caps, link ceilings, SSH tunnels, stalls.
 
-Thresholds follow management-layers.md §1.9-§1.10 and §8 (link-bound, tunnel-bound,
-limit-bound) and qemu-migration.md §11 (QEMU's default caps).
+Thresholds follow docs/platforms.md §1.9-§1.10 and §8 (link-bound, tunnel-bound,
+limit-bound) and docs/qemu-migration.md §11 (QEMU's default caps).
 """
 
 from __future__ import annotations

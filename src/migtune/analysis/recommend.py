@@ -2,8 +2,8 @@
 
 Each function returns one :class:`Recommendation` for one setting, with commands for
 Proxmox VE (``qm``, ``/etc/pve/datacenter.cfg``), libvirt (``virsh``) and plain QEMU
-(QMP), and a note where a platform cannot do it (management-layers.md §1.7-1.8, §2.1;
-qemu-migration.md §11).  Values are computed by the caller in base units; this module
+(QMP), and a note where a platform cannot do it (docs/platforms.md §1.7-1.8, §2.1;
+docs/qemu-migration.md §11).  Values are computed by the caller in base units; this module
 only converts them to each tool's units and rounds them to something a person would type.
 """
 

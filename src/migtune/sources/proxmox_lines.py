@@ -6,7 +6,7 @@ stream of :class:`~migtune.model.Sample` (progress counters), :class:`~migtune.m
 VM id, the outcome...).  It keeps only a few values of state, so a log of any length is
 read in constant memory; :mod:`migtune.sources.proxmox` folds the stream into a Run.
 
-Templates, their units and their history are in management-layers.md §1.2-§1.6; the
+Templates, their units and their history are in docs/platforms.md §1.2-§1.6; the
 rarely seen ones live in :mod:`migtune.sources.proxmox_templates`.
 
 Speed: a long log is almost only progress and xbzrle lines, one pair per second, so

@@ -1,4 +1,4 @@
-"""The less frequent Proxmox task-log templates (management-layers.md §1.2, §1.6).
+"""The less frequent Proxmox task-log templates (docs/platforms.md §1.2, §1.6).
 
 Each template is one entry of :data:`_TEMPLATES`: a cheap prefix (and optionally a
 substring) checked before its one compiled regex, and a handler that turns the match
