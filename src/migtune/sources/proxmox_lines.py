@@ -70,7 +70,8 @@ _OLD_XBZRLE_RE = re.compile(
 _FACTORS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "PiB": 1024**5}
 # Control characters (other than tab) or U+FFFD from undecodable bytes: not a log line.
 _GARBAGE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
-# A message continued on the next physical line (corpus #9) is glued back, within reason.
+# A message continued on the next physical line (as in the real log
+# tests/fixtures/real/proxmox-blog-machine-type-too-new-failure.txt) is glued back, within reason.
 _MAX_CONTINUATION = 2000
 
 
