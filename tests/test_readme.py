@@ -40,14 +40,17 @@ def _shell_examples() -> list[tuple[list[str], list[str]]]:
             continue
         lines = code.splitlines()
         for i, line in enumerate(lines):
-            if not line.startswith("$ migtune "):
+            if line.startswith("$ migtune "):  # a command and the output it prints
+                argv = shlex.split(line.removeprefix("$ migtune "), comments=True)
+                shown = []
+                for out in lines[i + 1 :]:
+                    if out.startswith("$ "):
+                        break
+                    shown.append(out)
+            elif line.startswith("migtune "):  # a command to type, output not shown
+                argv, shown = shlex.split(line.removeprefix("migtune "), comments=True), []
+            else:
                 continue
-            argv = shlex.split(line.removeprefix("$ migtune "))
-            shown = []
-            for out in lines[i + 1 :]:
-                if out.startswith("$ "):
-                    break
-                shown.append(out)
             if argv[0] in OFFLINE:
                 found.append((argv, shown))
     return found
