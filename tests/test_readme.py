@@ -97,7 +97,13 @@ def _in_order(shown: list[str], actual: list[str]) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("argv,shown", SHELL_EXAMPLES, ids=lambda x: " ".join(x)[:60])
+@pytest.mark.parametrize(
+    "argv,shown",
+    [
+        pytest.param(a, s, id=f"{' '.join(a)}{' (with output)' if s else ''}")
+        for a, s in SHELL_EXAMPLES
+    ],
+)
 def test_shell_example_output(argv, shown, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     assert main(argv) == 0
