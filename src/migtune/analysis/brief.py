@@ -12,6 +12,7 @@ The commands are those of the platform the log comes from (a Proxmox task log ge
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from migtune.analysis.explain import Explanation, explain
@@ -21,6 +22,10 @@ from migtune.model import Run
 # Which platform's commands fit a log of this format.
 PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "libvirt"}
 DEFAULT_EXCERPT_LINES = 8
+TEMPLATE_CHARS = 40  # enough to tell one kind of line from another
+MAX_WORD = 16  # longer words are logger names and ids, the same on every line
+_NUMBER = re.compile(r"\d")
+_UNIT = re.compile(r"^\(?(?:[KMGTP]i?)?B(?:/s)?[,.;:)]*$|^m?s[,.;:)]*$")
 
 # Event kinds that mark a turn in the story of a migration (start, outcome, errors, a
 # setting changed on the way); routine progress and set-up steps rank below them.
@@ -86,30 +91,54 @@ def informative_lines(run: Run, explained: list[ExplainedLine], n: int) -> list[
 
     samples = set(sample_lines)
 
-    def kind_of(ln: ExplainedLine) -> str:
-        line_kinds = kinds.get(ln.line, [])
-        if line_kinds:
-            return max(line_kinds, key=lambda k: _TURNING_POINTS.get(k, 1))
-        return "sample" if ln.line in samples else "note"
-
     def base(ln: ExplainedLine) -> float:
         s = max((_TURNING_POINTS.get(k, 1) for k in kinds.get(ln.line, [])), default=0)
-        if ln.line in ends:
+        # A sample's line shows its figures in one-line formats; in block formats (virsh,
+        # HMP) it is the block's heading ("Job type: Unbounded"), which shows none.
+        figures = _NUMBER.search(ln.text) is not None
+        if ln.line in ends and figures:
             s = max(s, 3)
         elif ln.line in samples:
             s = max(s, 0.5)
-        return s + 0.1 * min(len(ln.notes), 3)
+        # Among the rest, more to say ranks higher: a verdict ("faster than the link",
+        # "above the limit") takes more words than a unit conversion.
+        said = min(sum(len(note) for note in ln.notes), 400) / 2000
+        return s + 0.1 * min(len(ln.notes), 3) + said
 
-    # A run of lines of one kind (the downtime raised five times, a hundred progress
-    # lines) is told by its first and last line; the ones between rank much lower.
-    by_kind: dict[str, list[int]] = {}
+    # Lines of one template (the downtime raised five times, a hundred progress lines, the
+    # same field in every snapshot) are told by their last (where the log ends) and, less,
+    # their first; the ones between rank below every line that says something new.
+    by_template: dict[str, list[int]] = {}
     for ln in explained:
-        by_kind.setdefault(kind_of(ln), []).append(ln.line)
+        by_template.setdefault(_template(ln.text), []).append(ln.line)
 
     def score(ln: ExplainedLine) -> float:
-        same = by_kind[kind_of(ln)]
-        repeated = ln.line not in (same[0], same[-1])
-        return base(ln) * (0.3 if repeated else 1.0)
+        same = by_template[_template(ln.text)]
+        if len(same) == 1 or ln.line == same[-1]:
+            weight = 1.0
+        else:
+            weight = 0.5 if ln.line == same[0] else 0.02
+        return base(ln) * weight
 
-    ranked = sorted(explained, key=lambda ln: (-score(ln), ln.line))[:n]
-    return sorted(ranked, key=lambda ln: ln.line)
+    picked: list[ExplainedLine] = []
+    said: set[tuple[str, ...]] = set()
+    for ln in sorted(explained, key=lambda ln: (-score(ln), ln.line)):
+        if len(picked) == n:
+            break
+        notes = tuple(ln.notes)
+        if notes in said:  # the same explanation under another line adds nothing
+            continue
+        said.add(notes)
+        picked.append(ln)
+    return sorted(picked, key=lambda ln: ln.line)
+
+
+def _template(text: str) -> str:
+    """What stays the same between lines of one kind: the words without figures, units,
+    ids or time stamps (so a progress line at 181.0 MiB and one at 57.2 GiB match)."""
+    words = [
+        w
+        for w in text.split()
+        if len(w) <= MAX_WORD and not any(c.isdigit() for c in w) and not _UNIT.match(w)
+    ]
+    return " ".join(words)[:TEMPLATE_CHARS]
