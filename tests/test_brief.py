@@ -96,3 +96,26 @@ def test_brief_with_json_is_a_one_line_error(capsys):
     code, lines, err = _run(["explain", "--brief", "--json", str(NOT_CONVERGING)], capsys)
     assert code == 2 and lines == []
     assert err.count("\n") == 1 and err.startswith("migtune: error: --brief")
+
+
+def test_snapshots_show_the_final_verdicts_not_the_repeated_fields():
+    b = brief(load_run(EXAMPLES / "virsh-domjobinfo-8GiB-not-converging.txt"), max_lines=8)
+    texts = [ln.text.split(":")[0] for ln in b.excerpt]
+    # the fields that say why it does not converge, from the last snapshot
+    assert {"Dirty rate", "Expected downtime", "Iteration"} <= set(texts)
+    assert b.excerpt[-1].line > 77  # the last snapshot starts at line 77
+    # one explanation is not repeated under several lines
+    notes = [tuple(ln.notes) for ln in b.excerpt]
+    assert len(notes) == len(set(notes))
+
+
+def test_line_templates_ignore_figures_units_and_ids():
+    from migtune.analysis.brief import _template
+
+    a = "2025-06-12 14:02:20 migration active, transferred 181.0 MiB of 32.0 GiB VM-state, 35.6 MiB/s"
+    b = "2025-06-12 14:29:17 migration active, transferred 57.2 GiB of 32.0 GiB VM-state, 39.9 MiB/s"
+    assert _template(a) == _template(b)
+    assert _template("Time elapsed:     33874        ms") == _template(
+        "Time elapsed:     130874       ms"
+    )
+    assert _template("Dirty rate:       39044        pages/s") != _template("Iteration:        6")
