@@ -3,6 +3,7 @@
 Code cites ``docs/qemu-migration.md`` and ``docs/platforms.md`` by section number
 (``§1.4``); the simulator's modules and ``docs/simulator.md`` cite the QEMU notes with
 bare numbers. A renumbered or missing section would leave a citation pointing nowhere.
+And nothing in the repository refers to notes or folders outside it.
 """
 
 from __future__ import annotations
@@ -73,3 +74,21 @@ def test_simulator_citations_exist_in_the_qemu_notes(path):
     cited = set(re.findall(SECTION, path.read_text(encoding="utf-8")))
     missing = cited - _sections(DOCS["qemu-migration.md"])
     assert not missing, f"{path.name} cites §{sorted(missing)}, not in docs/qemu-migration.md"
+
+
+# Written in pieces so that this file does not match itself.
+OUTSIDE = ["../" + "shared", "MIGTUNE_" + "SHARED", "management-" + "layers.md", "lab-" + "notes"]
+
+
+def test_nothing_refers_to_a_path_outside_the_repository():
+    roots = [REPO / d for d in ("src", "tests", "docs", "benchmarks", "scripts", "examples", ".ci")]
+    files = [p for root in roots for p in root.rglob("*") if p.is_file()]
+    files += [REPO / n for n in ("README.md", "CONTRIBUTING.md", "Makefile", "pyproject.toml")]
+    offenders = []
+    for path in files:
+        if path.suffix in (".pyc", ".npz", ".png", ".gz") or "__pycache__" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        offenders += [f"{path.relative_to(REPO)}: {word}" for word in OUTSIDE if word in text]
+    assert len(files) > 100
+    assert not offenders, offenders
