@@ -119,3 +119,22 @@ def test_line_templates_ignore_figures_units_and_ids():
         "Time elapsed:     130874       ms"
     )
     assert _template("Dirty rate:       39044        pages/s") != _template("Iteration:        6")
+
+
+def test_one_walk_over_the_lines_is_enough():
+    # a huge log's explanation is walked once, as a stream: a one-shot iterator will do
+    from migtune.analysis.brief import informative_lines
+    from migtune.analysis.explain import explain
+
+    run = load_run(NOT_CONVERGING)
+    lines = list(explain(run).lines)
+    once = informative_lines(run, iter(lines), 8)
+    assert [ln.line for ln in once] == [ln.line for ln in brief(run).excerpt]
+
+
+def test_skipped_lines_are_counted():
+    b = brief(load_run(NOT_CONVERGING), max_lines=8)
+    assert b.skipped_before[0] == 0 and len(b.skipped_before) == len(b.excerpt)
+    # between excerpt lines: the non-empty lines of the log that were left out
+    assert sum(b.skipped_before) + len(b.excerpt) <= b.lines_total
+    assert b.skipped_before[1] == 5  # lines 20-24 between line 19 and line 25

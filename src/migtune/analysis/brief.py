@@ -8,12 +8,17 @@ then see the lines that prove it.
 The commands are those of the platform the log comes from (a Proxmox task log gets
 ``qm``/``datacenter.cfg`` lines, a virsh or nova log gets ``virsh``, a QEMU log QMP);
 ``migtune diagnose`` prints them for every platform with the evidence.
+
+The explained lines are walked once and only a bounded set of candidates is kept (the
+first and last line of each kind, the lines with events), so a huge log costs one pass
+and little memory.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from migtune.analysis.explain import Explanation, explain
 from migtune.analysis.findings import ExplainedLine
@@ -24,7 +29,7 @@ PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "libvi
 DEFAULT_EXCERPT_LINES = 8
 TEMPLATE_CHARS = 40  # enough to tell one kind of line from another
 MAX_WORD = 16  # longer words are logger names and ids, the same on every line
-_NUMBER = re.compile(r"\d")
+MAX_TEMPLATES = 10_000  # a log of garbage has a kind per line: stop tracking new ones
 _UNIT = re.compile(r"^\(?(?:[KMGTP]i?)?B(?:/s)?[,.;:)]*$|^m?s[,.;:)]*$")
 
 # Event kinds that mark a turn in the story of a migration (start, outcome, errors, a
@@ -53,6 +58,8 @@ class Brief:
     excerpt: list[ExplainedLine]  # the most informative lines, in log order
     lines_total: int  # non-empty lines in the log
     lines_explained: int  # lines that carry a note
+    # non-empty lines left out before each excerpt line (since the previous one)
+    skipped_before: list[int] = field(default_factory=list)
 
 
 def platform_for(fmt: str) -> str:
@@ -62,75 +69,113 @@ def platform_for(fmt: str) -> str:
 def brief(run: Run, max_lines: int = DEFAULT_EXCERPT_LINES) -> Brief:
     """Explain ``run`` and keep the ``max_lines`` explained lines that tell the most."""
     x = explain(run)
-    explained = [ln for ln in x.lines if ln.notes]
+    pick = _Picker(run)
+    pick.walk(x.lines)
+    excerpt = pick.best(max_lines)
     return Brief(
         explanation=x,
         platform=platform_for(run.format),
-        excerpt=informative_lines(run, explained, max_lines),
-        lines_total=sum(1 for ln in x.lines if ln.text.strip()),
-        lines_explained=len(explained),
+        excerpt=[c.line for c in excerpt],
+        lines_total=pick.nonempty,
+        lines_explained=pick.explained,
+        skipped_before=[
+            0 if i == 0 else c.index - excerpt[i - 1].index - 1 for i, c in enumerate(excerpt)
+        ],
     )
 
 
-def informative_lines(run: Run, explained: list[ExplainedLine], n: int) -> list[ExplainedLine]:
-    """The ``n`` explained lines with the highest score, back in log order.
+def informative_lines(run: Run, lines: Iterable[ExplainedLine], n: int) -> list[ExplainedLine]:
+    """The ``n`` explained lines that tell the most about ``run``, in log order."""
+    pick = _Picker(run)
+    pick.walk(lines)
+    return [c.line for c in pick.best(n)]
+
+
+@dataclass(slots=True)
+class _Candidate:
+    line: ExplainedLine
+    index: int  # position among the non-empty lines (to count what lies between)
+    template: str
+
+
+class _Picker:
+    """Ranks explained lines.
 
     Turning points (errors, the outcome, a limit raised) score highest; of the progress
-    lines only the first and the last are worth showing (how it started, where it ended),
-    since the ones between repeat the same template with other numbers. Ties go to the
-    earlier line so the excerpt reads as a story.
+    lines only the first and the last are worth showing (how it started, where it
+    ended). Lines of one kind (the downtime raised five times, a hundred progress lines,
+    the same field in every snapshot) are told by their last (where the log ends) and,
+    less, their first; the ones between rank below every line that says something new.
+    Among the rest, a longer explanation (a verdict such as "faster than the link")
+    ranks above a unit conversion. Ties go to the earlier line so the excerpt reads as a
+    story; an explanation already shown under another line is not shown again.
     """
-    if n <= 0 or not explained:
-        return []
-    kinds: dict[int, list[str]] = {}
-    for e in run.events:
-        if e.source is not None:
-            kinds.setdefault(e.source.line, []).append(e.kind)
-    sample_lines = sorted({s.source.line for s in run.samples if s.source is not None})
-    ends = set(sample_lines[:1] + sample_lines[-1:])
 
-    samples = set(sample_lines)
+    def __init__(self, run: Run):
+        self.kinds: dict[int, list[str]] = {}
+        for e in run.events:
+            if e.source is not None:
+                self.kinds.setdefault(e.source.line, []).append(e.kind)
+        sample_lines = [s.source.line for s in run.samples if s.source is not None]
+        self.samples = set(sample_lines)
+        self.ends = {min(sample_lines), max(sample_lines)} if sample_lines else set()
+        self.first: dict[str, _Candidate] = {}
+        self.last: dict[str, _Candidate] = {}
+        self.count: dict[str, int] = {}
+        self.others: list[_Candidate] = []  # lines with events, and the first few of all
+        self.nonempty = 0
+        self.explained = 0
 
-    def base(ln: ExplainedLine) -> float:
-        s = max((_TURNING_POINTS.get(k, 1) for k in kinds.get(ln.line, [])), default=0)
+    def walk(self, lines: Iterable[ExplainedLine]) -> None:
+        for ln in lines:
+            if ln is None or not ln.text.strip():
+                continue
+            self.nonempty += 1
+            if not ln.notes:
+                continue
+            self.explained += 1
+            tpl = _template(ln.text)
+            c = _Candidate(ln, self.nonempty, tpl)
+            if tpl in self.count or len(self.count) < MAX_TEMPLATES:
+                self.first.setdefault(tpl, c)
+                self.last[tpl] = c
+                self.count[tpl] = self.count.get(tpl, 0) + 1
+            if ln.line in self.kinds or len(self.others) < 2 * DEFAULT_EXCERPT_LINES:
+                self.others.append(c)
+
+    def score(self, c: _Candidate) -> float:
+        ln = c.line
+        s = max((_TURNING_POINTS.get(k, 1) for k in self.kinds.get(ln.line, [])), default=0)
         # A sample's line shows its figures in one-line formats; in block formats (virsh,
         # HMP) it is the block's heading ("Job type: Unbounded"), which shows none.
-        figures = _NUMBER.search(ln.text) is not None
-        if ln.line in ends and figures:
+        figures = any(ch.isdigit() for ch in ln.text)
+        if ln.line in self.ends and figures:
             s = max(s, 3)
-        elif ln.line in samples:
+        elif ln.line in self.samples:
             s = max(s, 0.5)
-        # Among the rest, more to say ranks higher: a verdict ("faster than the link",
-        # "above the limit") takes more words than a unit conversion.
         said = min(sum(len(note) for note in ln.notes), 400) / 2000
-        return s + 0.1 * min(len(ln.notes), 3) + said
+        s += 0.1 * min(len(ln.notes), 3) + said
+        if self.count.get(c.template, 1) > 1 and self.last.get(c.template) is not c:
+            s *= 0.5 if self.first.get(c.template) is c else 0.02
+        return s
 
-    # Lines of one template (the downtime raised five times, a hundred progress lines, the
-    # same field in every snapshot) are told by their last (where the log ends) and, less,
-    # their first; the ones between rank below every line that says something new.
-    by_template: dict[str, list[int]] = {}
-    for ln in explained:
-        by_template.setdefault(_template(ln.text), []).append(ln.line)
-
-    def score(ln: ExplainedLine) -> float:
-        same = by_template[_template(ln.text)]
-        if len(same) == 1 or ln.line == same[-1]:
-            weight = 1.0
-        else:
-            weight = 0.5 if ln.line == same[0] else 0.02
-        return base(ln) * weight
-
-    picked: list[ExplainedLine] = []
-    said: set[tuple[str, ...]] = set()
-    for ln in sorted(explained, key=lambda ln: (-score(ln), ln.line)):
-        if len(picked) == n:
-            break
-        notes = tuple(ln.notes)
-        if notes in said:  # the same explanation under another line adds nothing
-            continue
-        said.add(notes)
-        picked.append(ln)
-    return sorted(picked, key=lambda ln: ln.line)
+    def best(self, n: int) -> list[_Candidate]:
+        if n <= 0:
+            return []
+        pool: dict[int, _Candidate] = {}
+        for c in (*self.first.values(), *self.last.values(), *self.others):
+            pool[c.line.line] = c
+        picked: list[_Candidate] = []
+        said: set[tuple[str, ...]] = set()
+        for c in sorted(pool.values(), key=lambda c: (-self.score(c), c.line.line)):
+            if len(picked) == n:
+                break
+            notes = tuple(c.line.notes)
+            if notes in said:
+                continue
+            said.add(notes)
+            picked.append(c)
+        return sorted(picked, key=lambda c: c.line.line)
 
 
 def _template(text: str) -> str:

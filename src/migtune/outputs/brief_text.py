@@ -14,7 +14,6 @@ from typing import IO
 from rich.text import Text
 
 from migtune.analysis.brief import Brief
-from migtune.analysis.findings import ExplainedLine
 from migtune.outputs.text import SEVERITY_STYLE, console, diagnosis_facts
 from migtune.units import format_duration
 
@@ -91,14 +90,13 @@ def timeline_rows(b: Brief) -> list[Text]:
 
 
 def excerpt_groups(b: Brief) -> list[list[Text]]:
-    """One group of rows per excerpt line: a ``...`` if lines were skipped, the line, notes."""
-    has_text = {ln.line for ln in b.explanation.lines if ln.text.strip()}
+    """One group of rows per excerpt line: how many lines were skipped, the line, notes."""
     groups: list[list[Text]] = []
-    last: ExplainedLine | None = None
-    for ln in b.excerpt:
+    for i, ln in enumerate(b.excerpt):
         group = []
-        if last is not None and any(n in has_text for n in range(last.line + 1, ln.line)):
-            group.append(Text("  ...", style="dim"))
+        skipped = b.skipped_before[i] if i < len(b.skipped_before) else 0
+        if skipped:
+            group.append(Text(f"  ... {skipped} line{'s' if skipped > 1 else ''}", style="dim"))
         text = ln.text.strip()
         if len(text) > MAX_LINE_CHARS:  # a one-line JSON reply: its start says what it is
             text = text[: MAX_LINE_CHARS - 3] + "..."
@@ -107,5 +105,4 @@ def excerpt_groups(b: Brief) -> list[list[Text]]:
             Text(f"         -> {note}", style="cyan") for note in ln.notes[:MAX_NOTES_PER_LINE]
         )
         groups.append(group)
-        last = ln
     return groups
