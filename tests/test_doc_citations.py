@@ -67,7 +67,7 @@ def test_explicit_citations_exist(path):
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((REPO / "src" / "migtune" / "sim").glob("*.py")), REPO / "docs" / "simulator.md"],
+    [*sorted((REPO / "src" / "migtune" / "sim").rglob("*.py")), REPO / "docs" / "simulator.md"],
     ids=lambda p: p.name,
 )
 def test_simulator_citations_exist_in_the_qemu_notes(path):
