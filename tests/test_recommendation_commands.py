@@ -14,8 +14,11 @@ from migtune.outputs.jsonout import diagnosis_dict
 from migtune.sources import load_run
 
 PLATFORMS = ("proxmox", "libvirt", "qmp")
+NOT_LOGS = {".md", ".sh", ".py"}  # the fixture folders' READMEs and the scripts that made them
 LOGS = sorted(
-    p for p in [*EXAMPLES.iterdir(), *FIXTURES.rglob("*")] if p.is_file() and p.suffix != ".md"
+    p
+    for p in [*EXAMPLES.iterdir(), *FIXTURES.rglob("*")]
+    if p.is_file() and p.suffix not in NOT_LOGS
 )
 
 
