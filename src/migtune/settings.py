@@ -14,7 +14,7 @@ from migtune.errors import InputError
 from migtune.model import Settings
 from migtune.units import parse_duration, parse_rate, parse_size
 
-# QEMU defaults (reference §11) - what is in force when nobody sets anything.
+# QEMU defaults (docs/qemu-migration.md §11) - what is in force when nobody sets anything.
 QEMU_DEFAULT_DOWNTIME_LIMIT = 0.300  # s
 QEMU_DEFAULT_MAX_BANDWIDTH = 134217728.0  # B/s (128 MiB/s since QEMU 5.2)
 QEMU_OLD_DEFAULT_MAX_BANDWIDTH = 33554432.0  # B/s (32 MiB/s before 5.2)
@@ -124,7 +124,7 @@ def apply_assignment(settings: Settings, assignment: str) -> Settings:
 
 
 def validate(s: Settings) -> None:
-    """Reject values QEMU itself would reject (reference §4.7, §7, §11)."""
+    """Reject values QEMU itself would reject (docs/qemu-migration.md §4.7, §7, §11)."""
     if s.downtime_limit is not None and not 0 <= s.downtime_limit <= QEMU_MAX_DOWNTIME_LIMIT:
         raise InputError("downtime limit must be between 0 and 2000 s (QEMU's maximum)")
     if s.max_bandwidth is not None and s.max_bandwidth < 0:
