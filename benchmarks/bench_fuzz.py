@@ -64,8 +64,13 @@ def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
 # --------------------------------------------------------------------------- pipeline
 
 
-def run_pipeline(path: str, fmt: str | None, html: bool) -> None:
-    """What ``diagnose``, ``explain`` (text and JSON) and ``report`` do with one file."""
+def run_pipeline(path: str, fmt: str | None, html: bool, full_text: bool = True) -> None:
+    """What ``diagnose``, ``explain`` (text and JSON) and ``report`` do with one file.
+
+    ``full_text=False`` skips rich's rendering of the explained log line by line (most of
+    the time per input, and only strings already built by ``explain``); the diagnosis,
+    where numbers get formatted, is always rendered.
+    """
     run = load_run(path, fmt)
     d = diagnose(run)
     x = explain(run)
@@ -73,7 +78,8 @@ def run_pipeline(path: str, fmt: str | None, html: bool) -> None:
     jsonout.dumps(jsonout.explanation_dict(x))
     sink = io.StringIO()
     text.render_diagnosis(d, stream=sink)
-    text.render_explanation(x, stream=sink)
+    if full_text:
+        text.render_explanation(x, stream=sink)
     if html:
         from migtune.report import build_report
 
@@ -237,7 +243,9 @@ def m_one_line(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
 def m_long_line(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
     lines = _lines(data)
     k = rng.randrange(len(lines))
-    filler = rng.choice((b"A", b"1", b" ", b"{", b"[", b"1 ", b"9.", b"'a': ", b"# "))
+    filler = rng.choice(
+        (b"A", b"a", b"a-", b"1", b" ", b"{", b"[", b"1 ", b"9.", b"'a': ", b"# ", b"a=1,", b", ")
+    )
     lines[k] = lines[k] + filler * rng.choice((1000, 50_000, 200_000))
     return b"\n".join(lines)
 
@@ -306,27 +314,40 @@ class Stats:
     slowest: tuple[float, int] = (0.0, -1)
 
 
-def try_one(path: str, data: bytes, fmt: str | None, html: bool, timeout: float) -> Outcome:
+def try_one(
+    path: str,
+    data: bytes,
+    fmt: str | None,
+    html: bool,
+    timeout: float,
+    verbose: bool = False,
+    full_text: bool = True,
+) -> Outcome:
     with open(path, "wb") as fh:
         fh.write(data)
     start = time.perf_counter()
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        run_pipeline(path, fmt, html)
+        run_pipeline(path, fmt, html, full_text)
         kind, sig, detail = "ok", "", ""
     except Hang as exc:
         kind, sig, detail = "hang", signature(exc), "timed out"
+        if verbose:
+            detail = "".join(traceback.format_exception(exc)[-24:])
     except MigtuneError:
         kind, sig, detail = "error", "", ""
     except RecursionError as exc:
         kind, sig, detail = "crash", signature(exc), "RecursionError"
     except Exception as exc:  # noqa: BLE001 - that is what a fuzzer looks for
         kind, sig, detail = "crash", signature(exc), f"{type(exc).__name__}: {exc}"[:300]
+        if verbose:
+            detail = "".join(traceback.format_exception(exc)[-24:])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     elapsed = time.perf_counter() - start
     if kind != "crash" and elapsed > timeout:
-        kind, sig, detail = "hang", sig or "slow", f"{elapsed:.1f} s"
+        kind, sig = "hang", sig or "slow"
+        detail = detail if verbose else f"{elapsed:.1f} s"
     return Outcome(kind, elapsed, sig, detail)
 
 
@@ -367,8 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first input index")
     ap.add_argument("--only", type=int, default=None, help="run just input INDEX, verbosely")
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds per input = a hang")
-    ap.add_argument("--html-every", type=int, default=100, help="also render HTML every N (0: never)")
+    ap.add_argument(
+        "--html-every", type=int, default=100, help="also render HTML every N (0: never)"
+    )
+    ap.add_argument(
+        "--text-every", type=int, default=10, help="render the explained log as text every N"
+    )
     ap.add_argument("--corpus", action="append", default=[], help="extra corpus directory")
+    ap.add_argument("--dump", default=None, help="with --only: write the input to this file")
     ap.add_argument("--no-save", action="store_true", help="do not write to tests/fixtures/fuzz")
     args = ap.parse_args(argv)
 
@@ -386,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             data, fmt = make_input(args.seed, i, corpus)
             html = bool(args.html_every) and i % args.html_every == 0
-            out = try_one(path, data, fmt, html or args.only is not None, args.timeout)
+            verbose = args.only is not None
+            full = verbose or (args.text_every > 0 and i % args.text_every == 0)
+            out = try_one(path, data, fmt, html or verbose, args.timeout, verbose, full)
             stats.run += 1
             if out.seconds > stats.slowest[0]:
                 stats.slowest = (out.seconds, i)
@@ -404,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                         small = shrink(path, data, fmt, html, args.timeout, out.sig)
                         print(f"      saved {save(out.kind, out.sig, small, fmt)}", flush=True)
             if args.only is not None:
-                print(f"input {i} (format {fmt or 'detected'}, {len(data)} bytes): {out}")
+                print(f"input {i} (format {fmt or 'detected'}, {len(data)} bytes): {out.kind}")
+                print(out.detail)
+                if args.dump:
+                    Path(args.dump).write_bytes(data)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         os.unlink(path)

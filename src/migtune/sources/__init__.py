@@ -19,6 +19,7 @@ from pathlib import Path
 
 from migtune.errors import InputError
 from migtune.model import Run
+from migtune.sources._bounds import check_run
 
 # Order matters only for ties in sniffing.
 FORMAT_MODULES = {
@@ -70,8 +71,8 @@ def _stdin_bytes() -> bytes:
     return sys.stdin.buffer.read()
 
 
-def detect_format(lines: Sequence[str]) -> str:
-    """The most likely format of these lines, or InputError if none fits."""
+def detect_format(lines: Sequence[str], name: str = "<input>") -> str:
+    """The most likely format of these lines, or InputError (naming ``name``) if none fits."""
     head = list(lines[:SNIFF_LINES])
     best, best_score = None, 0.0
     for fmt in FORMATS:
@@ -80,7 +81,7 @@ def detect_format(lines: Sequence[str]) -> str:
             best, best_score = fmt, score
     if best is None or best_score < 0.2:
         raise InputError(
-            "unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
+            f"{name}: unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
             "HMP 'info migrate', 'virsh domjobinfo' or nova-compute lines (use --format to force one)"
         )
     return best
@@ -109,8 +110,18 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     body, comments = split_header_comments(lines)
     if not any(line.strip() for line in body):
         raise InputError(f"{name}: no log lines")
-    chosen = fmt or detect_format([line for line in body if line.strip()])
-    run = _module(chosen).parse(body)
+    chosen = fmt or detect_format([line for line in body if line.strip()], name)
+    try:
+        run = _module(chosen).parse(body)
+    except InputError as exc:
+        raise InputError(
+            exc.message if exc.message.startswith(name) else f"{name}: {exc}"
+        ) from None
+    if not run.samples and not run.events:
+        # Typically a forced --format that fits nothing in the file: an empty diagnosis
+        # would look like an answer.
+        raise InputError(f"{name}: nothing in it reads as a {chosen} migration log")
+    check_run(run)
     run.lines = lines
     if comments:
         run.meta["comments"] = comments

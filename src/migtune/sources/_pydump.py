@@ -161,7 +161,7 @@ def _assign(stack: list[dict[str, Any]], key: str, val: str) -> None:
         if ok:
             stack[-1][key] = value
             break
-        if not text.endswith("}"):
+        if not text.endswith("}") or closes >= MAX_DEPTH:
             return  # unreadable (e.g. cut in the middle of a value)
         text = text[:-1].rstrip()
         closes += 1

@@ -54,7 +54,7 @@ FORMAT = "hmp"
 
 _PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
 _LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
-_PAIR_RE = re.compile(r"([a-z_]+)=([^,]+)")
+_PAIR_RE = re.compile(r"(?<![a-z_])([a-z_]+)=([^,]+)")  # look-behind: linear search
 _COMMAND_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?info\s+(migrate(?:_parameters|_capabilities)?)\b")
 _MIGRATE_RE = re.compile(
     r"^\s*(?:\(qemu\)\s*)?(migrate|migrate_cancel|migrate_start_postcopy)(?:\s+-\w+)*(?:\s+(\S+))?\s*$"
@@ -89,6 +89,9 @@ def sniff(lines: Sequence[str]) -> float:
     return min(score, 1.0)
 
 
+_MAX_PAGE_SIZE = 1 << 30  # 1 GiB huge pages; a larger "page size" is garbage
+
+
 class _Parser:
     def __init__(self) -> None:
         self.run = Run(format=FORMAT)
@@ -116,10 +119,11 @@ class _Parser:
         if s.page_size is None and s.normal and s.normal_bytes:
             # Old QEMUs print no page size; normal bytes = normal pages x page size.
             guess = s.normal_bytes / s.normal
-            size = 1 << max(0, round(guess).bit_length() - 1)
-            if abs(guess - size) < 0.01 * size:
-                s.page_size = size
-        if s.page_size:
+            if 1 <= guess <= _MAX_PAGE_SIZE:
+                size = 1 << max(0, round(guess).bit_length() - 1)
+                if abs(guess - size) < 0.01 * size:
+                    s.page_size = size
+        if s.page_size and 0 < s.page_size <= _MAX_PAGE_SIZE:
             if "_pps" in self.rates:
                 s.page_rate = self.rates["_pps"] * s.page_size
             if "_dirty_pps" in self.rates:
@@ -373,7 +377,9 @@ class _Parser:
             return
         body = _PROMPT_RE.sub("", text, count=1)
         if body.startswith("capabilities:"):
-            pairs = re.findall(r"([a-z0-9-]+):\s*(on|off)\b", body[len("capabilities:") :])
+            pairs = re.findall(
+                r"(?<![a-z0-9-])([a-z0-9-]+):\s*(on|off)\b", body[len("capabilities:") :]
+            )
             for name, state in pairs:
                 self.set_cap(name, state, ref)  # one-line list of very old QEMUs
             self.recognised += bool(pairs)
