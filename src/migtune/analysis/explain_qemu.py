@@ -422,8 +422,16 @@ def _kv(text: str) -> dict[str, str]:
     return dict(re.findall(r"(?<!\w)(\w+)=([^,]+)", text))
 
 
+# One search to tell whether a line can be a compact one at all (most lines are not).
+_HMP101_GATE = re.compile(
+    r"Time \(ms\):|Transfers:|Page Types:|Page Rates \(pps\):|Others:|XBZRLE:|miss_rate="
+)
+
+
 def _hmp101(text: str, c: Ctx) -> list[str]:
     """The compact 10.1+ layout packs several counters into one line."""
+    if not _HMP101_GATE.search(text):
+        return []
     for rx, kind in _HMP101:
         m = rx.search(text)
         if not m:

@@ -60,7 +60,7 @@ MAX_INT_DIGITS = 24
 def bounded_int(token: str) -> int | None:
     """``int(token)`` for a string of digits (optional sign), None if absurdly long."""
     digits = token.lstrip("+-")
-    if not digits or len(digits) > MAX_INT_DIGITS or not digits.isdigit():
+    if not digits or len(digits) > MAX_INT_DIGITS or not (digits.isascii() and digits.isdigit()):
         return None
     return int(token)
 
@@ -85,7 +85,8 @@ def first_number(text: str) -> float | int | None:
     if not m:
         return None
     token = m.group(0)
-    if token.lstrip("+-").isdigit():
+    if token.lstrip("+-").isdigit():  # (\d also matches other scripts' digits: bounded_int
+        # takes ASCII only, so those give None rather than a ValueError)
         return bounded_int(token)
     return bounded_float(token)
 

@@ -28,6 +28,7 @@ from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
 from migtune.sources import _kubevirt as kubevirt
 from migtune.sources._common import (
     add_sample_events,
+    bounded_int,
     finish_from_samples,
     first_number,
     has_data,
@@ -381,15 +382,15 @@ class _Parser:
             return
         if low == "job type":
             job = value.split()[0] if value.split() else ""
-            if job.isdigit():
-                job = _JOB_NUMBERS.get(int(job), job)
+            if (number := bounded_int(job)) is not None:
+                job = _JOB_NUMBERS.get(number, job)
             self.start(job, ref)
             self.recognised += 1
             return
         if low == "operation":
             op = value
-            if op.isdigit():
-                op = _OPERATIONS.get(int(op), op)
+            if (number := bounded_int(op)) is not None:
+                op = _OPERATIONS.get(number, op)
             self.run.meta.setdefault("libvirt", {})["operation"] = op
             self.recognised += 1
             return
