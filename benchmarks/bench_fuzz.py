@@ -8,10 +8,13 @@ many JSON objects on one line; very long lines; lines spliced in from another fi
 About one input in ten forces a ``--format`` that may not fit.
 
 Each input is written to a RAM-backed temporary file and run in-process through the same
-library calls as ``migtune diagnose/explain [--json]`` (and, every ``--html-every``-th
-input, the HTML report).  A :class:`~migtune.errors.MigtuneError` is a correct answer; any
-other exception is a crash; more than ``--timeout`` seconds is a hang (a per-input
-``setitimer`` alarm interrupts Python code; time spent inside one C call is still measured).
+library calls as ``migtune diagnose/explain [--json]`` (the explained log rendered as text
+every ``--text-every``-th input, the HTML report every ``--html-every``-th).  A
+:class:`~migtune.errors.MigtuneError` is a correct answer; any other exception is a crash;
+more than ``--timeout`` seconds of CPU is a hang.  CPU time, not wall time, so that other
+jobs on a shared machine do not make hangs of slow neighbours: a per-input
+``setitimer(ITIMER_PROF)`` alarm interrupts Python code (time spent inside one C call,
+such as a backtracking regex, is still measured when it returns).
 
 Runs are deterministic: input ``i`` of seed ``s`` is always the same bytes, so
 ``--only i`` reproduces it.  Each new crash or hang signature (exception type and the
@@ -278,7 +281,11 @@ MUTATIONS: list[Callable[[random.Random, bytes, list[bytes]], bytes]] = [
 
 def make_input(seed: int, i: int, corpus: list[bytes]) -> tuple[bytes, str | None]:
     """Input ``i`` of run ``seed``: the same bytes every time."""
-    rng = random.Random(seed * 1_000_003 + i)
+    return mutate(random.Random(seed * 1_000_003 + i), corpus)
+
+
+def mutate(rng: random.Random, corpus: list[bytes]) -> tuple[bytes, str | None]:
+    """One mutant of a corpus file and the format to force (None: detect), drawn from ``rng``."""
     data = rng.choice(corpus)
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         data = rng.choice(MUTATIONS)(rng, data, corpus)[:MAX_INPUT] or b"\n"
@@ -287,9 +294,15 @@ def make_input(seed: int, i: int, corpus: list[bytes]) -> tuple[bytes, str | Non
 
 
 def load_corpus(extra: list[str]) -> list[bytes]:
+    """The seed files.  The regression corpus is left out so that input ``i`` of a seed
+    stays the same input when new crashes are saved."""
     files: list[Path] = []
     for d in [*CORPUS_DIRS, *map(Path, extra)]:
-        files += sorted(p for p in d.rglob("*") if p.is_file() and p.suffix != ".md")
+        files += sorted(
+            p
+            for p in d.rglob("*")
+            if p.is_file() and p.suffix != ".md" and FUZZ_DIR not in p.parents
+        )
     return [p.read_bytes() for p in files if p.stat().st_size <= MAX_INPUT]
 
 
@@ -325,8 +338,8 @@ def try_one(
 ) -> Outcome:
     with open(path, "wb") as fh:
         fh.write(data)
-    start = time.perf_counter()
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    start = time.process_time()
+    signal.setitimer(signal.ITIMER_PROF, timeout)
     try:
         run_pipeline(path, fmt, html, full_text)
         kind, sig, detail = "ok", "", ""
@@ -343,30 +356,46 @@ def try_one(
         if verbose:
             detail = "".join(traceback.format_exception(exc)[-24:])
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    elapsed = time.perf_counter() - start
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    elapsed = time.process_time() - start
     if kind != "crash" and elapsed > timeout:
         kind, sig = "hang", sig or "slow"
         detail = detail if verbose else f"{elapsed:.1f} s"
     return Outcome(kind, elapsed, sig, detail)
 
 
-def shrink(path: str, data: bytes, fmt: str | None, html: bool, timeout: float, sig: str) -> bytes:
-    """Drop chunks of lines while the same signature still reproduces (bounded effort)."""
+def shrink(
+    path: str, data: bytes, fmt: str | None, html: bool, timeout: float, sig: str, budget: int
+) -> bytes:
+    """Drop chunks of lines, then cut the longest line, while the same signature still
+    reproduces (at most ``budget`` tries: a hang costs ``timeout`` seconds per try)."""
     lines = _lines(data)
-    chunk = max(1, len(lines) // 2)
     tries = 0
-    while chunk >= 1 and tries < 150:
+
+    def same(cand: list[bytes]) -> bool:
+        nonlocal tries
+        tries += 1
+        return bool(cand) and try_one(path, b"\n".join(cand), fmt, html, timeout).sig == sig
+
+    chunk = max(1, len(lines) // 2)
+    while chunk >= 1 and tries < budget:
         i, changed = 0, False
-        while i < len(lines) and tries < 150:
+        while i < len(lines) and tries < budget:
             cand = lines[:i] + lines[i + chunk :]
-            tries += 1
-            if cand and try_one(path, b"\n".join(cand), fmt, html, timeout).sig == sig:
+            if same(cand):
                 lines, changed = cand, True
             else:
                 i += chunk
         if not changed:
             chunk //= 2
+    while tries < budget and lines:
+        k = max(range(len(lines)), key=lambda j: len(lines[j]))
+        if len(lines[k]) < 200:
+            break
+        cand = [*lines[:k], lines[k][: len(lines[k]) // 2], *lines[k + 1 :]]
+        if not same(cand):
+            break
+        lines = cand
     return b"\n".join(lines)
 
 
@@ -387,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--start", type=int, default=0, help="first input index")
     ap.add_argument("--only", type=int, default=None, help="run just input INDEX, verbosely")
-    ap.add_argument("--timeout", type=float, default=2.0, help="seconds per input = a hang")
+    ap.add_argument(
+        "--timeout", type=float, default=2.0, help="CPU seconds per input that make a hang"
+    )
     ap.add_argument(
         "--html-every", type=int, default=100, help="also render HTML every N (0: never)"
     )
@@ -400,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     corpus = load_corpus(args.corpus)
-    signal.signal(signal.SIGALRM, _alarm)
+    if args.html_every or args.only is not None:
+        import migtune.report  # noqa: F401 - matplotlib's import takes seconds: not a hang
+    signal.signal(signal.SIGPROF, _alarm)
     tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else None
     fd, path = tempfile.mkstemp(prefix="migtune-fuzz-", suffix=".log", dir=tmpdir)
     os.close(fd)
@@ -430,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                 if first:
                     print(f"[{i}] {out.kind}: {out.sig}: {out.detail}", flush=True)
                     if not args.no_save and args.only is None:
-                        small = shrink(path, data, fmt, html, args.timeout, out.sig)
+                        budget = 150 if out.kind == "crash" else 4
+                        small = shrink(path, data, fmt, html, args.timeout, out.sig, budget)
                         print(f"      saved {save(out.kind, out.sig, small, fmt)}", flush=True)
             if args.only is not None:
                 print(f"input {i} (format {fmt or 'detected'}, {len(data)} bytes): {out.kind}")
@@ -438,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.dump:
                     Path(args.dump).write_bytes(data)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
         os.unlink(path)
     wall = time.perf_counter() - began
     n_crash = sum(map(len, stats.crashes.values()))
@@ -451,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hangs (>{args.timeout:g} s):    {n_hang} ({len(stats.hangs)} distinct)")
     for sig, idx in stats.hangs.items():
         print(f"  {len(idx):6d}  {sig}  (e.g. --only {idx[0]})")
-    print(f"slowest input:    {stats.slowest[0]:.3f} s (--only {stats.slowest[1]})")
+    print(f"slowest input:    {stats.slowest[0]:.3f} s CPU (--only {stats.slowest[1]})")
     print(f"wall time:        {wall:.1f} s ({stats.run / max(wall, 1e-9):.0f} inputs/s)")
     return 1 if n_crash or n_hang else 0
 

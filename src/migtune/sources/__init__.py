@@ -117,7 +117,7 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
         raise InputError(
             exc.message if exc.message.startswith(name) else f"{name}: {exc}"
         ) from None
-    if not run.samples and not run.events:
+    if not run.samples and all(_unrecognised(e) for e in run.events):
         # Typically a forced --format that fits nothing in the file: an empty diagnosis
         # would look like an answer.
         raise InputError(f"{name}: nothing in it reads as a {chosen} migration log")
@@ -126,6 +126,11 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     if comments:
         run.meta["comments"] = comments
     return run
+
+
+def _unrecognised(event) -> bool:
+    """An event a parser made of a line it did not understand (kept for ``explain``)."""
+    return isinstance(event.data, dict) and bool(event.data.get("unrecognised"))
 
 
 def load_run(path: str | Path, fmt: str | None = None) -> Run:

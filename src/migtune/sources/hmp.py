@@ -53,7 +53,9 @@ from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
 FORMAT = "hmp"
 
 _PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
-_LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
+# The label before the first colon, matched on its own: one regex spanning label, colon
+# and value backtracked quadratically on lines padded with blanks.
+_LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9 _()%/-]*")
 _PAIR_RE = re.compile(r"(?<![a-z_])([a-z_]+)=([^,]+)")  # look-behind: linear search
 _COMMAND_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?info\s+(migrate(?:_parameters|_capabilities)?)\b")
 _MIGRATE_RE = re.compile(
@@ -87,6 +89,15 @@ def sniff(lines: Sequence[str]) -> float:
         if score >= 1.0:
             return 1.0
     return min(score, 1.0)
+
+
+def _label_value(stripped: str) -> tuple[str, str] | None:
+    """``label: value`` of an HMP line (already stripped), or None."""
+    label, colon, value = stripped.partition(":")
+    label = label.rstrip()
+    if not colon or not _LABEL_RE.fullmatch(label):
+        return None
+    return label, value.strip()
 
 
 _MAX_PAGE_SIZE = 1 << 30  # 1 GiB huge pages; a larger "page size" is garbage
@@ -400,11 +411,11 @@ class _Parser:
             ("tcp:", "unix:", "rdma:", "fd:", "vsock:")
         ):
             return  # socket address list printed inside a snapshot
-        m = _LABEL_RE.match(body)
-        if m is None:
+        pair = _label_value(stripped)
+        if pair is None:
             warn(self.run, f"line {no}: not understood: {stripped[:80]}")
             return
-        key, value = m.group(1), m.group(2)
+        key, value = pair
         label = key.lower()
         if label in ("migration status", "status"):
             self.mode = "migrate"
