@@ -11,6 +11,7 @@ finite and not negative, percentages within ``0 .. 100``, times finite.
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Any
 
 from migtune.model import Event, Run, Sample, Settings
@@ -101,24 +102,43 @@ def _fraction(value: Any) -> float | None:
     return amount(value, 1.0)
 
 
-def _ok(value: Any, check) -> bool:
-    """The common case, fast: a value already in range (most samples of a long log)."""
-    if check is count:
-        return type(value) is int and 0 <= value <= MAX_COUNT
-    return type(value) is float and value >= 0 and value == check(value)
+_INT = {int}
+_NUMBER = {int, float}
+
+# (field, check, lowest, highest, allowed types) for each numeric field of a Sample
+# and of its Xbzrle block.
+_SAMPLE_FIELDS = (
+    ("t", moment, -MAX_EPOCH, MAX_EPOCH, _NUMBER),
+    *((name, count, 0, MAX_COUNT, _INT) for name in _SAMPLE_COUNTS),
+    *((name, _rate, 0, MAX_RATE, _NUMBER) for name in _SAMPLE_RATES),
+    *((name, _seconds, 0, MAX_SECONDS, _NUMBER) for name in _SAMPLE_SECONDS),
+    ("throttle_pct", _percent, 0, 100.0, _NUMBER),
+)
+_XBZRLE_FIELDS = (
+    *((name, count, 0, MAX_COUNT, _INT) for name in _XBZRLE_COUNTS),
+    ("cache_miss_rate", _fraction, 0, 1.0, _NUMBER),
+    ("encoding_rate", _rate, 0, MAX_RATE, _NUMBER),
+)
 
 
-_SAMPLE_CHECKS = (
-    *((name, count) for name in _SAMPLE_COUNTS),
-    *((name, _rate) for name in _SAMPLE_RATES),
-    *((name, _seconds) for name in _SAMPLE_SECONDS),
-    ("throttle_pct", _percent),
-)
-_XBZRLE_CHECKS = (
-    *((name, count) for name in _XBZRLE_COUNTS),
-    ("cache_miss_rate", _fraction),
-    ("encoding_rate", _rate),
-)
+def _column_fine(values: list[Any], low: float, high: float, types: set[type]) -> bool:
+    """True if every value of one field over all samples is None or in range.
+
+    A whole column at a time, in C-level passes (a long log has millions of samples,
+    nearly always all fine); only a column that fails is checked value by value.
+    """
+    present = list(filter(None, values))  # None and 0 are always fine
+    if not present:
+        return True
+    try:
+        return (
+            types.issuperset(map(type, present))
+            and min(present) >= low
+            and max(present) <= high
+            and math.isfinite(sum(present))  # NaN compares False with everything: the sum tells
+        )
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 class _Checker:
@@ -140,27 +160,31 @@ class _Checker:
             self.bad(where, name.replace("_", "-"), value)
         setattr(obj, name, good)
 
-    def fields(self, obj: Any, checks, where_of) -> None:
-        for name, check in checks:
-            value = getattr(obj, name)
-            if value is not None and not _ok(value, check):
-                self.fix(obj, name, check, where_of())
+    def columns(self, objs: list[Any], owners: list[Sample], fields, prefix: str = "") -> None:
+        """Check ``fields`` of ``objs`` (samples or their xbzrle blocks, from ``owners``)."""
+        for name, check, low, high, types in fields:
+            if not _column_fine(list(map(attrgetter(name), objs)), low, high, types):
+                for obj, owner in zip(objs, owners, strict=True):
+                    where = f"line {owner.source.line}: " if owner.source else ""
+                    self.fix(obj, name, check, where + prefix)
 
-    def sample(self, s: Sample) -> None:
-        def where() -> str:
-            return f"line {s.source.line}: " if s.source else ""
-
-        if s.t is not None and not (type(s.t) is float and abs(s.t) <= MAX_EPOCH):
-            self.fix(s, "t", moment, where())
-        self.fields(s, _SAMPLE_CHECKS, where)
-        if s.page_size == 0:
-            s.page_size = None
-        if s.status is not None and not isinstance(s.status, str):
-            s.status = None
-        if s.error is not None and not isinstance(s.error, str):
-            s.error = str(s.error)
-        if s.xbzrle is not None:
-            self.fields(s.xbzrle, _XBZRLE_CHECKS, lambda: where() + "xbzrle ")
+    def samples(self, samples: list[Sample]) -> None:
+        self.columns(samples, samples, _SAMPLE_FIELDS)
+        owners = [s for s in samples if s.xbzrle is not None]
+        if owners:
+            self.columns([s.xbzrle for s in owners], owners, _XBZRLE_FIELDS, "xbzrle ")
+        if 0 in map(attrgetter("page_size"), samples):
+            for s in samples:
+                if s.page_size == 0:
+                    s.page_size = None
+        if not {str, type(None)}.issuperset(map(type, map(attrgetter("status"), samples))):
+            for s in samples:
+                if s.status is not None and type(s.status) is not str:
+                    s.status = None
+        if not {str, type(None)}.issuperset(map(type, map(attrgetter("error"), samples))):
+            for s in samples:
+                if s.error is not None and type(s.error) is not str:
+                    s.error = str(s.error)
 
     def event(self, e: Event) -> None:
         where = f"line {e.source.line}: " if e.source else ""
@@ -198,8 +222,7 @@ class _Checker:
         run = self.run
         if not isinstance(run.meta, dict):
             run.meta = {}
-        for s in run.samples:
-            self.sample(s)
+        self.samples(run.samples)
         for e in run.events:
             self.event(e)
         self.settings(run.settings)
