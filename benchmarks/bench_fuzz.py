@@ -426,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "--text-every", type=int, default=10, help="render the explained log as text every N"
     )
     ap.add_argument("--corpus", action="append", default=[], help="extra corpus directory")
+    ap.add_argument("--progress", type=int, default=10_000, help="a progress line every N")
     ap.add_argument("--dump", default=None, help="with --only: write the input to this file")
     ap.add_argument("--no-save", action="store_true", help="do not write to tests/fixtures/fuzz")
     args = ap.parse_args(argv)
@@ -450,6 +451,16 @@ def main(argv: list[str] | None = None) -> int:
             full = verbose or (args.text_every > 0 and i % args.text_every == 0)
             out = try_one(path, data, fmt, html or verbose, args.timeout, verbose, full)
             stats.run += 1
+            if args.progress and stats.run % args.progress == 0:
+                crashes, hangs = (
+                    sum(map(len, stats.crashes.values())),
+                    sum(map(len, stats.hangs.values())),
+                )
+                print(
+                    f"... {stats.run} inputs, {crashes} crashes, {hangs} hangs, "
+                    f"{time.perf_counter() - began:.0f} s",
+                    flush=True,
+                )
             if out.seconds > stats.slowest[0]:
                 stats.slowest = (out.seconds, i)
             if out.kind == "ok":
