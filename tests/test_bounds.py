@@ -237,3 +237,25 @@ def test_recording_header_of_the_wrong_types_is_a_warning(tmp_path):
     assert any("'settings' is not a JSON object" in w for w in run.warnings)
     assert any("'meta' is not a JSON object" in w for w in run.warnings)
     assert run.t0 is None and run.meta["origin"] is None
+
+
+def test_objects_sharing_a_line_keep_its_time_stamp(tmp_path):
+    """The decoder no longer re-reads the line before each object, but an object later on a
+    line still gets the date-time printed at the line's start."""
+    reply = '{"return": {"status": "active", "total-time": %d, "ram": {"transferred": %d}}}'
+    path = tmp_path / "wire.log"
+    path.write_text(
+        "2026-01-05T10:00:00Z QMP <<< " + " ".join(reply % (i, i) for i in (1000, 2000)) + "\n"
+        "2026-01-05T10:00:05Z QMP <<< " + reply % (6000, 3) + "\n"
+    )
+    run = load_run(path)
+    assert [(s.t, s.transferred) for s in run.samples] == [(0.0, 1000), (0.0, 2000), (5.0, 3)]
+
+
+def test_qmp_one_line_stream_is_linear(tmp_path):
+    reply = '{"return": {"status": "active", "total-time": 5, "ram": {"transferred": 7}}} '
+    path = tmp_path / "stream.json"
+    path.write_text("2026-01-05T10:00:00Z " + reply * 20_000 + "\n")  # 1.6 MB on one line
+    run, secs = _timed(load_run, path)
+    assert len(run.samples) == 20_000
+    assert secs < 5 * LINEAR_BOUND  # was minutes: 58 s at 456 KB

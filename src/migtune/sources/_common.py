@@ -31,7 +31,7 @@ _ACTIVE = {
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 # ISO-like wall-clock stamps: 2026-01-05 10:00:00.123, 2026-01-05T10:00:00Z, ...
-_ISO_RE = re.compile(
+ISO_RE = re.compile(
     r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2}(?:[.,]\d+)?)(Z|[+-]\d{2}:?\d{2})?(?=\b|\s|$)"
 )
 
@@ -137,7 +137,7 @@ def warn(run: Run, message: str) -> None:
 
 def iso_epoch(text: str) -> float | None:
     """Epoch seconds of the first ISO-like date-time in ``text`` (naive = UTC), or None."""
-    m = _ISO_RE.search(text)
+    m = ISO_RE.search(text)
     if not m:
         return None
     stamp = f"{m.group(1)}T{m.group(2).replace(',', '.')}"

@@ -45,6 +45,7 @@ from migtune.model import Event, Run, SourceRef
 from migtune.settings import QMP_PARAMETERS, from_qmp_value
 from migtune.sources import _pydump as pydump
 from migtune.sources._common import (
+    ISO_RE,
     JSON_DECODER,
     add_sample_events,
     finish_from_samples,
@@ -240,6 +241,12 @@ class _Builder:
         return run
 
 
+def _stamp(text: str) -> str:
+    """The ISO date-time in ``text`` (as text, to be read again by ``_obj_time``), or ""."""
+    m = ISO_RE.search(text) if text.strip() else None
+    return m.group(0) if m else ""
+
+
 def _parse_json(lines: Sequence[str]) -> tuple[Run | None, int]:
     """Decode every JSON object in the text: the run (None if nothing in them is about a
     migration) and how many objects were decoded.
@@ -255,6 +262,7 @@ def _parse_json(lines: Sequence[str]) -> tuple[Run | None, int]:
     line_idx = 0
     line_start = 0  # offset of lines[line_idx] in text
     prev_end = 0  # where the previous object (or failed attempt) ended
+    line_stamp = ""  # the date-time before the first object of the current line
     pos = text.find("{")
     while pos != -1:
         while True:  # advance to the line holding pos (each line is passed once)
@@ -262,7 +270,12 @@ def _parse_json(lines: Sequence[str]) -> tuple[Run | None, int]:
             if nxt > pos or line_idx + 1 >= len(lines):
                 break
             line_idx, line_start = line_idx + 1, nxt
-        prefix = text[max(line_start, prev_end) : pos]
+        if prev_end <= line_start:  # first object on its line: the text before it
+            prefix = text[line_start:pos]
+            line_stamp = _stamp(prefix)
+        else:  # a later one: the text since the previous object, else the line's stamp
+            between = text[prev_end:pos]
+            prefix = between if _stamp(between) else line_stamp
         try:
             obj, end = JSON_DECODER.raw_decode(text, pos)
         except RecursionError:
