@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from migtune.errors import InputError
-from migtune.model import Run
+from migtune.model import Run, Settings
 from migtune.sources._bounds import check_run
 
 # Order matters only for ties in sniffing.
@@ -117,7 +117,7 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
         raise InputError(
             exc.message if exc.message.startswith(name) else f"{name}: {exc}"
         ) from None
-    if not run.samples and all(_unrecognised(e) for e in run.events):
+    if _recognised_nothing(run):
         # Typically a forced --format that fits nothing in the file: an empty diagnosis
         # would look like an answer.
         raise InputError(f"{name}: nothing in it reads as a {chosen} migration log")
@@ -128,9 +128,13 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     return run
 
 
-def _unrecognised(event) -> bool:
-    """An event a parser made of a line it did not understand (kept for ``explain``)."""
-    return isinstance(event.data, dict) and bool(event.data.get("unrecognised"))
+def _recognised_nothing(run: Run) -> bool:
+    """No sample, no settings and no event but those made of lines not understood."""
+    return (
+        not run.samples
+        and run.settings == Settings()
+        and all(isinstance(e.data, dict) and e.data.get("unrecognised") for e in run.events)
+    )
 
 
 def load_run(path: str | Path, fmt: str | None = None) -> Run:
