@@ -259,3 +259,16 @@ def test_qmp_one_line_stream_is_linear(tmp_path):
     run, secs = _timed(load_run, path)
     assert len(run.samples) == 20_000
     assert secs < 5 * LINEAR_BOUND  # was minutes: 58 s at 456 KB
+
+
+def test_setting_changes_out_of_range_are_dropped(tmp_path):
+    path = tmp_path / "hmp.txt"
+    path.write_text(
+        "(qemu) migrate_set_parameter downtime-limit 300\nMigration status: active\n"
+        "total time: 1000 ms\n(qemu) migrate_set_parameter downtime-limit -5\n"
+        "Migration status: completed\ndowntime: 1688 ms\n"
+    )
+    run = load_run(path)
+    changes = [e for e in run.events if e.kind == "downtime-change"]
+    assert changes and all("downtime_limit" not in e.data for e in changes)
+    assert "line 4: event downtime-limit = -0.005 is out of range; ignored" in run.warnings

@@ -141,6 +141,15 @@ def _column_fine(values: list[Any], low: float, high: float, types: set[type]) -
         return False
 
 
+# Numbers that parsers put into event data and analyses read back (setting changes).
+_EVENT_VALUES = {
+    "downtime_limit": _seconds,
+    "max_bandwidth": _rate,
+    "throttle_pct": _percent,
+    "xbzrle_cache_size": count,
+}
+
+
 class _Checker:
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -191,6 +200,11 @@ class _Checker:
         self.fix(e, "t", moment, where + "event ")
         if not isinstance(e.data, dict):
             e.data = {}
+        for key in _EVENT_VALUES.keys() & e.data.keys():
+            value = e.data[key]
+            if value is not None and _EVENT_VALUES[key](value) is None:
+                self.bad(where + "event ", key.replace("_", "-"), value)
+                del e.data[key]  # analyses read a missing key as "not known"
         if not isinstance(e.message, str):
             e.message = str(e.message)
         if not isinstance(e.kind, str):
