@@ -51,6 +51,7 @@ def test_bounded_int_takes_ascii_digits_only():
     assert bounded_int("123") == 123
     assert bounded_int("²") is None  # str.isdigit() is true, int() refuses it
     assert bounded_int("9" * 25) is None
+    assert bounded_int("-5") == -5 and bounded_int("--5") is None and bounded_int("+") is None
 
 
 def test_json_numbers_are_bounded():

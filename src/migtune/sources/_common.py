@@ -59,7 +59,8 @@ MAX_INT_DIGITS = 24
 
 def bounded_int(token: str) -> int | None:
     """``int(token)`` for a string of digits (optional sign), None if absurdly long."""
-    digits = token.lstrip("+-")
+    digits = token[1:] if token[:1] in ("+", "-") else token
+    # ASCII only: str.isdigit() is also true for "²", which int() refuses.
     if not digits or len(digits) > MAX_INT_DIGITS or not (digits.isascii() and digits.isdigit()):
         return None
     return int(token)
@@ -85,8 +86,7 @@ def first_number(text: str) -> float | int | None:
     if not m:
         return None
     token = m.group(0)
-    if token.lstrip("+-").isdigit():  # (\d also matches other scripts' digits: bounded_int
-        # takes ASCII only, so those give None rather than a ValueError)
+    if token.lstrip("+-").isdigit():
         return bounded_int(token)
     return bounded_float(token)
 
@@ -96,14 +96,6 @@ def to_int(text: str) -> int | None:
     return None if v is None else int(v)
 
 
-def _json_int(token: str) -> int | None:
-    return bounded_int(token)
-
-
-def _json_float(token: str) -> float | None:
-    return bounded_float(token)
-
-
 def _json_constant(token: str) -> None:
     return None  # NaN, Infinity, -Infinity: not a value any QEMU counter can have
 
@@ -111,7 +103,7 @@ def _json_constant(token: str) -> None:
 # Decodes JSON with numbers bounded as above: huge or non-finite numbers become null,
 # so no later int()/float() on a decoded value can overflow or hit the digit limit.
 JSON_DECODER = json.JSONDecoder(
-    parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+    parse_int=bounded_int, parse_float=bounded_float, parse_constant=_json_constant
 )
 
 
