@@ -139,15 +139,10 @@ def m_number(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
     matches = list(_NUM_RE.finditer(data))
     if not matches:
         return data
-    for _ in range(rng.choice((1, 1, 2, 5))):
-        m = rng.choice(matches)
-        repl = rng.choice(_HOSTILE_NUMBERS)
-        if rng.random() < 0.3:
-            repl = b"-" + m.group(0)
+    picked = rng.sample(matches, min(len(matches), rng.choice((1, 1, 2, 5))))
+    for m in sorted(picked, key=lambda m: m.start(), reverse=True):  # end first: offsets hold
+        repl = b"-" + m.group(0) if rng.random() < 0.3 else rng.choice(_HOSTILE_NUMBERS)
         data = data[: m.start()] + repl + data[m.end() :]
-        matches = list(_NUM_RE.finditer(data))
-        if not matches:
-            break
     return data
 
 
