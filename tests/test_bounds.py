@@ -179,8 +179,18 @@ def test_split_field_reads_the_usual_lines():
             + "A" * HOSTILE
             + ' TimeElapsed:5ms"}\n',
         ),
+        ("libvirt", "Job type: Unbounded\nTime elapsed: 63874" + " " * HOSTILE + "ms\n"),
+        ("qmp", '{"return": {"status": "active"}}\na' + " " * HOSTILE + "x\n"),
+        ("qmp", "'ram': {'mbps': 1,\n" + "\t" * HOSTILE + "x\n"),
     ],
-    ids=["hmp-capabilities", "hmp-pairs", "kubevirt-pairs"],
+    ids=[
+        "hmp-capabilities",
+        "hmp-pairs",
+        "kubevirt-pairs",
+        "virsh-padded",
+        "qmp-blanks",
+        "pydump-tabs",
+    ],
 )
 def test_parser_regexes_are_linear(fmt, text):
     start = time.perf_counter()

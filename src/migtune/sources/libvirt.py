@@ -133,7 +133,9 @@ _FIELDS = {
     "success": ("skip", "int"),
 }
 
-_LINE_RE = re.compile(r"^\s*([A-Za-z][A-Za-z _/.-]*?):\s*(.*?)\s*$")
+# The label before the first colon, checked on its own: a regex spanning label, colon
+# and value backtracked quadratically on values padded with blanks.
+_LABEL_RE = re.compile(r"[A-Za-z][A-Za-z _/.-]*")
 _COMMAND_RE = re.compile(r"^\s*(?:[$#>]\s*|virsh\s*#\s*)?(?:virsh\b.*?\s)?domjobinfo\b")
 _OTHER_VIRSH_RE = re.compile(
     r"^\s*(?:[$#>]\s*|virsh\s*#\s*)?(?:virsh\s+)?(?:-c\s+\S+\s+)?"
@@ -368,14 +370,14 @@ class _Parser:
             self.close()
             self.stamp = epoch
             return
-        m = _LINE_RE.match(text)
-        if m is None:
+        label, colon, rest = text.partition(":")
+        if not colon or not _LABEL_RE.fullmatch(label):
             if text.startswith("error:"):
                 warn(self.run, f"line {no}: virsh {text}")
             else:
                 warn(self.run, f"line {no}: not understood: {text[:80]}")
             return
-        key, value = m.group(1), m.group(2)
+        key, value = label, rest.strip()
         low = key.lower()
         if low == "error":
             warn(self.run, f"line {no}: virsh error: {value}")
