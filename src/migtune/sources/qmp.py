@@ -181,7 +181,11 @@ class _Builder:
         if name in ("migrate-set-parameters", "migrate_set_parameters"):
             return self.parameters(args, t, ref)
         if name == "migrate-set-capabilities":
-            return self.capability_list(args.get("capabilities") or [], t, ref)
+            caps = args.get("capabilities") or []
+            if not isinstance(caps, list):
+                warn(self.run, f"line {ref.line}: 'capabilities' is not a list; ignored")
+                return True
+            return self.capability_list(caps, t, ref)
         if name == "migrate":
             uri = args.get("uri")
             self.run.events.append(Event(t, "ram-start", "migrate issued", dict(args), ref))
