@@ -25,11 +25,11 @@ Lines that are not objects with a known ``kind`` are reported as warnings, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.model import Event, Run, SourceRef, settings_from_dict
-from migtune.sources._common import json_loads
+from migtune.sources._common import MAX_WARNINGS, json_loads, warn
 from migtune.sources.querymigrate import sample_from_query_migrate
 
 MAGIC = "migtune-recording"
@@ -63,7 +63,7 @@ def _status_from(run: Run) -> str:
     return "unknown"
 
 
-def parse_recording(lines: Sequence[str]) -> Run:
+def parse_recording(lines: Iterable[str]) -> Run:
     run = Run(format="qmp")
     for no, line in enumerate(lines, 1):
         text = line.strip()
@@ -73,12 +73,10 @@ def parse_recording(lines: Sequence[str]) -> Run:
         try:
             obj = json_loads(text)
         except ValueError:
-            run.warnings.append(f"line {no}: not JSON (truncated recording?)")
-            run.partial = True
+            warn(run, f"line {no}: not JSON (truncated recording?)")
             continue
         if not isinstance(obj, dict):
-            run.warnings.append(f"line {no}: not a JSON object")
-            run.partial = True
+            warn(run, f"line {no}: not a JSON object")
             continue
         kind = obj.get("kind")
         t = obj.get("t")
@@ -104,7 +102,9 @@ def parse_recording(lines: Sequence[str]) -> Run:
         elif kind == "result":
             run.meta["result"] = {k: v for k, v in obj.items() if k != "kind"}
         else:
-            run.warnings.append(f"line {no}: unknown record kind {kind!r}")
+            # Capped like every parser's warnings: a long garbage tail stays readable.
+            if len(run.warnings) < MAX_WARNINGS:
+                run.warnings.append(f"line {no}: unknown record kind {kind!r}")
     run.status = _status_from(run)
     _fill_outcome(run)
     return run
@@ -119,8 +119,7 @@ def _header(run: Run, obj: dict[str, Any], no: int) -> None:
     for key, kind in (("settings", dict), ("meta", dict), ("t0", (int, float))):
         value = obj.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            run.warnings.append(f"line {no}: header {key!r} is not a {_KIND_NAMES[key]}; ignored")
-            run.partial = True
+            warn(run, f"line {no}: header {key!r} is not a {_KIND_NAMES[key]}; ignored")
     run.settings = settings_from_dict(_dict(obj.get("settings")))
     version = obj.get("qemu_version")
     if isinstance(version, str) and version:
