@@ -204,8 +204,10 @@ def to_dict(obj: Any) -> Any:
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Inverse of ``to_dict(settings)``; unknown keys go to ``extra``."""
+    if not isinstance(data, dict):  # a hand-edited recording: nothing usable
+        return Settings()
     names = {f.name for f in dataclasses.fields(Settings)}
     known = {k: v for k, v in data.items() if k in names and k != "extra"}
-    extra = dict(data.get("extra") or {})
+    extra = dict(data["extra"]) if isinstance(data.get("extra"), dict) else {}
     extra.update({k: v for k, v in data.items() if k not in names})
     return Settings(**known, extra=extra)

@@ -390,5 +390,8 @@ def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     for rx, fn in _RULES:
         m = rx.search(msg)
         if m:
-            return fn(m, c)
+            try:
+                return fn(m, c)
+            except (ValueError, ArithmeticError):
+                return []  # "1.2.3 ms" or 1e999: a note is optional, never an error
     return []

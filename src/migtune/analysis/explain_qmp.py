@@ -43,7 +43,8 @@ def command_notes(text: str, c: Ctx) -> list[str]:
                 notes.append(f"{key} = {value}")
         return notes
     if name == "migrate-set-capabilities":
-        caps = args.get("capabilities") or []
+        caps = args.get("capabilities")
+        caps = caps if isinstance(caps, list) else []  # hand-edited logs: any JSON type
         states = [
             f"{x.get('capability')} {'on' if x.get('state') else 'off'}"
             for x in caps

@@ -31,7 +31,8 @@ MACHINE_GENERIC_RE = re.compile(
 DEVICE_STATE_RE = re.compile(
     r"(check_section_footer|Read section footer failed|Missing section footer|"
     r"error while loading state|load of migration failed|Unknown savevm section|"
-    r"Failed to load [\w:./-]+|VMState[^\n]*failed|vmstate[^\n]*error|"
+    # Bounded gaps: with [^\n]* every "vmstate" of a long line rescanned it (quadratic).
+    r"Failed to load [\w:./-]+|VMState[^\n]{0,200}?failed|vmstate[^\n]{0,200}?error|"
     r"device state load failed)",
     re.I,
 )

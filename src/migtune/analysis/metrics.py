@@ -150,7 +150,7 @@ def count_remaining_jumps(samples: list[Sample]) -> int:
     return sum(1 for a, b in zip(rem, rem[1:], strict=False) if b > a + _JUMP_MIN)
 
 
-_MS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*ms\b")
+_MS_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*ms\b")  # look-behind: linear search
 _S_RE = re.compile(r"migrate_set_downtime:?\s*(\d+(?:\.\d+)?)")
 
 

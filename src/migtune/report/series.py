@@ -19,7 +19,7 @@ MAX_POINTS = 400
 # A rise of ``remaining`` by more than this marks a dirty-bitmap sync when the log has
 # no dirty-sync-count (same threshold as migtune.analysis.metrics).
 _PASS_JUMP = 4 * 1024**2
-_PCT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_PCT_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*%")  # look-behind: linear search
 
 
 @dataclass(slots=True)

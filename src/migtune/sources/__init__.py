@@ -21,7 +21,8 @@ from pathlib import Path
 
 from migtune.bounded import EventList, SampleList
 from migtune.errors import InputError
-from migtune.model import Run
+from migtune.model import Run, Settings
+from migtune.sources._bounds import check_run
 from migtune.sources._common import warn
 from migtune.sources.errorlines import ErrorLines
 from migtune.sources.linesource import MAX_LINE_CHARS, LineSource
@@ -45,8 +46,8 @@ def _module(fmt: str):
         raise InputError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})") from None
 
 
-def detect_format(lines: Sequence[str]) -> str:
-    """The most likely format of these lines, or InputError if none fits."""
+def detect_format(lines: Sequence[str], name: str = "<input>") -> str:
+    """The most likely format of these lines, or InputError (naming ``name``) if none fits."""
     head = list(lines[:SNIFF_LINES])
     best, best_score = None, 0.0
     for fmt in FORMATS:
@@ -55,7 +56,7 @@ def detect_format(lines: Sequence[str]) -> str:
             best, best_score = fmt, score
     if best is None or best_score < 0.2:
         raise InputError(
-            "unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
+            f"{name}: unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
             "HMP 'info migrate', 'virsh domjobinfo' or nova-compute lines (use --format to force one)"
         )
     return best
@@ -108,16 +109,35 @@ def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<inp
                 break
     if not seen:
         raise InputError(f"{name}: no log lines")
-    chosen = fmt or detect_format([line for line in head if line.strip()])
-    run = _module(chosen).parse(itertools.chain(head, body))
+    chosen = fmt or detect_format([line for line in head if line.strip()], name)
+    try:
+        run = _module(chosen).parse(itertools.chain(head, body))
+    except InputError as exc:
+        raise InputError(
+            exc.message if exc.message.startswith(name) else f"{name}: {exc}"
+        ) from None
     for _ in body:  # a parser that stopped early: the error lines still see the rest
         pass
+    if _recognised_nothing(run):
+        # Typically a forced --format that fits nothing in the file: an empty diagnosis
+        # would look like an answer.
+        raise InputError(f"{name}: nothing in it reads as a {chosen} migration log")
+    check_run(run)
     run.lines = source
     run.error_lines = errors.close()
     if comments:
         run.meta["comments"] = comments
     _note_bounds(run, cut)
     return run
+
+
+def _recognised_nothing(run: Run) -> bool:
+    """No sample, no settings and no event but those made of lines not understood."""
+    return (
+        not run.samples
+        and run.settings == Settings()
+        and all(isinstance(e.data, dict) and e.data.get("unrecognised") for e in run.events)
+    )
 
 
 def _batched(lines: Iterator[str], size: int = 1024) -> Iterator[list[str]]:

@@ -61,11 +61,11 @@ _XBZRLE_RE = re.compile(
 # Both in one pattern, so one match call per line: they start with different words.
 _HOT_RE = re.compile(f"(?:{_PROGRESS_RE.pattern})|(?:{_XBZRLE_RE.pattern})")
 _OLD_PROGRESS_RE = re.compile(
-    r"migration status: ([\w-]+) \(transferred (\d+), remaining (\d+)\), total (\d+)\)?"
+    r"migration status: ([\w-]+) \(transferred (\d{1,24}), remaining (\d{1,24})\), total (\d{1,24})\)?"
 )
 _OLD_XBZRLE_RE = re.compile(
-    r"migration xbzrle cachesize: (\d+) transferred (\d+) pages (\d+) cachemiss (\d+)"
-    r" overflow (\d+)"
+    r"migration xbzrle cachesize: (\d{1,24}) transferred (\d{1,24}) pages (\d{1,24}) cachemiss (\d{1,24})"
+    r" overflow (\d{1,24})"
 )
 _FACTORS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "PiB": 1024**5}
 # Control characters (other than tab) or U+FFFD from undecodable bytes: not a log line.
