@@ -6,9 +6,9 @@ import click
 
 from migtune.analysis.diagnose import diagnose as diagnose_run
 from migtune.analysis.explain import explain as explain_run
-from migtune.cli.main import cli
+from migtune.cli.main import cli, load_log
 from migtune.outputs import jsonout, text
-from migtune.sources import FORMATS, load_run
+from migtune.sources import FORMATS
 
 _FORMAT = click.option(
     "--format",
@@ -26,7 +26,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stab
 @_JSON
 def explain(log: str, fmt: str | None, as_json: bool) -> int:
     """Print LOG back with what each line means, a timeline and the diagnosis."""
-    x = explain_run(load_run(log, fmt))
+    x = explain_run(load_log(log, fmt))
     if as_json:
         click.echo(jsonout.dumps(jsonout.explanation_dict(x)))
     else:
@@ -43,7 +43,7 @@ def diagnose(log: str, fmt: str | None, as_json: bool) -> int:
 
     Exits 0 whenever the log could be analysed, whatever it found.
     """
-    d = diagnose_run(load_run(log, fmt))
+    d = diagnose_run(load_log(log, fmt))
     if as_json:
         click.echo(jsonout.dumps(jsonout.diagnosis_dict(d)))
     else:

@@ -18,7 +18,7 @@ import click
 
 from migtune.errors import InputError
 from migtune.model import Settings
-from migtune.settings import apply_assignment, setting_names, validate
+from migtune.settings import apply_assignment, check_qemu_version, setting_names, validate
 from migtune.units import parse_duration, parse_rate, parse_size
 
 # Keyword names the decorator adds; consumers pop them with pop_settings_options().
@@ -62,6 +62,19 @@ class _UnitType(click.ParamType):
         return out
 
 
+class _QemuVersionType(click.ParamType):
+    """A QEMU release inside the range migtune models (:data:`migtune.settings.SUPPORTED_QEMU`)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        try:
+            return check_qemu_version(str(value))
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+QEMU_VERSION = _QemuVersionType()
 DURATION = _UnitType("duration", parse_duration)
 RATE = _UnitType("rate", parse_rate)
 SIZE = _UnitType("size", parse_size)

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from migtune.cli.main import cli
+from migtune.cli.main import cli, load_log, warning_line
 from migtune.cli.options import (
     DURATION,
+    QEMU_VERSION,
     RATE,
     SIZE,
     migration_settings_options,
@@ -18,6 +19,7 @@ from migtune.cli.options import (
     settings_from_options,
 )
 from migtune.errors import EXIT_NOT_CONVERGED, InputError
+from migtune.settings import SUPPORTED_QEMU, check_for_guest
 from migtune.units import format_bytes, format_duration
 
 
@@ -30,8 +32,8 @@ from migtune.units import format_bytes, format_duration
               help="Replay page writes from a trace (.npz with t+pages or t+bitmaps, "
               "or text lines 'seconds page').")  # fmt: skip
 @migration_settings_options
-@click.option("--qemu-version", default="10.0", show_default=True, metavar="X.Y",
-              help="QEMU behaviour to model (7.2 … 10.2).")  # fmt: skip
+@click.option("--qemu-version", type=QEMU_VERSION, default="10.0", show_default=True,
+              metavar="X.Y", help=f"QEMU behaviour to model ({SUPPORTED_QEMU}).")  # fmt: skip
 @click.option("--link", type=RATE, metavar="RATE",
               help="Wire rate the migration stream achieves without a cap "
               "(default: the lab's loopback, about 0.7 GB/s).")  # fmt: skip
@@ -58,7 +60,9 @@ def simulate_cmd(**kw: Any) -> int:
     if kw["from_log"]:
         return _from_log(kw, settings, rule)
     if kw["ram"] is None:
-        raise InputError("--ram is required (or --from LOG)")
+        raise InputError("--ram: missing (give the guest's RAM, or --from LOG)")
+    for line in check_for_guest(settings, int(kw["ram"]), time_limit=kw["time_limit"]):
+        warning_line(line)
     result = simulate(
         int(kw["ram"]),
         kw["workload"],
@@ -131,10 +135,12 @@ def render(result: Any) -> str:
 
 def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
     from migtune.sim.calibrate import calibrate, compare, what_if
-    from migtune.sources import load_run
 
-    run = load_run(kw["from_log"])
+    run = load_log(kw["from_log"])
     cal = calibrate(run)
+    # Only what the command line sets is checked: the log's own settings are what happened.
+    for line in check_for_guest(settings, cal.ram_bytes, time_limit=kw["time_limit"]):
+        warning_line(line)
     changed = _overlay(cal.settings, settings)
     wi = what_if(
         cal,

@@ -32,6 +32,7 @@ from migtune.qemu.migrate import MigrationResult, migrate
 from migtune.qemu.policies import Policy, parse_policy
 from migtune.qemu.process import QemuProcess, free_port, kvm_usable, qemu_version
 from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
+from migtune.settings import check_for_guest
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
 
@@ -292,6 +293,9 @@ def lab_run(
     version = qemu_version()
     # Refuse what QEMU would refuse before spending seconds on two boots.
     compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
+    # Settings absurd for this guest are refused here, before two boots; the warnings are
+    # reported by migrate(), which runs the same check against the RAM QEMU reports.
+    check_for_guest(settings, ram, time_limit=time_limit)
     policy = parse_policy(policy)
     image = image or build_guest()
     say = status or (lambda _msg: None)

@@ -42,6 +42,7 @@ from migtune.qemu.policies import (
     parse_policy,
 )
 from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost
+from migtune.settings import check_for_guest
 from migtune.sources.querymigrate import sample_from_query_migrate
 from migtune.sources.recording import parse_recording
 
@@ -219,6 +220,13 @@ class _Driver:
         self.warnings += compat.check(
             self.settings, version, offered,
             allow_postcopy=self.allow_postcopy, dest_qmp=dst is not None,
+        )  # fmt: skip
+        # Settings that make no sense for this guest (a cache as large as its RAM): refuse
+        # before anything is set on either side.
+        guest_ram = src.cmd("query-memory-size-summary").get("base-memory")
+        self.warnings += check_for_guest(
+            self.settings, guest_ram if isinstance(guest_ram, int) else None,
+            time_limit=self.time_limit,
         )  # fmt: skip
         state = src.cmd("query-migrate").get("status")
         if state not in (None, "none", *TERMINAL):
