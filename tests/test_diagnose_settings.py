@@ -218,3 +218,11 @@ def test_lab_recordings_never_get_advice_to_switch_on_what_was_on(path):
         if f'"capability": "{cap}", "state": true' in line
     }
     assert advised == set()
+
+
+def test_proxmox_log_with_autoconverge_on_but_no_throttle_logged():
+    d = diagnose(load_run(ROOT / "examples" / "proxmox-32GiB-not-converging.log"))
+    f = d.get("not-converging")
+    assert "auto-converge" not in [r.setting for r in all_recs(d)]
+    assert "Auto-converge was already on (the log does not show how hard it throttled)" in f.detail
+    assert f.evidence["max_throttle_pct"] is None

@@ -170,9 +170,12 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
     else:
         link = rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw)
     throttled = _throttle(run, m)
+    autoconverge_on = bool(run.settings.capabilities.get("auto-converge"))
     if throttled is None:
         recs += [link, rec.auto_converge(tgt), rec.postcopy(tgt)]
         throttled_text = ""
+        if autoconverge_on:
+            ev["max_throttle_pct"] = m.throttle_max_pct
     else:
         # Auto-converge is on and already holds the guest back hard: the next steps are a
         # higher ceiling (or faster steps), post-copy, then a faster link.
@@ -205,9 +208,16 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
                 else ""
             )
             + (
-                "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
-                if throttled is None
-                else "or let it run on the target (post-copy). " + throttled.detail
+                "or let it run on the target (post-copy). " + throttled.detail
+                if throttled is not None
+                else "or let it run on the target (post-copy). Auto-converge was already on"
+                + (
+                    " (the log does not show how hard it throttled)."
+                    if m.throttle_max_pct is None
+                    else f" and throttled the vCPUs to {m.throttle_max_pct:.0f}%."
+                )
+                if autoconverge_on
+                else "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
             )
         ),
     )
