@@ -52,6 +52,11 @@ def test_max_cpu_throttle_below_the_default_initial_step_is_refused():
     assert check_for_guest(Settings(max_cpu_throttle=10, cpu_throttle_initial=5), GiB) == []
 
 
+def test_no_time_at_all_is_refused():
+    with pytest.raises(InputError, match="time limit: must be more than 0 s"):
+        check_for_guest(Settings(), GiB, time_limit=0)
+
+
 def test_a_cap_too_low_for_one_pass_is_a_warning():
     (w,) = check_for_guest(Settings(max_bandwidth=100 * KiB), GiB)
     assert "needs 2 h 54 min for one pass" in w

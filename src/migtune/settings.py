@@ -223,6 +223,10 @@ def check_for_guest(
     """
     validate(s)
     warnings: list[str] = []
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(
+            "time limit: must be more than 0 s (the migration would be cancelled at once)"
+        )
     if s.downtime_limit == 0:
         raise InputError(
             "downtime-limit: 0 lets QEMU switch over only with nothing left to send, which a "

@@ -181,6 +181,8 @@ def migrate(
     combination QEMU rejects; otherwise returns a :class:`MigrationResult`.
     """
     pol = parse_policy(policy)
+    # What needs no guest (a downtime limit of 0, no time at all) is refused before any socket.
+    check_for_guest(settings, None, time_limit=time_limit)
     no_trigger = postcopy_after_passes is None and postcopy_after is None
     if allow_postcopy and no_trigger and pol.name in ("fixed", "proxmox"):
         postcopy_after_passes = 2
