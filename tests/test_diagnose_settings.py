@@ -164,6 +164,10 @@ def test_converged_only_by_heavy_throttling_is_its_own_finding():
 
 # -- nothing already in force is recommended -----------------------------------------------
 T = rec.Target()
+# No rule advises switching XBZRLE on today; one that does must not when it was on.
+ENABLE_XBZRLE = rec.Recommendation(
+    setting="xbzrle", action="turn XBZRLE on", commands={"qmp": [rec.caps(xbzrle=True)]}
+)
 
 
 @pytest.mark.parametrize(
@@ -173,6 +177,8 @@ T = rec.Target()
         (rec.auto_converge(T), Settings(capabilities={"auto-converge": False}), None, False),
         (rec.auto_converge(T), Settings(), None, False),
         (rec.disable_xbzrle(T), Settings(capabilities={"xbzrle": False}), None, True),
+        (ENABLE_XBZRLE, Settings(capabilities={"xbzrle": True}), None, True),
+        (ENABLE_XBZRLE, Settings(capabilities={"xbzrle": False}), None, False),
         (rec.disable_xbzrle(T), Settings(capabilities={"xbzrle": True}), None, False),
         (rec.multifd(T, 4), Settings(capabilities={"multifd": True}, multifd_channels=4), None, True),
         (rec.multifd(T, 4), Settings(capabilities={"multifd": True}), None, False),
