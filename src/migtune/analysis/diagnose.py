@@ -169,7 +169,7 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
         link = rec.bandwidth(need_bw, tgt, "the cap is below the dirty rate")
     else:
         link = rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw)
-    throttled = _throttle(run, m)
+    throttled = _throttle(run, m, tgt)
     autoconverge_on = bool(run.settings.capabilities.get("auto-converge"))
     if throttled is None:
         recs += [link, rec.auto_converge(tgt), rec.postcopy(tgt)]
@@ -183,6 +183,18 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
         recs += [*throttled.recommendations, rec.postcopy(tgt), link]
         throttled_text = f" even with {throttled.summary}"
     recs += [rec.multifd(tgt), rec.throttle_note(tgt)]
+    if throttled is not None:
+        slow_down = "or let it run on the target (post-copy). " + throttled.detail
+    elif autoconverge_on:
+        slow_down = "or let it run on the target (post-copy). Auto-converge was already on" + (
+            " (the log does not show how hard it throttled)."
+            if m.throttle_max_pct is None
+            else f" and throttled the vCPUs to {m.throttle_max_pct:.0f}%."
+        )
+    else:
+        slow_down = (
+            "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
+        )
     state = "was dirtying" if finished else "dirties"
     verdict = (
         "it finished only because the stop-and-copy was allowed to grow"
@@ -207,18 +219,7 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
                 if needed_dt and needed_dt <= MAX_SENSIBLE_DOWNTIME
                 else ""
             )
-            + (
-                "or let it run on the target (post-copy). " + throttled.detail
-                if throttled is not None
-                else "or let it run on the target (post-copy). Auto-converge was already on"
-                + (
-                    " (the log does not show how hard it throttled)."
-                    if m.throttle_max_pct is None
-                    else f" and throttled the vCPUs to {m.throttle_max_pct:.0f}%."
-                )
-                if autoconverge_on
-                else "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
-            )
+            + slow_down
         ),
     )
 
