@@ -23,6 +23,7 @@ QEMU_DEFAULT_XBZRLE_CACHE = 64 * 1024**2
 QEMU_DEFAULT_MULTIFD_CHANNELS = 2
 QEMU_MAX_DOWNTIME_LIMIT = 2000.0  # s
 QEMU_MAX_MULTIFD_CHANNELS = 255
+INT64_MAX = 2**63 - 1  # QEMU holds sizes and rates in 64-bit integers
 PAGE_SIZE = 4096
 
 # The QEMU releases whose migration behaviour migtune models: the one place that says so
@@ -129,7 +130,7 @@ def apply_assignment(settings: Settings, assignment: str) -> Settings:
         field, parser = _PARAMETERS[name]
         try:
             setattr(new, field, parser(value))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise InputError(f"{name}: bad value {value!r}") from None
         except InputError as exc:
             raise InputError(f"{name}: {exc}") from None
@@ -157,6 +158,8 @@ def validate(s: Settings) -> None:
     ):
         if value is not None and not math.isfinite(value):
             raise InputError(f"{name}: {value} is not a finite number")
+        if value is not None and value * (1000 if name == "downtime-limit" else 1) > INT64_MAX:
+            raise InputError(f"{name}: {value:g} is beyond what QEMU can hold")
     if s.downtime_limit is not None and not 0 <= s.downtime_limit <= QEMU_MAX_DOWNTIME_LIMIT:
         raise InputError("downtime-limit: must be between 0 and 2000 s (QEMU's maximum)")
     for name, value in (
@@ -166,8 +169,13 @@ def validate(s: Settings) -> None:
     ):
         if value is not None and value < 0:
             raise InputError(f"{name}: cannot be negative")
+        if value is not None and 0 < value < 1:
+            # QEMU takes whole bytes per second: this would be 0, i.e. unlimited.
+            raise InputError(f"{name}: {value:g} B/s is less than 1 byte/s (0 means unlimited)")
     if s.xbzrle_cache_size is not None:
         n = s.xbzrle_cache_size
+        if n > INT64_MAX:
+            raise InputError(f"xbzrle-cache-size: {n} bytes is beyond what QEMU can hold")
         if n < PAGE_SIZE or n & (n - 1):
             raise InputError(
                 f"xbzrle-cache-size: must be a power of two of at least 4 KiB (got {n} bytes)"
@@ -227,10 +235,12 @@ def check_for_guest(
         raise InputError(
             "time limit: must be more than 0 s (the migration would be cancelled at once)"
         )
-    if s.downtime_limit == 0:
+    if s.downtime_limit is not None and round(s.downtime_limit * 1000) == 0:
+        rounded = "" if s.downtime_limit == 0 else " (QEMU counts whole milliseconds)"
         raise InputError(
-            "downtime-limit: 0 lets QEMU switch over only with nothing left to send, which a "
-            "running guest never reaches: give the pause you can accept (QEMU's default 300ms)"
+            f"downtime-limit: 0 lets QEMU switch over only with nothing left to send{rounded}, "
+            "which a running guest never reaches: give the pause you can accept (QEMU's "
+            "default 300ms)"
         )
     cache = s.xbzrle_cache_size
     xbzrle_on = s.capabilities.get("xbzrle") is not False

@@ -13,7 +13,13 @@ import sys
 import click
 
 from migtune import __version__
-from migtune.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, MigtuneError
+from migtune.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_UNAVAILABLE,
+    InputError,
+    MigtuneError,
+)
 from migtune.model import Run
 
 
@@ -110,6 +116,8 @@ def load_log(path: str, fmt: str | None = None) -> Run:
     from migtune.sources import load_run
 
     name = "standard input" if path == "-" else str(path)
+    if "\x00" in name:
+        raise InputError(f"{name!r}: not a file name (it contains a NUL byte)")
     try:
         run = load_run(path, fmt)
     except MigtuneError as exc:
@@ -140,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.ClickException as exc:
         error_line(exc.format_message())
         return exc.exit_code
+    except ValueError as exc:
+        # The OS cannot even look a path up that holds a NUL byte; Python says so this way.
+        if "embedded null byte" not in str(exc) or os.environ.get("MIGTUNE_DEBUG"):
+            return _internal(exc)
+        error_line("a file name contains a NUL byte")
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        # A guest too large to simulate on this machine: a missing resource, not a bug.
+        error_line("out of memory (a smaller --ram, or a machine with more memory)")
+        return EXIT_UNAVAILABLE
     except (KeyboardInterrupt, click.exceptions.Abort):
         error_line("interrupted")
         return 130
@@ -149,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
-        if os.environ.get("MIGTUNE_DEBUG"):
-            raise
-        error_line(f"internal error: {type(exc).__name__}: {exc} (set MIGTUNE_DEBUG=1 for details)")
-        return EXIT_INTERNAL
+        return _internal(exc)
     # With standalone_mode=False click returns the value of ctx.exit(code) / the command.
     return rv if isinstance(rv, int) else 0
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("MIGTUNE_DEBUG"):
+        raise exc
+    error_line(f"internal error: {type(exc).__name__}: {exc} (set MIGTUNE_DEBUG=1 for details)")
+    return EXIT_INTERNAL
 
 
 def run() -> None:

@@ -10,9 +10,9 @@ import click
 from migtune.cli.main import cli, load_log, warning_line
 from migtune.cli.options import (
     DURATION,
+    GUEST_RAM,
     QEMU_VERSION,
     RATE,
-    SIZE,
     migration_settings_options,
     pop_settings_options,
     postcopy_rule_from_options,
@@ -24,7 +24,7 @@ from migtune.units import format_bytes, format_duration
 
 
 @cli.command("simulate")
-@click.option("--ram", type=SIZE, metavar="SIZE", help="Guest RAM (e.g. 32GiB).")
+@click.option("--ram", type=GUEST_RAM, metavar="SIZE", help="Guest RAM (e.g. 32GiB).")
 @click.option("--workload", default="idle", show_default=True, metavar="SPEC",
               help="How the guest dirties memory, as for `lab run` "
               "(ws=256MiB,rate=64MiB/s,pattern=random,bytes=8).")  # fmt: skip
@@ -39,7 +39,8 @@ from migtune.units import format_bytes, format_duration
               "(default: the lab's loopback, about 0.7 GB/s).")  # fmt: skip
 @click.option("--time-limit", type=DURATION, default="600s", show_default=True, metavar="TIME",
               help="Cancel the simulated migration after this long.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the guest.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Random seed of the guest.")  # fmt: skip
 @click.option("--from", "from_log", type=click.Path(dir_okay=False), metavar="LOG",
               help="Calibrate from an observed run (any log explain reads), then show "
               "the settings given here side by side with what was observed.")  # fmt: skip
