@@ -18,6 +18,7 @@ from migtune.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 LOG = str(ROOT / "examples" / "proxmox-32GiB-not-converging.log")
 README = str(ROOT / "README.md")
+QMP_LOG = str(ROOT / "examples" / "qmp-4GiB-xbzrle-autoconverge.jsonl")
 BAD_INPUT, MISSING = 2, 5
 
 
@@ -104,6 +105,7 @@ CASES = [
     (["simulate", "--from", "{DIR}"], BAD_INPUT, "--from: file"),
     (["simulate", "--from", "{MISSING}"], BAD_INPUT, "missing.log"),
     (["simulate", "--from", README], BAD_INPUT, "README.md: unrecognised log format"),
+    (["simulate", "--from", QMP_LOG, "--xbzrle-cache-size", "8GiB"], BAD_INPUT, "not smaller"),
     # migrate: refused before any QMP socket is touched, or 5 when the socket is missing
     (["migrate", "--to", "tcp:127.0.0.1:1"], BAD_INPUT, "--qmp: missing"),
     (["migrate", "--qmp", "{MISSING}"], BAD_INPUT, "--to: missing"),
@@ -201,3 +203,12 @@ def test_real_entry_point_prints_one_line(argv, code):
     assert proc.returncode == code
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("migtune: error: ")
     assert proc.stdout == ""
+
+
+def test_settings_odd_for_the_guest_are_a_warning_line_and_the_command_goes_on(capsys):
+    argv = ["simulate", "--ram", "384MiB", "--xbzrle-cache-size", "256MiB", "--time-limit", "5s"]
+    assert main(argv) in (0, 6)  # simulated, converged or not
+    captured = capsys.readouterr()
+    (line,) = [x for x in captured.err.splitlines() if x.strip()]
+    assert line.startswith("migtune: warning: xbzrle-cache-size 256.0 MiB is more than half")
+    assert "simulated QEMU" in captured.out
