@@ -69,6 +69,9 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
+_EXTRA_ARGS = re.compile(r"unexpected extra arguments? \((.*)\)")
+
+
 def usage_message(exc: click.exceptions.UsageError) -> str:
     """``<option>: <what is wrong>`` for a click usage error, instead of its usage block."""
     ex = click.exceptions
@@ -105,9 +108,6 @@ def _recognised_anything(run: Run) -> bool:
         or run.status != "unknown"
         or any(e.kind != "info" for e in run.events)
     )
-
-
-_EXTRA_ARGS = re.compile(r"unexpected extra arguments? \((.*)\)")
 
 
 def load_log(path: str, fmt: str | None = None) -> Run:
