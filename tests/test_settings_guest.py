@@ -117,3 +117,10 @@ def test_qemu_versions_outside_the_range_are_refused(text):
 def test_unreadable_qemu_versions_are_refused(text):
     with pytest.raises(InputError, match="cannot read QEMU version"):
         check_qemu_version(text)
+
+
+def test_xbzrle_on_without_a_size_checks_qemus_default_cache():
+    on = Settings(capabilities={"xbzrle": True})
+    with pytest.raises(InputError, match="QEMU's default 64.0 MiB cache is not smaller"):
+        check_for_guest(on, 64 * MiB)
+    assert check_for_guest(on, 512 * MiB) == []

@@ -242,15 +242,18 @@ def check_for_guest(
             "which a running guest never reaches: give the pause you can accept (QEMU's "
             "default 300ms)"
         )
-    cache = s.xbzrle_cache_size
+    cache, whose = s.xbzrle_cache_size, "a"
     xbzrle_on = s.capabilities.get("xbzrle") is not False
+    if cache is None and s.capabilities.get("xbzrle"):
+        # XBZRLE on without a size: QEMU's default cache, which a tiny guest may not exceed.
+        cache, whose = QEMU_DEFAULT_XBZRLE_CACHE, "QEMU's default"
     if cache is not None and ram_bytes and xbzrle_on:
         from migtune.units import format_bytes
 
         suggest = 1 << max(12, (max(ram_bytes // 4, PAGE_SIZE)).bit_length() - 1)
         if cache >= ram_bytes:
             raise InputError(
-                f"xbzrle-cache-size: a {format_bytes(cache)} cache is not smaller than the "
+                f"xbzrle-cache-size: {whose} {format_bytes(cache)} cache is not smaller than the "
                 f"guest's {format_bytes(ram_bytes)} of RAM: the source would hold a second copy "
                 f"of the guest and the migration crawls; use at most {format_bytes(suggest)}"
             )
