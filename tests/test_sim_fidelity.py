@@ -14,7 +14,12 @@ import pytest
 from migtune.sim.fidelity import replay, summary
 
 LAB = Path(__file__).resolve().parent / "fixtures" / "lab"
-RECORDINGS = sorted(LAB.glob("*.jsonl")) if LAB.is_dir() else []
+# calib-* recordings measure calibration (test_sim_calibrate.py), not the told-workload replay
+RECORDINGS = (
+    sorted(p for p in LAB.glob("*.jsonl") if not p.stem.startswith("calib-"))
+    if LAB.is_dir()
+    else []
+)
 _cache: dict[Path, object] = {}
 
 

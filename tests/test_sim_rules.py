@@ -138,8 +138,10 @@ def test_throttle_share_and_writers():
     assert throttled_rate(16_000, 100_000, 60, False, burst=0.02) == pytest.approx(16_000)
     # at 90 %: cycle 100 ms, 10 ms run + 20 ms banked -> 30 % of the rate
     assert throttled_rate(16_000, 100_000, 90, False, burst=0.02) == pytest.approx(4_800)
-    # the lab dirtier banks 2 ms: at 50 % (cycle 20 ms) it keeps 12/20 of its rate
-    assert throttled_rate(16_000, 100_000, 50, False) == pytest.approx(9_600)
+    # the lab dirtier banks 10 ms (dirtier.c): at 50 % (cycle 20 ms) it keeps all of its
+    # rate, at 75 % (cycle 40 ms) 20/40
+    assert throttled_rate(16_000, 100_000, 50, False) == pytest.approx(16_000)
+    assert throttled_rate(16_000, 100_000, 75, False) == pytest.approx(8_000)
     # catching up: only the CPU share limits it
     assert throttled_rate(16_000, 100_000, 90, True) == pytest.approx(10_000)
 

@@ -16,6 +16,12 @@ Grammar: comma-separated ``key=value`` items, or the single word ``idle``.
             by writing faster afterwards, ``no`` (default) just loses the time
 ``zero``    fraction of guest RAM outside the working set that is zero pages
             (simulator only; the lab guest's free memory is zero; default 0.9)
+``cpu``     how the writing responds to auto-converge's vCPU throttle (simulator
+            only): the share of its vCPU the guest needs to write at ``rate``, 0..1.
+            Throttled to p %, it keeps ``min(1, (1 - p/100) / cpu)`` of its rate:
+            ``cpu=1`` is a CPU-bound writer, ``cpu=0`` writes the throttle cannot slow
+            (device DMA, another host's writes).  Unset: the lab writer's own
+            response (``catchup``, a 10 ms burst)
 =========== ==================================================================
 
 Examples: ``idle``; ``ws=256MiB,rate=64MiB/s,pattern=random,bytes=8``;
@@ -44,6 +50,7 @@ class Workload:
     bytes_per_write: int = 8
     catchup: bool = False
     zero: float = 0.9
+    cpu: float | None = None  # vCPU share the writes need (throttle response); None = lab
 
     @property
     def idle(self) -> bool:
@@ -67,7 +74,27 @@ class Workload:
             parts.append("catchup=yes")
         if self.zero != 0.9:
             parts.append(f"zero={self.zero:g}")
+        if self.cpu is not None:
+            parts.append(f"cpu={self.cpu:g}")
         return ",".join(parts)
+
+
+def describe(w: Workload) -> str:
+    """The workload for people, with units: ``ws=57.5 MiB, writes 148.0 MiB/s, random``."""
+    from migtune.units import format_bytes, format_rate
+
+    if w.idle:
+        return "idle (no working set)"
+    rate = "as fast as the vCPU can" if w.rate is None else format_rate(w.rate)
+    parts = [f"ws={format_bytes(w.ws)}", f"writes {rate}", w.pattern]
+    if w.pattern == "hotcold":
+        parts[-1] = f"hotcold ({w.hotw:.0%} of writes to {w.hot:.0%} of it)"
+    parts.append(f"{w.bytes_per_write} bytes per write")
+    if w.cpu is not None:
+        parts.append(f"writes need {w.cpu:.0%} of a vCPU")
+    elif w.catchup:
+        parts.append("catches up after throttling")
+    return ", ".join(parts)
 
 
 def _fraction(key: str, v: str) -> float:
@@ -132,6 +159,8 @@ def parse_workload(spec: str) -> Workload:
             w = dataclasses.replace(w, catchup=value.lower() in ("yes", "on", "1", "true"))
         elif key == "zero":
             w = dataclasses.replace(w, zero=_fraction(key, value))
+        elif key == "cpu":
+            w = dataclasses.replace(w, cpu=_fraction(key, value))
         else:
             raise InputError(f"workload: unknown key {key!r}")
     if w.ws and w.ws < PAGE_SIZE:

@@ -37,8 +37,9 @@ from migtune.units import format_bytes, format_duration
 @click.option("--link", type=RATE, metavar="RATE",
               help="Wire rate the migration stream achieves without a cap "
               "(default: the lab's loopback, about 0.7 GB/s).")  # fmt: skip
-@click.option("--time-limit", type=DURATION, default="600s", show_default=True, metavar="TIME",
-              help="Cancel the simulated migration after this long.")  # fmt: skip
+@click.option("--time-limit", type=DURATION, metavar="TIME",
+              help="Cancel the simulated migration after this long (default 600s; with "
+              "--from: long enough to finish, at least the observed duration).")  # fmt: skip
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Random seed of the guest.")  # fmt: skip
 @click.option("--from", "from_log", type=click.Path(dir_okay=False), metavar="LOG",
@@ -62,7 +63,8 @@ def simulate_cmd(**kw: Any) -> int:
         return _from_log(kw, settings, rule)
     if kw["ram"] is None:
         raise InputError("--ram: missing (give the guest's RAM, or --from LOG)")
-    for line in check_for_guest(settings, int(kw["ram"]), time_limit=kw["time_limit"]):
+    time_limit = 600.0 if kw["time_limit"] is None else kw["time_limit"]
+    for line in check_for_guest(settings, int(kw["ram"]), time_limit=time_limit):
         warning_line(line)
     result = simulate(
         int(kw["ram"]),
@@ -70,7 +72,7 @@ def simulate_cmd(**kw: Any) -> int:
         settings,
         qemu_version=kw["qemu_version"],
         link_rate=kw["link"],
-        time_limit=kw["time_limit"],
+        time_limit=time_limit,
         seed=kw["seed"],
         record=kw["record"],
         trace=kw["trace"],
@@ -88,13 +90,23 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f} ms"
 
 
-def outcome_lines(o: Any) -> list[str]:
+def _passes(o: Any) -> str:
+    return "?" if o.passes is None else str(o.passes)
+
+
+def outcome_lines(o: Any, horizon: float | None = None) -> list[str]:
+    if o.converged:
+        what = f"converged ({o.status})"
+    elif o.status == "cancelled" and horizon:
+        what = f"did not finish within {format_duration(horizon)}"
+    else:
+        what = f"did not converge ({o.status})"
     lines = [
-        f"  outcome     {'converged' if o.converged else 'did not converge'} ({o.status})",
+        f"  outcome     {what}",
         f"  total time  {format_duration(o.total_time_s)}",
         f"  downtime    {_ms(o.downtime_ms)}",
         f"  sent        {format_bytes(o.transferred_bytes)}",
-        f"  passes      {o.passes}",
+        f"  passes      {_passes(o)}",
         f"  throttle    {o.max_throttle_pct:.0f}% max"
         if o.max_throttle_pct
         else "  throttle    none",
@@ -123,13 +135,26 @@ def pass_table(passes: list[dict[str, Any]], limit: int = 20) -> list[str]:
     return rows
 
 
-def render(result: Any) -> str:
+def render(result: Any, horizon: float | None = None) -> str:
+    from migtune.settings import describe
+    from migtune.units import format_rate
+    from migtune.workload import describe as describe_workload
+    from migtune.workload import parse_workload
+
     st = result.stats
+    spec = st["workload"]
+    wl = spec if spec.startswith("trace=") else describe_workload(parse_workload(spec))
     head = (
         f"simulated QEMU {st['qemu_version']}: {format_bytes(st['ram_bytes'])} guest, "
-        f"workload {st['workload']}"
+        f"link {format_rate(st['link_rate'])}, workload {wl}"
     )
-    lines = [head, *outcome_lines(result.outcome), "", *pass_table(result.passes)]
+    lines = [
+        head,
+        f"  settings    {describe(result.run.settings)}",
+        *outcome_lines(result.outcome, horizon),
+        "",
+        *pass_table(result.passes),
+    ]
     lines.append(f"  ({result.wall_time * 1000:.0f} ms to simulate)")
     return "\n".join(lines)
 
@@ -143,7 +168,7 @@ def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
     for line in check_for_guest(settings, cal.ram_bytes, time_limit=kw["time_limit"]):
         warning_line(line)
     changed = _overlay(cal.settings, settings)
-    wi = what_if(
+    pred = what_if(
         cal,
         changed,
         qemu_version=kw["qemu_version"] if kw["qemu_version"] != "10.0" else cal.qemu_version,
@@ -156,13 +181,14 @@ def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
     if kw["as_json"]:
         out = {
             "calibration": cal.to_dict(),
-            "what_if": wi.to_dict(),
-            "what_if_vs_observed": compare(wi.outcome, cal.observed),
+            "what_if": pred.to_dict(),
+            "what_if_vs_observed": compare(pred.result.outcome, cal.observed),
+            "low_confidence": cal.low_confidence,
         }
         click.echo(json.dumps(out, indent=2, default=str))
     else:
-        click.echo(render_from(cal, wi))
-    return 0 if wi.outcome.converged else EXIT_NOT_CONVERGED
+        click.echo(render_from(cal, pred))
+    return 0 if pred.result.outcome.converged else EXIT_NOT_CONVERGED
 
 
 def _overlay(base: Any, given: Any) -> Any:
@@ -177,36 +203,96 @@ def _overlay(base: Any, given: Any) -> Any:
     return out
 
 
-def render_from(cal: Any, wi: Any) -> str:
+def _observed_settings(cal: Any) -> str:
     from migtune.settings import describe
+
+    text = describe(cal.settings)
+    steps = [a.split("=", 1)[1] for _, a in cal.schedule if a.startswith("downtime-limit=")]
+    if steps:
+        text += f"; downtime limit raised during the run to {', '.join(steps)}"
+    return text
+
+
+def _throttle_known(cal: Any) -> bool:
+    """Logs that never report the throttle (Proxmox) show '?' rather than 0 %."""
+    ev = cal.evidence
+    return ev is None or ev.throttle_seen or not cal.settings.capabilities.get("auto-converge")
+
+
+def render_from(cal: Any, pred: Any) -> str:
+    from migtune.settings import describe
+    from migtune.sim.calibrate.predict import describe_range
     from migtune.units import format_rate
 
+    o, r = cal.observed, cal.replay.outcome
+    n = len(cal.plausible)
+    cap = cal.settings.max_bandwidth
+    link = min(cal.link_rate, cap) if cap and cap < 2**60 else cal.link_rate
     lines = [
-        f"calibrated from the log: {format_bytes(cal.ram_bytes)} guest, link "
-        f"{format_rate(cal.link_rate)}, workload {cal.workload.spec()}",
-        *(f"  - {n}" for n in cal.notes),
+        f"calibrated from the log: {format_bytes(cal.ram_bytes)} guest, link {format_rate(link)}",
+        f"  inferred    {cal.describe_inferred()}"
+        + (f" ({n} plausible workloads)" if n > 1 else ""),
+        *(f"  - {note}" for note in cal.notes),
         "",
-        f"{'':14}{'observed':>18}{'replay':>18}{'what-if':>18}",
     ]
-    o, r, w = cal.observed, cal.replay.outcome, wi.outcome
+    if cal.replay_class_ok:
+        lines.append(
+            "replay of the observed settings reproduces the observed outcome "
+            f"({'converged' if o.converged else 'not converged by ' + format_duration(o.total_time_s)})"
+        )
+    else:
+        lines.append(
+            "the replay of the observed settings does NOT reproduce the observed outcome: "
+            "every prediction below is low-confidence"
+        )
+    lines += [
+        f"  observed settings  {_observed_settings(cal)}",
+        f"  what-if settings   {describe(pred.settings)}",
+        "",
+        f"{'':14}{'observed':>20}{'replay':>20}  {'what-if':>34}",
+    ]
+    wr = pred.result.outcome
+    cells = describe_range(pred)
+    unfinished = wr.status == "cancelled" and not wr.converged
 
-    def row(name: str, f) -> str:
-        return f"  {name:12}{f(o):>18}{f(r):>18}{f(w):>18}"
+    def row(name: str, a: str, b: str, c: str) -> str:
+        return f"  {name:12}{a:>20}{b:>20}  {c:>34}"
+
+    def conv(x: Any, what_if: bool = False) -> str:
+        if x.converged:
+            return "yes"
+        return "no (did not finish)" if what_if and unfinished else "no"
 
     lines += [
-        row("converged", lambda x: "yes" if x.converged else "no"),
-        row("total time", lambda x: format_duration(x.total_time_s)),
-        row("downtime", lambda x: _ms(x.downtime_ms)),
-        row("sent", lambda x: format_bytes(x.transferred_bytes)),
-        row("passes", lambda x: str(x.passes)),
-        row("throttle", lambda x: f"{x.max_throttle_pct or 0:.0f}%"),
+        row("converged", conv(o), conv(r), conv(wr, True)),
+        row(
+            "total time",
+            format_duration(o.total_time_s),
+            format_duration(r.total_time_s),
+            f"> {format_duration(pred.horizon)}" if unfinished else cells["total_time_s"],
+        ),
+        row("downtime", _ms(o.downtime_ms), _ms(r.downtime_ms), _ms(wr.downtime_ms)),
+        row(
+            "sent",
+            format_bytes(o.transferred_bytes),
+            format_bytes(r.transferred_bytes),
+            cells["transferred_bytes"],
+        ),
+        row("passes", _passes(o), _passes(r), _passes(wr)),
+        row(
+            "throttle",
+            f"{o.max_throttle_pct or 0:.0f}%" if _throttle_known(cal) else "?",
+            f"{r.max_throttle_pct or 0:.0f}%",
+            f"{wr.max_throttle_pct or 0:.0f}%",
+        ),
     ]
     errs = cal.errors
     parts = [
         f"{k} {v:+.0%}"
         for k, v in (("time", errs.get("total_time")), ("bytes", errs.get("transferred")))
-        if v is not None
+        if v is not None and (k != "time" or o.converged)
     ]
     lines.append("  replay error: " + (", ".join(parts) or "not measurable from this log"))
-    lines.append(f"  what-if settings: {describe(wi.run.settings)}")
+    lines.append(f"  what-if: {pred.verdict()}")
+    lines += [f"  - {note}" for note in pred.notes]
     return "\n".join(lines)

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from migtune.model import Run
-from migtune.outcome import Outcome, XbzrleOutcome, outcome_from_run
+from migtune.outcome import Outcome
 from migtune.sim.api import SimResult, simulate
+from migtune.sim.calibrate.evidence import observed_outcome
 from migtune.sim.machine import Machine
 from migtune.sim.workloads import throttled_rate
 from migtune.sources.recording import parse_recording
@@ -103,23 +104,6 @@ def _rel(sim: float | None, real: float | None) -> float | None:
     return (sim - real) / real
 
 
-def _real_outcome(run: Run) -> Outcome:
-    res = run.meta.get("result")
-    if isinstance(res, dict) and "converged" in res:
-        xb = res.get("xbzrle")
-        return Outcome(
-            converged=bool(res["converged"]),
-            status=str(res.get("status")),
-            total_time_s=res.get("total_time_s"),
-            downtime_ms=res.get("downtime_ms"),
-            transferred_bytes=res.get("transferred_bytes"),
-            passes=res.get("passes"),
-            max_throttle_pct=res.get("max_throttle_pct"),
-            xbzrle=XbzrleOutcome(**xb) if isinstance(xb, dict) else None,
-        )
-    return outcome_from_run(run)
-
-
 def _param_assignment(name: str, value: Any) -> str | None:
     """A QMP migrate-set-parameters value as a ``--set`` assignment (QMP units)."""
     if name == "downtime-limit":
@@ -179,7 +163,7 @@ def case_from_recording(path: str | Path) -> ReplayCase:
         machine=machine,
         schedule=schedule,
         postcopy_after_passes=pc_passes,
-        real=_real_outcome(run),
+        real=observed_outcome(run),
     )
 
 

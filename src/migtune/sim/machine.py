@@ -35,10 +35,12 @@ class Machine:
     guest_background_pages: int = 350  # the hot set (0: all of the static pages)
     guest_background_bytes: int = 20  # bytes such a rewrite changes (what XBZRLE sees)
     multifd_sync_time: float = 0.0002  # s per multifd channel sync
-    # channels still holding an unsent packet when the rate limiter trips: their bytes
-    # are counted only once written, so the main thread runs on (lab: CPU-starved
-    # sender threads, windows ~1.3 MB over a 3.4 MB budget)
-    multifd_backlog: float = 1.0
+    # packets per channel still unsent when the rate limiter trips: their bytes are
+    # counted only once written, so the main thread runs on (lab, median windows:
+    # 2 channels ~0.95 MB over a 3.4 MB budget, 4 channels ~1.7 MB over 6.7 MB, i.e.
+    # 0.7 packet per channel plus half a batch; fitted on multifd-1/2 and
+    # calib-random-640-cap64-multifd4)
+    multifd_backlog: float = 0.7
     sample_interval: float = 0.5  # s between query-migrate samples (the lab polls at 2 Hz)
     rtt: float = 0.0001  # s, one postcopy page request round trip
     # post-copy push rate (lab: ~130 MB of remaining pages in 0.53 s)

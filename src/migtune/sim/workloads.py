@@ -22,7 +22,7 @@ from migtune.sim import rules
 from migtune.workload import PAGE_SIZE, Workload
 
 THROTTLE_TIMESLICE = 0.010  # §5.3: a throttled vCPU runs 10 ms per cycle
-WRITER_BURST = 0.002  # lab dirtier: a rate-limited writer banks at most 2 ms of writes
+WRITER_BURST = 0.010  # lab dirtier (dirtier.c): its token bucket holds at most 10 ms of writes
 
 
 def throttled_rate(
@@ -37,7 +37,7 @@ def throttled_rate(
     ``rate`` is the asked page rate (None = CPU-bound), ``cpu_rate`` what the vCPU can
     write flat out.  A CPU-bound writer keeps ``1 - p`` of its speed.  A rate-limited
     writer sleeps anyway: it loses nothing until the throttle's sleep exceeds what it
-    can bank (``burst``: 2 ms for the lab dirtier), then keeps ``(10 ms + burst) /
+    can bank (``burst``: 10 ms for the lab dirtier), then keeps ``(10 ms + burst) /
     cycle`` - unless it catches up, in which case only the CPU share limits it.
     """
     share = rules.throttle_cpu_share(throttle_pct)
@@ -48,10 +48,26 @@ def throttled_rate(
         return asked
     if catchup:
         return min(asked, cpu_rate * share)
-    cycle = THROTTLE_TIMESLICE / share
+    cycle = THROTTLE_TIMESLICE / max(share, 1e-9)
     sleep = cycle - THROTTLE_TIMESLICE
     per_cycle = min(rate * (THROTTLE_TIMESLICE + min(sleep, burst)), cpu_rate * THROTTLE_TIMESLICE)
     return min(asked, per_cycle / cycle)
+
+
+def share_limited_rate(
+    rate: float | None, cpu_rate: float, throttle_pct: float, cpu: float
+) -> float:
+    """Pages/s of a writer that needs ``cpu`` of its vCPU to write at ``rate`` (§5.3).
+
+    Throttled to p %, the vCPU keeps ``1 - p/100`` of its time; while that is at least
+    ``cpu`` the writer is unaffected, below it writes shrink in proportion.  ``cpu = 0``
+    is writing the throttle does not reach (device DMA).  The lab writer without
+    catch-up behaves like ``cpu = 0.5`` (10 ms slice + 10 ms banked per cycle)."""
+    asked = cpu_rate if rate is None else min(rate, cpu_rate)
+    if throttle_pct <= 0 or cpu <= 0:
+        return asked
+    share = rules.throttle_cpu_share(throttle_pct)
+    return asked * min(1.0, share / cpu)
 
 
 @dataclass
@@ -120,6 +136,8 @@ class Dirtier:
         if self.w.idle:
             return 0.0
         asked = None if self.w.rate is None else self.w.rate / PAGE_SIZE
+        if self.w.cpu is not None:
+            return share_limited_rate(asked, self.cpu_rate, throttle_pct, self.w.cpu)
         return throttled_rate(asked, self.cpu_rate, throttle_pct, self.w.catchup)
 
     def count(self, t0: float, t1: float, throttle_pct: float) -> int:
