@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 
 from migtune.errors import InputError
 from migtune.model import Settings
-from migtune.sim import simulate
+from migtune.sim import api, simulate
+from migtune.sim.engine import Engine
 from migtune.sim.machine import Machine
 from migtune.sources.recording import parse_recording
 
@@ -199,17 +201,69 @@ def test_machine_defaults_are_positive():
     assert m.stream(None) == m.link_rate and m.stream(4) == m.link_rate
 
 
+def _page_level(monkeypatch) -> None:
+    """Make ``simulate`` draw every write's page (the reference for the faster paths)."""
+    monkeypatch.setattr(api, "Engine", functools.partial(Engine, explicit_writes=True))
+
+
 @pytest.mark.parametrize(
     ("workload", "cache"),
     [("ws=64MiB,rate=24MiB/s,pattern=random,bytes=8", 128 * MiB),
      ("ws=64MiB,rate=24MiB/s,pattern=random,bytes=8", 4 * MiB),
      ("ws=32MiB,rate=16MiB/s,pattern=seq,bytes=300", 64 * MiB)],
 )  # fmt: skip
-def test_exact_codec_mode_matches_size_model(workload, cache):
+def test_exact_codec_mode_matches_size_model(workload, cache, monkeypatch):
     # real page bytes + the real encoder give the same run as the size model: for the
     # lab dirtier's writes the model is exact (misses, refusals, unchanged pages too)
     s = _xbz(cache)
-    model = simulate(256 * MiB, workload, s, time_limit=20)
     exact = simulate(256 * MiB, workload, s, time_limit=20, exact_xbzrle=True)
+    _page_level(monkeypatch)
+    model = simulate(256 * MiB, workload, s, time_limit=20)
     assert model.outcome.xbzrle.pages > 0
     assert exact.outcome.to_dict() == model.outcome.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("workload", "settings", "limit"),
+    [("ws=128MiB,rate=48MiB/s,pattern=random,bytes=8", _xbz(256 * MiB), 45),
+     ("ws=128MiB,rate=48MiB/s,pattern=random,bytes=8", _xbz(8 * MiB), 30),
+     ("ws=64MiB,rate=256MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=64", _xbz(64 * MiB), 30),
+     ("ws=64MiB,rate=16MiB/s,pattern=seq,bytes=300", _xbz(64 * MiB), 30),
+     ("ws=128MiB,rate=64MiB/s,pattern=random", CAP32, 30),
+     ("ws=256MiB,rate=16MiB/s,pattern=hotcold,hot=0.2,hotw=0.8", CAP32, 60),
+     ("ws=16MiB,rate=unlimited,pattern=seq,bytes=64", _xbz(64 * MiB), 30),
+     ("ws=256MiB,rate=128MiB/s,pattern=random",
+      Settings(max_bandwidth=32 * MiB, capabilities={"postcopy-ram": True}), 60)],
+)  # fmt: skip
+def test_statistical_writes_agree_with_page_level(workload, settings, limit, monkeypatch):
+    # the engine draws the guest's writes from counts (runs at the sync; XBZRLE's
+    # writes-since-sent by time); drawing every write's page gives the same run
+    fast = simulate(512 * MiB, workload, settings, time_limit=limit)
+    _page_level(monkeypatch)
+    ref = simulate(512 * MiB, workload, settings, time_limit=limit)
+    a, b = fast.outcome, ref.outcome
+    assert a.converged == b.converged
+    assert a.total_time_s == pytest.approx(b.total_time_s, rel=0.05)
+    assert a.transferred_bytes == pytest.approx(b.transferred_bytes, rel=0.05)
+    assert abs(a.passes - b.passes) <= 1
+    if b.xbzrle and b.xbzrle.pages:
+        assert a.xbzrle.pages == pytest.approx(b.xbzrle.pages, rel=0.05)
+        assert a.xbzrle.cache_miss_rate == pytest.approx(b.xbzrle.cache_miss_rate, abs=0.05)
+
+
+def test_trace_slices_advance_past_period_boundaries(tmp_path):
+    """Looping a trace: a period boundary that rounds down must not stall the slicer."""
+    from migtune.sim.workloads import TraceDirtier
+
+    trace = tmp_path / "t.npz"
+    t = np.linspace(0, 1, 50000, endpoint=False)
+    pages = np.random.default_rng(1).integers(0, 8192, 50000)
+    np.savez(trace, t=t, pages=pages)
+    dirtier = TraceDirtier(trace, 65536)
+    period = dirtier.period
+    # boundaries whose quotient by the period rounds below the integer
+    got = sum(len(dirtier._slice(k * period * 0.1, (k + 1) * period * 0.1)) for k in range(100))
+    assert got == 10 * len(pages)
+    settings = Settings(max_bandwidth=32 * MiB, capabilities={"xbzrle": True})
+    r = simulate(256 * MiB, "idle", settings, trace=trace, time_limit=20.0)
+    assert r.outcome.total_time_s is not None

@@ -115,9 +115,13 @@ def interval_rates(samples: list[Sample]) -> list[Interval]:
     return out
 
 
-def _span_rate(samples: list[Sample], origin: float | None) -> float | None:
+def _span_rate(
+    samples: list[Sample], origin: float | None, first: tuple[float, int] | None = None
+) -> float | None:
     """Average rate over the whole sampled span (robust against per-line rounding)."""
     pts = [(s.t, s.transferred) for s in samples if s.t is not None and s.transferred is not None]
+    if first is not None and pts and pts[0] != first:
+        pts.insert(0, first)
     if origin is not None and pts and origin < pts[0][0]:
         pts.insert(0, (origin, 0))  # the RAM phase starts with nothing sent
     if len(pts) < 2:
@@ -223,7 +227,36 @@ def compute(run: Run) -> Metrics:
     m.throttle_max_pct = max(throttles) if throttles else None
     _predictions(run, m)
     _orchestration(run, m)
+    stats = getattr(samples, "stats", None)
+    if getattr(samples, "thinned", False) and stats is not None:
+        _over_all_samples(m, stats())
     return m
+
+
+def _over_all_samples(m: Metrics, st) -> None:
+    """A thinned run (see migtune.bounded): the figures that need every sample, exactly.
+
+    Last values, the span rate and change points survive thinning as they are; the
+    median dirty rate and QEMU's median ``mbps`` come from the kept samples (an even
+    subset, so the medians move little); these come from the fold over all samples.
+    """
+    if st.interval_min is not None:
+        m.throughput_min, m.throughput_max = st.interval_min, st.interval_max
+    if st.page_rate_min is not None:
+        m.page_rate_min, m.page_rate_max = st.page_rate_min, st.page_rate_max
+    m.dirty_reports = st.dirty_reports
+    if st.dirty_max is not None:
+        m.dirty_rate_max = st.dirty_max
+    if m.passes_source == "dirty-sync-count" and st.passes_max is not None:
+        m.passes = st.passes_max
+    elif m.passes_source == "remaining-jumps":
+        m.passes = 1 + st.remaining_jumps
+    if st.throttle_max is not None:
+        m.throttle_max_pct = st.throttle_max
+    if st.miss_rate_max is not None:
+        m.xbzrle_cache_miss_rate_max = st.miss_rate_max
+    if st.overflow_first is not None:
+        m.xbzrle_overflow_first = st.overflow_first
 
 
 def _throughput(run: Run, m: Metrics) -> None:
@@ -233,7 +266,10 @@ def _throughput(run: Run, m: Metrics) -> None:
     rates = [iv.rate for iv in m.intervals if iv.end - iv.start >= 1.0]
     if rates:
         m.throughput_min, m.throughput_max = min(rates), max(rates)
-    span = _span_rate(samples, ram_start_time(run) if run.format == "proxmox" else None)
+    first = None
+    if getattr(samples, "thinned", False):
+        first = samples.stats().first_point  # the first point may have been thinned away
+    span = _span_rate(samples, ram_start_time(run) if run.format == "proxmox" else None, first)
     if span:
         m.throughput, m.throughput_source = span, "transferred-deltas"
         return

@@ -28,7 +28,8 @@ def explain(log: str, fmt: str | None, as_json: bool) -> int:
     """Print LOG back with what each line means, a timeline and the diagnosis."""
     x = explain_run(load_log(log, fmt))
     if as_json:
-        click.echo(jsonout.dumps(jsonout.explanation_dict(x)))
+        # Streamed: the lines array is as big as the log.
+        jsonout.write_explanation(x, click.get_text_stream("stdout"))
     else:
         text.render_explanation(x)
     return 0

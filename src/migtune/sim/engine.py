@@ -1,12 +1,14 @@
 """The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
 
-State is numpy arrays over page numbers: ``bmap`` (QEMU's migration bitmap, all ones
-at start), ``log`` (pages the guest wrote since the last sync, only over the range the
-guest can write) and ``wcount`` (writes since a page was last sent, mod 256: what the
-XBZRLE size model needs).  One step takes the next dirty pages from the circular scan
-cursor with ``np.flatnonzero``, prices every page (zero, normal, XBZRLE hit / miss /
-overflow / unchanged), and keeps the prefix QEMU would send before the rate limit
-(§1.4) or MAX_WAIT (§1.5) stops the call.  Guest writes are applied per step.
+QEMU's migration bitmap is a :class:`~migtune.sim.dirtyset.DirtySet` (runs of dirty
+pages in scan order: one run for the whole RAM at start).  The guest's dirty log is
+kept as what was written since the last sync: write *counts* for a spec workload (the
+pages are drawn once, at the sync, as runs), page arrays when each write matters
+(XBZRLE's ``wcount``, writes since a page was last sent, mod 256; traces).  One step
+takes the next dirty pages of the scan, prices them (zero / normal in closed form,
+XBZRLE hit / miss / overflow / unchanged page by page), and keeps the prefix QEMU
+would send before the rate limit (§1.4) or MAX_WAIT (§1.5) stops the call.  So a
+pass costs what it sends and what the guest wrote, never a sweep of RAM.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from migtune.sim import rules
+from migtune.sim import rules, runs
 from migtune.sim.cache import PageCache, distinct_slot_runs
+from migtune.sim.dirtyset import DirtySet
 from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan
+from migtune.sim.workloads import Dirtier
+from migtune.sim.writelog import CountLog, ExplicitLog, TimedLog
 from migtune.sim.xbzrle import prefix_write_size
 
 
@@ -46,7 +51,15 @@ class Engine:
     """Holds the state; :mod:`migtune.sim.run` drives the main loop."""
 
     def __init__(
-        self, pages, dirtier, settings, version, machine: Machine, page_size=4096, exact=False
+        self,
+        pages,
+        dirtier,
+        settings,
+        version,
+        machine: Machine,
+        page_size=4096,
+        exact=False,
+        explicit_writes=False,
     ):
         self.N, self.P = int(pages), page_size
         self.dirtier = dirtier
@@ -62,12 +75,32 @@ class Engine:
         self.auto_converge = bool(caps.get("auto-converge"))
         self.dirty_limit = bool(caps.get("dirty-limit"))
         self.link = machine.stream(self.channels)
+        self.costs = self.page_costs()
         self.budget = rules.window_budget(settings.max_bandwidth or 0)
         self.downtime_limit_ms = int(round((settings.downtime_limit or 0) * 1000))
-        self.bmap = np.ones(self.N, dtype=bool)
+        self.ds = DirtySet(self.N, self.layout.nonzero_end())
         self.rlo, self.rhi = dirtier.region
-        self.log = np.zeros(self.rhi - self.rlo, dtype=bool)
-        self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8) if self.xbzrle_on else None
+        # the guest's dirty log since the last sync, kept one of three ways:
+        # - write counts, drawn as runs at the sync (:class:`CountLog`; no XBZRLE: only
+        #   the set of pages written matters);
+        # - write counts with their step's end time, drawn when a sync or an
+        #   XBZRLE-priced step needs them (:class:`TimedLog`);
+        # - every write's page (:class:`ExplicitLog`: traces, exact mode; and
+        #   ``explicit_writes``, the page-level reference the others are checked against)
+        spec = isinstance(dirtier, Dirtier) and not explicit_writes
+        self.wlo, self.whi = self.rlo, self.rhi  # the pages ``wcount`` covers
+        self.wcount = None
+        self.log = None
+        if spec and self.xbzrle_on and not exact:
+            self.wlo = self.layout.ws_lo
+            if dirtier.background:
+                self.wlo = min(self.wlo, self.layout.static - dirtier.bg_pages)
+            self.log = TimedLog(dirtier, self.wlo, self.whi)
+            self.wcount = self.log.wcount
+        elif spec and not self.xbzrle_on:
+            self.log = CountLog(dirtier)
+        elif self.xbzrle_on:
+            self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8)
         self.cache = (
             PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
         )
@@ -82,12 +115,11 @@ class Engine:
                 self.rlo, self.rhi, self.layout.ws_lo, self.cache.items, page_size,
                 dirtier.bytes_per_write, machine.guest_background_bytes,
             )  # fmt: skip
+        if self.log is None:
+            self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
         self.c = Counters()
         self.dirty = self.N
-        self.cursor = 0
         self.last_call_pages = 0
-        self.density = 1.0  # dirty pages per page scanned, to size the next scan
-        self.outside_dirty = self.N - (self.rhi - self.rlo)  # only pass 1 sends these
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -177,101 +209,108 @@ class Engine:
         if t <= self.guest_t:
             return
         if not self.stopped:
-            rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
-            if self.dirty_limit_active and len(rel):
+            keep = None
+            if self.dirty_limit_active:
                 limit = float(self.s.extra.get("vcpu-dirty-limit", 1e6)) / self.P
                 keep = max(0, int(limit * (t - self.guest_t)))
-                rel = rel[:keep]
-            if len(rel):
-                self.log[rel] = True
-                if self.wcount is not None:
-                    np.add.at(self.wcount, rel, np.uint8(1))
-                if self.contents is not None:
-                    self.contents.write(rel)
+            if isinstance(self.log, ExplicitLog):
+                rel = self.dirtier.writes_rel(self.guest_t, t, self.throttle)
+                self.log.add_pages(rel if keep is None else rel[:keep])
+            else:
+                n_ws, n_bg = self.dirtier.write_counts(self.guest_t, t, self.throttle)
+                if keep is not None:
+                    n_ws = min(n_ws, keep)
+                    n_bg = min(n_bg, keep - n_ws)
+                self.log.add(t, n_ws, n_bg)
         self.guest_t = t
 
-    # -- the scan (§1.5 find_dirty_block) ---------------------------------------------
-    def next_dirty(self, want: int) -> tuple[np.ndarray, bool]:
-        """Up to ``want`` dirty pages from the cursor, ascending; True if the scan ran off
-        the end of RAM (the caller wraps).  Once no page outside the guest's writable
-        range is dirty, only that range is scanned (nothing else can be found)."""
-        pos, end_all = self.cursor, self.N
-        if self.outside_dirty == 0:
-            if pos >= self.rhi:
-                return np.empty(0, dtype=np.int64), True
-            pos, end_all = max(pos, self.rlo), self.rhi
-        out, got = [], 0
-        span = max(1 << 16, int(want / max(self.density, 1e-4)))
-        while got < want and pos < end_all:
-            end = min(end_all, pos + span)
-            found = np.flatnonzero(self.bmap[pos:end])
-            if len(found):
-                found = found[: want - got] + pos
-                out.append(found)
-                got += len(found)
-                if got >= want:
-                    self.density = got / max(1, int(found[-1]) + 1 - self.cursor)
-                    return np.concatenate(out), False
-            pos = end
-            span *= 2
-        idx = np.concatenate(out) if out else np.empty(0, dtype=np.int64)
-        return idx, True
+    def discard_log(self) -> None:
+        self.log.discard()
 
     def on_wrap(self) -> None:
         """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
-        self.cursor = 0
+        self.ds.on_wrap()
         if self.xbzrle_on:
             self.xbzrle_started = True
         if self.multifd and self.version >= (8, 1):
             self.t += self.machine.multifd_sync_time * (self.channels or 1)
 
     # -- pricing and sending pages (§3, §4.1, §14.5) -----------------------------------
-    def plan(self, idx: np.ndarray) -> Plan:
-        P, m = self.P, self.machine
+    def page_costs(self) -> tuple[float, float]:
+        """Wire bytes of a zero and of a normal page (§3, §7)."""
         if self.multifd:
-            cz = rules.multifd_page_cost(True, P, self.version)
-            cn = rules.multifd_page_cost(False, P, self.version)
-        else:
-            cz, cn = rules.zero_page_cost(), rules.normal_page_cost(P)
+            return (
+                rules.multifd_page_cost(True, self.P, self.version),
+                rules.multifd_page_cost(False, self.P, self.version),
+            )
+        return rules.zero_page_cost(), rules.normal_page_cost(self.P)
+
+    def prices_per_page(self) -> bool:
+        """XBZRLE prices each page (after the first round, not in post-copy); otherwise a
+        step's pages are priced in closed form, however many they are."""
+        return self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
+
+    def plans(self, a: int, b: int):
+        """Plans for the scan positions ``[a, b)``, one at a time (each is priced after
+        the previous one was committed: the XBZRLE cache changes)."""
+        if not self.prices_per_page():
+            cz, cn = self.costs
+            nonzero = self.ds.nonzero(a, b)
+            yield Plan(None, self.link, self.machine.page_cpu, n=b - a, pos=a,
+                       nonzero=nonzero, cost_nz=cn, cost_z=cz)  # fmt: skip
+            return
+        if isinstance(self.log, TimedLog):
+            self.log.materialise()
+        idx = self.ds.pages(a, b)
+        for sl in distinct_slot_runs(idx, self.cache.items):
+            yield self.plan(idx[sl], a + sl.start)
+
+    def plan(self, idx: np.ndarray, pos: int | None = None) -> Plan:
+        """Price the pages ``idx`` (ascending; ``pos`` their scan position, None when
+        they are sent out of scan order)."""
+        m = self.machine
+        cz, cn = self.costs
         xb = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
         if not xb:
             nonzero = int(np.searchsorted(idx, self.layout.nonzero_end(), side="left"))
-            return Plan(idx, self.link, m.page_cpu, nonzero=nonzero, cost_nz=cn, cost_z=cz)
+            return Plan(idx, self.link, m.page_cpu, pos=pos, nonzero=nonzero, cost_nz=cn, cost_z=cz)
+        # ``idx`` is ascending and zero / writable / working-set pages are ranges of page
+        # numbers, so each is a slice of it
         n = len(idx)
-        zero = self.layout.zero_mask(idx)
-        cost = np.where(zero, cz, cn)
-        nz = ~zero
+        b, r0, r1, w = np.searchsorted(
+            idx, [self.layout.nonzero_end(), self.wlo, self.whi, self.layout.ws_lo]
+        ).tolist()
+        zero = np.zeros(n, dtype=bool)
+        zero[b:] = True
+        cost = np.full(n, cn)
+        cost[b:] = cz
         hits = np.zeros(n, dtype=bool)
-        hits[nz] = self.cache.lookup_many(idx[nz], self.sync_count)
-        inreg = (idx >= self.rlo) & (idx < self.rhi)
+        hits[:b] = self.cache.lookup_many(idx[:b], self.sync_count)
         changed = np.zeros(n, dtype=bool)
-        changed[inreg] = self.wcount[idx[inreg] - self.rlo] != 0
-        size = np.zeros(n, dtype=np.int64)
-        ws_page = idx >= self.layout.ws_lo
-        size[hits] = np.where(
-            changed[hits], np.where(ws_page[hits], self.enc_size, self.bg_enc_size), 0
-        )
+        changed[r0:r1] = self.wcount[idx[r0:r1] - self.wlo] != 0
+        size = np.full(n, self.enc_size, dtype=np.int64)
+        size[:w] = self.bg_enc_size
+        size[~(hits & changed)] = 0
         if self.contents is not None:  # exact mode: the real encoder on real bytes
             real = hits & self.contents.inside(idx)
             size[real] = self.contents.sizes(idx[real], idx[real] & self.cache.mask)
         enc = hits & (size > 0)
         cost[enc] = rules.PAGE_HEADER + 3 + size[enc]
         cost[hits & (size == 0)] = 0
-        return Plan(idx, self.link, m.page_cpu, arrays=(cost, hits, size, zero, m.xbzrle_cpu))
+        return Plan(
+            idx, self.link, m.page_cpu, pos=pos, arrays=(cost, hits, size, zero, m.xbzrle_cpu)
+        )
 
     def commit(self, p: Plan, n: int) -> None:
         """Send the first ``n`` pages of a plan: clear bits, count, update the cache."""
         if n <= 0:
             return
-        idx = p.idx[:n]
-        if int(idx[-1]) - int(idx[0]) == n - 1:  # a dense run (pass 1): a memset
-            self.bmap[int(idx[0]) : int(idx[-1]) + 1] = False
+        idx = None if p.idx is None else p.idx[:n]
+        if p.pos is None:
+            self.ds.remove(idx)
         else:
-            self.bmap[idx] = False
-        self.dirty -= n
-        if self.outside_dirty:
-            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
-            self.outside_dirty -= n - int(hi - lo)
+            self.ds.advance(n)
+        self.dirty = self.ds.count
         c = self.c
         nzero = p.zeros(n)
         c.duplicate += nzero
@@ -299,8 +338,7 @@ class Engine:
         if not self.last_stage:
             c.target_pages += n - unchanged
         if self.wcount is not None:
-            lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
-            self.wcount[idx[lo:hi] - self.rlo] = 0
+            self._reset_wcount(idx, p.pos, n)
         nbytes = int(round(p.bytes_upto(n)))
         if self.multifd:
             main = nzero * rules.zero_page_cost() if self.version < (9, 0) else 0
@@ -309,10 +347,28 @@ class Engine:
             self.add_bytes(nbytes, True)
         self.t += p.time_upto(n)
 
-    def pieces(self, idx: np.ndarray) -> list[slice]:
-        if self.xbzrle_on and self.xbzrle_started:
-            return distinct_slot_runs(idx, self.cache.items)
-        return [slice(0, len(idx))]
+    def _reset_wcount(self, idx, pos, n) -> None:
+        """The pages just sent have had no write since (XBZRLE's size model)."""
+        if idx is None:
+            first, last = self.ds.page_at(pos), self.ds.page_at(pos + n - 1)
+            if last < self.wlo or first >= self.whi:
+                return  # none of them is a page the guest writes
+        if isinstance(self.log, TimedLog):
+            span = None if idx is not None else self.ds.runs_between(pos, pos + n)
+            self.log.sent(idx, span, self.t)
+            return
+        if idx is None:
+            s, e = self.ds.runs_between(pos, pos + n)
+            if len(s) > 16:
+                idx = runs.to_pages((s, e))
+            else:
+                for a, b in zip(s.tolist(), e.tolist(), strict=True):
+                    a, b = max(a, self.rlo), min(b, self.rhi)
+                    if a < b:
+                        self.wcount[a - self.rlo : b - self.rlo] = 0
+                return
+        lo, hi = np.searchsorted(idx, [self.rlo, self.rhi])
+        self.wcount[idx[lo:hi] - self.rlo] = 0
 
     # -- bitmap sync (§1.6, §14.4) -------------------------------------------------------
     def sync(self) -> None:
@@ -322,11 +378,8 @@ class Engine:
         now_ms = self.now_ms()
         if self.time_last_sync_ms is None:
             self.time_last_sync_ms = now_ms
-        region = self.bmap[self.rlo : self.rhi]
-        new = int(np.count_nonzero(self.log & ~region))
-        region |= self.log
-        self.log[:] = False
-        self.dirty += new
+        new = self.ds.merge(self.log.take())
+        self.dirty = self.ds.count
         self.period_new += new
         self.dirty_bytes_last_sync = self.dirty * self.P
         if rules.rate_period_elapsed(now_ms, self.time_last_sync_ms):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from migtune.sim import rules
 from migtune.sim.engine import Engine
 from migtune.sim.report import query_migrate
+from migtune.sim.runs import contains, distinct
 
 MAX_FETCH = 1 << 21
 
@@ -60,24 +59,22 @@ def iterate(e: Engine) -> None:
     loop_i = done_full = 0
     boost = 1
     while not e.rate_exceeded() and e.dirty > 0:
-        idx, ran_off = e.next_dirty(_want(e, boost))
+        # closed-form pricing needs no page arrays: offer every dirty page at once
+        a, b, ran_off = e.ds.take(_want(e, boost) if e.prices_per_page() else e.dirty)
         boost *= 2
         stopped = False
-        for sl in e.pieces(idx):
-            plan = e.plan(idx[sl])
+        for plan in e.plans(a, b):
             n, stopped = cutoff(e, plan, loop_i, t_iter, done_full)
             done_full += plan.fulls(n)
             e.commit(plan, n)
             loop_i += n
-            if n:
-                e.cursor = int(plan.idx[n - 1]) + 1
             if stopped:
                 break
         if stopped:
             break
         if ran_off:
             e.on_wrap()
-        elif not len(idx):
+        elif a == b:
             break
     e.last_call_pages = loop_i
     e.add_bytes(rules.EOS_BYTES, ram=True)
@@ -90,12 +87,9 @@ def iterate(e: Engine) -> None:
 def send_everything(e: Engine) -> None:
     """Send every dirty page with no rate limit (stop-and-copy, postcopy push)."""
     while e.dirty > 0:
-        idx, ran_off = e.next_dirty(min(MAX_FETCH, e.dirty))
-        for sl in e.pieces(idx):
-            plan = e.plan(idx[sl])
+        a, b, ran_off = e.ds.take(min(MAX_FETCH, e.dirty))
+        for plan in e.plans(a, b):
             e.commit(plan, plan.n)
-        if len(idx):
-            e.cursor = int(idx[-1]) + 1
         if ran_off:
             e.on_wrap()
 
@@ -134,7 +128,7 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
     e.stopped = True
     e.sync()
     # discard bitmap: roughly 16 bytes per run of dirty pages
-    runs = int(np.count_nonzero(np.diff(e.bmap.view(np.int8)) == 1)) + int(e.bmap[0])
+    runs = e.ds.run_count()
     e.add_bytes(16 * runs + e.machine.device_state_bytes, ram=False)
     e.t += (16 * runs + e.machine.device_state_bytes) / e.link + e.machine.switchover_fixed
     e.downtime_ms = int(round((e.t - downtime_start) * 1000))
@@ -152,7 +146,9 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
         # faults: pages the guest touches on the destination that are still on the source
         touched = e.dirtier.writes(e.guest_t, e.t + 0.1, 0)
         e.guest_t = e.t + 0.1
-        touched = np.unique(touched[e.bmap[touched]]) if len(touched) else touched
+        if len(touched):
+            touched = distinct(touched)
+            touched = touched[contains(e.ds.unsent(), touched)]
         if len(touched):
             # served ahead of the background push; the round trip stalls the faulting
             # vCPU (postcopy blocktime), not the migration thread
@@ -162,15 +158,13 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
             e.commit(plan, plan.n)
         e.win_bytes0 = e.c.all_bytes
         while e.dirty > 0 and not rules.rate_exceeded(e.window_bytes(), budget) and e.t < t0 + 0.1:
-            idx, ran_off = e.next_dirty(min(MAX_FETCH, e.dirty, 8192))
-            plan = e.plan(idx)
-            e.commit(plan, len(idx))
-            if len(idx):
-                e.cursor = int(idx[-1]) + 1
+            a, b, ran_off = e.ds.take(min(MAX_FETCH, e.dirty, 8192))
+            for plan in e.plans(a, b):
+                e.commit(plan, plan.n)
             if ran_off:
                 e.on_wrap()
         e.t = max(e.t, t0 + 0.1) if budget else e.t
-        e.log[:] = False  # the source no longer tracks a running guest
+        e.discard_log()  # the source no longer tracks a running guest
     e.add_bytes(rules.EOS_BYTES, ram=True)
     finish(e, None)
 

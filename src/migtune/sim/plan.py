@@ -15,9 +15,12 @@ class Plan:
     with XBZRLE every page has its own cost and the sums are prefix sums.
     """
 
-    def __init__(self, idx, link, cpu, *, nonzero=0, cost_nz=0.0, cost_z=0.0, arrays=None):
-        self.idx = idx
-        self.n = len(idx)
+    def __init__(
+        self, idx, link, cpu, *, n=None, pos=None, nonzero=0, cost_nz=0.0, cost_z=0.0, arrays=None
+    ):
+        self.idx = idx  # page numbers, or None for a run of the scan priced in closed form
+        self.n = len(idx) if idx is not None else int(n)
+        self.pos = pos  # scan position of the first page (None: sent out of scan order)
         self.link, self.cpu = link, cpu
         self.b, self.cost_nz, self.cost_z = nonzero, cost_nz, cost_z
         self.arrays = arrays  # (cost, hits, size, zero, xbzrle_cpu) or None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from migtune.errors import InputError
-from migtune.sim import rules
+from migtune.sim import rules, runs
 from migtune.workload import PAGE_SIZE, Workload
 
 THROTTLE_TIMESLICE = 0.010  # §5.3: a throttled vCPU runs 10 ms per cycle
@@ -155,17 +155,66 @@ class Dirtier:
 
     def writes_rel(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
         """The same, relative to the start of the writable range (:attr:`region`)."""
-        ws = self._ws_writes(t0, t1, throttle_pct)
+        return self.draw(*self.write_counts(t0, t1, throttle_pct))
+
+    def write_counts(self, t0: float, t1: float, throttle_pct: float) -> tuple[int, int]:
+        """How many working-set and background writes fall in ``[t0, t1)``, without
+        drawing their pages: the engine adds these up between two bitmap syncs and draws
+        the pages once (:meth:`draw` or :meth:`distinct_runs`)."""
+        n = self.count(t0, t1, throttle_pct)
+        if not self.background:
+            return n, 0
+        x = self.bg_carry + self.background * rules.throttle_cpu_share(throttle_pct) * (t1 - t0)
+        nb = math.floor(x)
+        self.bg_carry = x - nb
+        return n, nb
+
+    def draw(self, n_ws: int, n_bg: int) -> np.ndarray:
+        """The pages of ``n_ws`` working-set and ``n_bg`` background writes (relative to
+        :attr:`region`, repeats kept)."""
+        ws = self._ws_writes(n_ws)
         if not self.background:
             return ws
-        x = self.bg_carry + self.background * rules.throttle_cpu_share(throttle_pct) * (t1 - t0)
-        n = math.floor(x)
-        self.bg_carry = x - n
-        bg = self.rng.integers(self.layout.static - self.bg_pages, self.layout.static, size=n)
+        bg = self.rng.integers(self.layout.static - self.bg_pages, self.layout.static, size=n_bg)
         return np.concatenate([ws + self.layout.ws_lo, bg])
 
-    def _ws_writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
-        n = self.count(t0, t1, throttle_pct)
+    def populations(self, n_ws: int, n_bg: int) -> list[tuple[int, int, int, int | None, bool]]:
+        """Where ``n_ws`` working-set and ``n_bg`` background writes land, as a statistical
+        summary instead of pages: ``(lo, hi, n, sweep_from, background)`` = ``n`` uniform
+        writes over ``[lo, hi)`` (relative to :attr:`region`), or a sweep of ``n`` pages
+        from ``sweep_from`` wrapping within ``[lo, hi)``.  Advances the sweep and draws the
+        hot/cold split as :meth:`draw` does."""
+        off = self.layout.ws_lo - self.region[0]
+        size = self.layout.ws_hi - self.layout.ws_lo
+        out: list[tuple[int, int, int, int | None, bool]] = []
+        if n_ws > 0 and size > 0:
+            if self.w.pattern == "seq":
+                out.append((off, off + size, n_ws, self.seq, False))
+                self.seq = (self.seq + n_ws) % size
+            elif self.w.pattern == "hotcold" and self.nhot < size:
+                nh = int(self.rng.binomial(n_ws, self.w.hotw))
+                out.append((off, off + self.nhot, nh, None, False))
+                out.append((off + self.nhot, off + size, n_ws - nh, None, False))
+            else:
+                hi = self.nhot if self.w.pattern == "hotcold" else size
+                out.append((off, off + hi, n_ws, None, False))
+        if self.background and n_bg > 0:
+            out.append((self.layout.static - self.bg_pages, self.layout.static, n_bg, None, True))
+        return out
+
+    def distinct_runs(self, n_ws: int, n_bg: int) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct pages ``n_ws`` + ``n_bg`` writes hit, as sorted runs ``[start, end)``
+        relative to :attr:`region` - the same distribution as the distinct pages of
+        :meth:`draw`, at a cost that grows with the pages hit, not the writes."""
+        parts = []
+        for lo, hi, n, sweep_from, _ in self.populations(n_ws, n_bg):
+            if sweep_from is not None:
+                parts.append(runs.sweep(sweep_from, n, hi - lo, lo))
+            else:
+                parts.append(runs.uniform_hits(self.rng, lo, hi, n))
+        return runs.union_all(parts)
+
+    def _ws_writes(self, n: int) -> np.ndarray:
         size = self.layout.ws_hi - self.layout.ws_lo
         dt = np.int64
         if n <= 0 or size <= 0:
@@ -228,21 +277,23 @@ class TraceDirtier:
     def region(self) -> tuple[int, int]:
         return 0, self.layout.ws_hi
 
+    def _index(self, x: float) -> int:
+        """Writes of the looped trace before trace time ``x``, as one global count.
+
+        A function of ``x`` alone, so back-to-back slices share their boundary exactly:
+        no write is lost or counted twice however the period boundaries round.
+        """
+        k = math.floor(x / self.period)
+        return k * len(self.t) + int(np.searchsorted(self.t, x - k * self.period, side="left"))
+
     def _slice(self, a: float, b: float) -> np.ndarray:
         if not self.loop:
             lo, hi = np.searchsorted(self.t, [a, b], side="left")
             return self.pages[lo:hi]
-        out = []
-        while a < b:
-            k = math.floor(a / self.period)
-            base = k * self.period
-            end = min(b, base + self.period)
-            lo, hi = np.searchsorted(self.t, [a - base, end - base], side="left")
-            if end - base >= self.period:
-                hi = len(self.t)
-            out.append(self.pages[lo:hi])
-            a = end
-        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+        lo, hi = self._index(a), self._index(b)
+        if hi <= lo or not len(self.t):
+            return np.empty(0, dtype=np.int64)
+        return np.take(self.pages, np.arange(lo, hi) % len(self.t))
 
     def writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
         dt = max(0.0, t1 - t0) * rules.throttle_cpu_share(throttle_pct)

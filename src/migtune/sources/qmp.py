@@ -35,9 +35,10 @@ Every reply goes through :func:`~migtune.sources.querymigrate.sample_from_query_
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.errors import InputError
@@ -292,10 +293,13 @@ def _salvage_tail(b: _Builder, lines: Sequence[str], first: int) -> int:
     return 1
 
 
-def parse(lines: Sequence[str]) -> Run:
-    lines = list(lines)
-    if is_recording([line for line in lines if line.strip()]):
-        return parse_recording(lines)
+def parse(lines: Iterable[str]) -> Run:
+    it = iter(lines)
+    head = list(itertools.islice(it, 64))
+    if is_recording([line for line in head if line.strip()]):
+        return parse_recording(itertools.chain(head, it))  # JSON lines: read as a stream
+    # Pretty-printed or several-per-line JSON and dict dumps need the whole text.
+    lines = head + list(it)
     run = _parse_json(lines) if any("{" in line for line in lines) else None
     dumps = pydump.find_dumps(lines)
     if run is not None and (run.samples or not dumps):

@@ -26,10 +26,11 @@ Lines that are not objects with a known ``kind`` are reported as warnings, never
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.model import Event, Run, SourceRef, settings_from_dict
+from migtune.sources._common import MAX_WARNINGS, warn
 from migtune.sources.querymigrate import sample_from_query_migrate
 
 MAGIC = "migtune-recording"
@@ -62,7 +63,7 @@ def _status_from(run: Run) -> str:
     return "unknown"
 
 
-def parse_recording(lines: Sequence[str]) -> Run:
+def parse_recording(lines: Iterable[str]) -> Run:
     run = Run(format="qmp")
     for no, line in enumerate(lines, 1):
         text = line.strip()
@@ -72,12 +73,10 @@ def parse_recording(lines: Sequence[str]) -> Run:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError:
-            run.warnings.append(f"line {no}: not JSON (truncated recording?)")
-            run.partial = True
+            warn(run, f"line {no}: not JSON (truncated recording?)")
             continue
         if not isinstance(obj, dict):
-            run.warnings.append(f"line {no}: not a JSON object")
-            run.partial = True
+            warn(run, f"line {no}: not a JSON object")
             continue
         kind = obj.get("kind")
         t = obj.get("t")
@@ -111,7 +110,9 @@ def parse_recording(lines: Sequence[str]) -> Run:
         elif kind == "result":
             run.meta["result"] = {k: v for k, v in obj.items() if k != "kind"}
         else:
-            run.warnings.append(f"line {no}: unknown record kind {kind!r}")
+            # Capped like every parser's warnings: a long garbage tail stays readable.
+            if len(run.warnings) < MAX_WARNINGS:
+                run.warnings.append(f"line {no}: unknown record kind {kind!r}")
     run.status = _status_from(run)
     _fill_outcome(run)
     return run
