@@ -15,7 +15,7 @@ from migtune.errors import InputError
 from migtune.model import Settings
 from migtune.units import parse_duration, parse_rate, parse_size
 
-# QEMU defaults (reference §11) - what is in force when nobody sets anything.
+# QEMU defaults (docs/qemu-migration.md §11) - what is in force when nobody sets anything.
 QEMU_DEFAULT_DOWNTIME_LIMIT = 0.300  # s
 QEMU_DEFAULT_MAX_BANDWIDTH = 134217728.0  # B/s (128 MiB/s since QEMU 5.2)
 QEMU_OLD_DEFAULT_MAX_BANDWIDTH = 33554432.0  # B/s (32 MiB/s before 5.2)
@@ -149,7 +149,8 @@ def validate(s: Settings) -> None:
     """Reject values QEMU itself would reject (QEMU's parameter ranges: downtime-limit
     0..2000 s, multifd-channels 1..255, XBZRLE cache a power of two of at least a page,
     throttle percentages 1..99 with max-cpu-throttle at least cpu-throttle-initial,
-    throttle-trigger-threshold 1..100).  Messages start with the setting's QEMU name."""
+    throttle-trigger-threshold 1..100; docs/qemu-migration.md §4.7, §7, §11).  Messages
+    start with the setting's QEMU name."""
     for name, value in (
         ("downtime-limit", s.downtime_limit),
         ("max-bandwidth", s.max_bandwidth),

@@ -2,7 +2,7 @@
 
 Each rule is one function that reads :class:`Metrics` (and the run for its settings and
 events) and returns a :class:`Finding` or ``None``.  The heuristics follow
-management-layers.md §1.10 and §8 and qemu-migration.md §13; their thresholds are
+docs/platforms.md §1.10 and §8 and docs/qemu-migration.md §13; their thresholds are
 named constants so a reader can see exactly when a finding fires.
 """
 

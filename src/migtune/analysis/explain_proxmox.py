@@ -1,4 +1,4 @@
-"""Line notes for Proxmox VE migration task logs (management-layers.md §1.1-§1.6).
+"""Line notes for Proxmox VE migration task logs (docs/platforms.md §1.1-§1.6).
 
 Numbers come from the parsed samples and events where the parser has them (so rounding
 and units are handled once) and from the line text for the purely descriptive lines.

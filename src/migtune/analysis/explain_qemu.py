@@ -3,7 +3,7 @@
 
 All three QEMU-level formats print the same counters under different labels, so each
 label is mapped to one canonical field and each field has one explainer that works the
-numbers out (qemu-migration.md §2, §10; management-layers.md §2.2, §3.4).
+numbers out (docs/qemu-migration.md §2, §10; docs/platforms.md §2.2, §3.4).
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ def sample_notes(s: Sample, c: Ctx) -> list[str]:
         return []
     notes = status_meaning(s.status or "")
     if s.transferred is not None:
-        notes.append(f"{format_bytes(s.transferred)} sent, " + c.pass_phrase(s.transferred))
+        notes.append(
+            f"{format_bytes(s.transferred)} sent, " + c.pass_phrase(s.transferred, s.passes)
+        )
     p = c.prev
     if p is not None and None not in (p.t, s.t, p.transferred, s.transferred) and s.t > p.t:
         if s.transferred >= p.transferred:

@@ -1,6 +1,6 @@
 """Findings read from error text: failures, cancels, version skew, device-state errors.
 
-These rules look at what the log *says* went wrong (management-layers.md §1.2, §1.10,
+These rules look at what the log *says* went wrong (docs/platforms.md §1.2, §1.10,
 §7 item 5) rather than at the counters, so they search the error-like events and, as a
 fallback, the whole log text (messages are sometimes wrapped over two lines).
 """

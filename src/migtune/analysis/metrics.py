@@ -3,7 +3,7 @@
 Everything here is computed from the normalised :class:`~migtune.model.Run`, never from
 a format's own text, so the same rule holds for Proxmox, QMP, HMP, virsh and nova.
 
-Two rules shape the code (management-layers.md §1.3, qemu-migration.md §1.4):
+Two rules shape the code (docs/platforms.md §1.3, docs/qemu-migration.md §1.4):
 
 * Real throughput is Δtransferred/Δt between samples (or QEMU's ``mbps``).  Proxmox's
   per-line rate is pages-per-second x page size, which counts zero pages that cost
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from migtune.model import Event, Run, Sample
 
-# QEMU's default max-bandwidth before 5.2 and since (qemu-migration.md §11).
+# QEMU's default max-bandwidth before 5.2 and since (docs/qemu-migration.md §11).
 QEMU_OLD_DEFAULT_CAP = 32 * 1024**2
 QEMU_DEFAULT_CAP = 128 * 1024**2
 # Raw line rates in bytes/s; a single TCP stream tops out at ~90-100 % of them.

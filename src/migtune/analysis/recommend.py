@@ -2,8 +2,8 @@
 
 Each function returns one :class:`Recommendation` for one setting, with commands for
 Proxmox VE (``qm``, ``/etc/pve/datacenter.cfg``), libvirt (``virsh``) and plain QEMU
-(QMP), and a note where a platform cannot do it (management-layers.md §1.7-1.8, §2.1;
-qemu-migration.md §11).  Values are computed by the caller in base units; this module
+(QMP), and a note where a platform cannot do it (docs/platforms.md §1.7-1.8, §2.1;
+docs/qemu-migration.md §11).  Values are computed by the caller in base units; this module
 only converts them to each tool's units and rounds them to something a person would type.
 """
 
@@ -302,13 +302,21 @@ def upgrade_target(tgt: Target, machine: str | None, qemu: str | None) -> Recomm
     )
 
 
+IN_THE_GUEST = "No migration setting does this: it is done inside the guest (or by its owner)."
+
+
 def throttle_note(tgt: Target) -> Recommendation:
     """Reduce the guest's write load: the one remedy that needs no platform support."""
     return Recommendation(
         setting="workload",
         action="migrate when the guest writes less memory (off-peak), or pause the busy service",
-        commands={},
-        notes={"all": "Fewer re-dirtied pages per second is the surest way to converge."},
+        # Every recommendation carries the three platform keys (a README contract): empty
+        # lists, since this is done inside the guest, and a note saying so.
+        commands={"proxmox": [], "libvirt": [], "qmp": []},
+        notes={
+            "all": "Fewer re-dirtied pages per second is the surest way to converge.",
+            **{p: IN_THE_GUEST for p in ("proxmox", "libvirt", "qmp")},
+        },
     )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import click
 
+from migtune.analysis.brief import DEFAULT_EXCERPT_LINES
+from migtune.analysis.brief import brief as brief_run
 from migtune.analysis.diagnose import diagnose as diagnose_run
 from migtune.analysis.explain import explain as explain_run
 from migtune.cli.main import cli, load_log
+from migtune.errors import InputError
 from migtune.outputs import jsonout, text
+from migtune.outputs.brief_text import render_brief
 from migtune.sources import FORMATS
 
 _FORMAT = click.option(
@@ -24,8 +28,27 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stab
 @click.argument("log", type=click.Path(dir_okay=True, allow_dash=True))
 @_FORMAT
 @_JSON
-def explain(log: str, fmt: str | None, as_json: bool) -> int:
+@click.option(
+    "--brief",
+    is_flag=True,
+    help="The answer first: the diagnosis with the commands for the log's platform, the "
+    "timeline and the most informative lines (see --lines), instead of every line.",
+)
+@click.option(
+    "--lines",
+    "max_lines",
+    type=click.IntRange(0, 1000),
+    default=DEFAULT_EXCERPT_LINES,
+    show_default=True,
+    help="With --brief: how many explained log lines to show.",
+)
+def explain(log: str, fmt: str | None, as_json: bool, brief: bool, max_lines: int) -> int:
     """Print LOG back with what each line means, a timeline and the diagnosis."""
+    if brief:
+        if as_json:
+            raise InputError("--brief is a text view; --json always carries every line")
+        render_brief(brief_run(load_log(log, fmt), max_lines), log)
+        return 0
     x = explain_run(load_log(log, fmt))
     if as_json:
         # Streamed: the lines array is as big as the log.

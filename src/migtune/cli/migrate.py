@@ -19,17 +19,22 @@ from migtune.cli.options import (
 from migtune.qemu.policies import parse_policy
 from migtune.units import format_bytes, format_duration
 
+# Written with spaces after the commas of each parameter list: click wraps help text at
+# spaces only, and a long unbroken NAME:key=value,... run would be cut mid-word.
 POLICY_HELP = (
-    "How to steer the migration, as NAME[:key=value,...]. "
+    "How to steer the migration: NAME or NAME:key=value,key=value. "
     "fixed: keep the settings. "
-    "proxmox[:downtime=100ms]: double the downtime limit on every 6th poll where remaining "
+    "proxmox (downtime=100ms): double the downtime limit on every 6th poll where remaining "
     "rose (cap 2000 s), no time limit. "
-    "nova[:downtime=500ms,steps=10,delay=75s,timeout=800s,action=abort|force_complete,"
-    "data_gb=N,py2=no]: downtime steps every delay x GiB, completion timeout timeout x GiB, then "
-    "abort or force-complete (post-copy if --postcopy, else pause the guest). "
-    "kubevirt[:progress_timeout=150s,completion_per_gib=150s,disruption=yes|no,size=N]: abort "
-    "when remaining has not fallen for progress_timeout; at completion_per_gib x ceil(RAM/1e9) "
-    "switch to post-copy if allowed (or pause with disruption=yes), else abort."
+    "nova (downtime=500ms, steps=10, delay=75s, timeout=800s, action=abort or "
+    "force_complete, data_gb=N, py2=no): downtime steps every delay x GiB, completion "
+    "timeout timeout x GiB, then abort or force-complete (post-copy if --postcopy, else "
+    "pause the guest). "
+    "kubevirt (progress_timeout=150s, completion_per_gib=150s, disruption=yes or no, "
+    "size=N): abort when remaining has not fallen for progress_timeout; at "
+    "completion_per_gib x ceil(RAM/1e9) switch to post-copy if allowed (or pause with "
+    "disruption=yes), else abort. "
+    "Example: --policy nova:steps=5,timeout=400s."
 )
 
 
@@ -46,7 +51,7 @@ POLICY_HELP = (
     help="QMP socket of the destination QEMU: needed for post-copy and multifd, and "
     "lets migtune notice a destination that vanishes.",
 )
-@migration_settings_options
+@migration_settings_options(command="migrate")
 @click.option("--policy", default="fixed", show_default=True, metavar="SPEC", help=POLICY_HELP)
 @click.option(
     "--record",

@@ -112,8 +112,36 @@ GUEST_RAM = _UnitType("size", parse_size, minimum=4096, maximum=64 * 1024**4)
 PERCENT = click.IntRange(1, 100)
 
 
-def migration_settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the migration settings flags to a click command (see module docstring)."""
+# What --postcopy and --multifd need differ per command: a real migration must also set
+# them on the destination (through --dest-qmp), the lab sets both of its QEMUs itself,
+# and the simulator only models them.
+POSTCOPY_HELP = {
+    "migrate": "Allow switching to post-copy (needs --dest-qmp: the destination must enable "
+    "it too). WARNING: if the migration fails after the switch, the VM is lost.",
+    "lab": "Allow switching to post-copy (the lab enables it on both QEMUs). In a real "
+    "migration a failure after the switch loses the VM.",
+    "simulate": "Simulate a switch to post-copy (when: --postcopy-after-passes or "
+    "--postcopy-after).",
+}
+MULTIFD_HELP = {
+    "migrate": "Send RAM over several parallel connections (needs --dest-qmp: the "
+    "destination must enable it too).",
+    "lab": "Send RAM over several parallel connections (the lab enables it on both QEMUs).",
+    "simulate": "Simulate RAM sent over several parallel connections (128-page packets).",
+}
+
+
+def migration_settings_options(
+    f: Callable[..., Any] | None = None, *, command: str = "simulate"
+) -> Callable[..., Any]:
+    """Add the migration settings flags to a click command (see module docstring).
+
+    Use as ``@migration_settings_options`` or ``@migration_settings_options(command=...)``
+    with ``migrate``, ``lab`` or ``simulate``: the help of the flags that depend on the
+    destination is worded for that command.
+    """
+    if f is None:
+        return functools.partial(migration_settings_options, command=command)
     options = [
         click.option("--downtime-limit", type=DURATION, metavar="TIME",
                       help="Maximum pause at switch-over (300ms, 2s). QEMU default 300ms."),
@@ -135,16 +163,13 @@ def migration_settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--throttle-trigger-threshold", type=PERCENT, metavar="PCT",
                      help="Throttle when dirtied bytes exceed this percent of sent bytes "
                      "(default 50)."),
-        click.option("--postcopy", is_flag=True, default=False,
-                     help="Allow switching to post-copy (needs --dest-qmp). WARNING: if the "
-                     "migration fails after the switch, the VM is lost."),
+        click.option("--postcopy", is_flag=True, default=False, help=POSTCOPY_HELP[command]),
         click.option("--postcopy-after-passes", type=click.IntRange(1), metavar="N",
                      help="Switch to post-copy once QEMU's dirty-sync-count reaches N "
                      "(default with --postcopy: 2, i.e. after the first full pass)."),
         click.option("--postcopy-after", type=DURATION, metavar="TIME",
                      help="Switch to post-copy after this long in pre-copy."),
-        click.option("--multifd/--no-multifd", default=None,
-                     help="Send RAM over several parallel connections (needs --dest-qmp)."),
+        click.option("--multifd/--no-multifd", default=None, help=MULTIFD_HELP[command]),
         click.option("--multifd-channels", type=click.IntRange(1, 255), metavar="N",
                      help="Number of multifd connections (default 2)."),
         click.option("--avail-switchover-bandwidth", type=RATE, metavar="RATE",

@@ -26,8 +26,9 @@ from migtune.units import format_bytes, format_duration
 @cli.command("simulate")
 @click.option("--ram", type=GUEST_RAM, metavar="SIZE", help="Guest RAM (e.g. 32GiB).")
 @click.option("--workload", default="idle", show_default=True, metavar="SPEC",
-              help="How the guest dirties memory, as for `lab run` "
-              "(ws=256MiB,rate=64MiB/s,pattern=random,bytes=8).")  # fmt: skip
+              help="How the guest dirties memory, as for `lab run`, e.g. "
+              "ws=256MiB,rate=64MiB/s (keys: ws, rate, pattern, hot, hotw, bytes, "
+              "catchup).")  # fmt: skip
 @click.option("--trace", type=click.Path(dir_okay=False), metavar="FILE",
               help="Replay page writes from a trace (.npz with t+pages or t+bitmaps, "
               "or text lines 'seconds page').")  # fmt: skip

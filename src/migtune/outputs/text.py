@@ -16,6 +16,7 @@ from rich.text import Text
 from migtune.analysis.diagnose import Diagnosis
 from migtune.analysis.explain import Explanation
 from migtune.analysis.findings import PLATFORMS, Finding
+from migtune.analysis.metrics import Metrics
 from migtune.units import format_bytes, format_duration, format_rate
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -75,20 +76,16 @@ def render_finding(con: Console, f: Finding) -> None:
         for platform in (*PLATFORMS, *(p for p in r.commands if p not in PLATFORMS)):
             for cmd in r.commands.get(platform, []):
                 con.print(Text(f"         {platform + ':':9} {cmd}"))
+        # The same note for several platforms (e.g. "done inside the guest") is shown once.
+        by_note: dict[str, list[str]] = {}
         for platform, note in r.notes.items():
-            con.print(Text(f"         note ({platform}): {note}", style="dim"))
+            by_note.setdefault(note, []).append(platform)
+        for note, platforms in by_note.items():
+            con.print(Text(f"         note ({', '.join(platforms)}): {note}", style="dim"))
 
 
-def render_diagnosis(
-    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
-) -> None:
-    con = con or console(stream)
-    m = d.metrics
-    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
-    if d.vm:
-        title.append(f", VM {d.vm}")
-    title.append(")")
-    con.print(title)
+def diagnosis_facts(m: Metrics) -> list[str]:
+    """The headline numbers of a diagnosis, as short phrases."""
     facts = []
     if m.ram_bytes:
         facts.append(f"RAM {format_bytes(m.ram_bytes)}")
@@ -104,6 +101,20 @@ def render_diagnosis(
         facts.append(f"duration {format_duration(m.duration_s)}")
     if m.downtime_s is not None:
         facts.append(f"downtime {format_duration(m.downtime_s)}")
+    return facts
+
+
+def render_diagnosis(
+    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
+) -> None:
+    con = con or console(stream)
+    m = d.metrics
+    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
+    if d.vm:
+        title.append(f", VM {d.vm}")
+    title.append(")")
+    con.print(title)
+    facts = diagnosis_facts(m)
     if facts:
         con.print(Text("  " + ", ".join(facts)))
     for f in d.findings:

@@ -282,7 +282,8 @@ def probe_accel(
     """``"kvm"`` if a guest really runs under KVM here, else ``"tcg"``.
 
     ``/dev/kvm`` can be openable while guests still die on a KVM emulation
-    failure (lab notes), so starting QEMU proves nothing.  The probe starts QEMU
+    failure (seen while building the lab: a guest kernel stopped at a ``lock cmpxchg16b``),
+    so starting QEMU proves nothing.  The probe starts QEMU
     with ``args`` under KVM and asks ``verify(process)`` whether the guest works
     (the lab passes a check that waits for its guest's first serial line;
     :func:`firmware_runs` suits firmware-only guests).  Without ``verify`` the

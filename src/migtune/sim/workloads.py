@@ -1,6 +1,6 @@
 """Page-level dirtying processes for the simulator, built from a :class:`Workload` spec.
 
-A guest's RAM is laid out as three ranges of page numbers (reference §14.1):
+A guest's RAM is laid out as three ranges of page numbers (docs/qemu-migration.md §14.1):
 ``[0, static)`` non-zero pages nobody writes (kernel, page cache), ``[ws_lo, ws_hi)``
 the working set the dirtier writes (non-zero), and the rest zero pages.  Zero-ness is
 therefore a range test, not a per-page array, which keeps a 1 TiB guest small.

@@ -62,7 +62,7 @@ def detect_format(lines: Sequence[str]) -> str:
 
 
 def split_header_comments(lines: list[str]) -> tuple[list[str], list[str]]:
-    """Blank out a leading block of ``# ...`` comment lines (as in ../shared/logs).
+    """Blank out a leading block of ``# ...`` comment lines (as in tests/fixtures/real).
 
     Returns the lines with the comments replaced by empty strings, so line numbers
     still match the file, and the comments themselves.

@@ -1,4 +1,4 @@
-"""KubeVirt virt-launcher migration lines (management-layers §4.4), read by the libvirt parser.
+"""KubeVirt virt-launcher migration lines (docs/platforms.md §4.4), read by the libvirt parser.
 
 virt-launcher logs libvirt's job statistics as one message, usually inside a JSON log
 record (``{"component":"virt-launcher","msg":"Migration info for <uid>: TimeElapsed:...

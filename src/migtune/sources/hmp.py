@@ -1,7 +1,7 @@
 """QEMU human monitor (HMP) output: ``info migrate``, ``info migrate_parameters``,
 ``info migrate_capabilities``.
 
-Layouts understood (reference §10):
+Layouts understood (docs/qemu-migration.md §10):
 
 * 7.2 and 8.x-10.0: one ``label: value`` line per counter (``Migration status:``,
   ``transferred ram: N kbytes``, ...).  HMP "kbytes" are KiB; ``throughput`` is

@@ -1,5 +1,5 @@
-"""nova-compute log lines of the libvirt driver's live-migration monitor (reference
-management-layers §3).
+"""nova-compute log lines of the libvirt driver's live-migration monitor (docs/platforms.md
+§3).
 
 Lines may carry the oslo.log prefix (``2026-01-05 10:00:00.123 12345 INFO
 nova.virt.libvirt.driver [req-...] [instance: <uuid>] <message>``) or be bare messages

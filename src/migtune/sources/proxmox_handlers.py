@@ -1,4 +1,4 @@
-"""Handlers for the less frequent Proxmox task-log templates (management-layers.md §1.2).
+"""Handlers for the less frequent Proxmox task-log templates (docs/platforms.md §1.2).
 
 Each handler turns one matched template into records: events for the timeline and
 :class:`Update` facts (settings, identity, outcome, version hints) for the folder in
