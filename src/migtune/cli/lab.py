@@ -131,10 +131,16 @@ def run_cmd(**kwargs: Any) -> int:
 
     opts = pop_settings_options(kwargs)
     settings = settings_from_options(opts)
-    rule = postcopy_rule_from_options(opts, settings)
+    rule = postcopy_rule_from_options(opts, settings, explicit=True)
     workload = parse_workload(kwargs["workload"])
     policy = parse_policy(kwargs["policy"])  # bad names: exit 2 before starting QEMU
     as_json = kwargs["as_json"]
+    if rule.allow:
+        click.echo(
+            "migtune: warning: post-copy allowed: if the migration fails after the switch to "
+            "post-copy, the VM is lost (neither side holds all of it)",
+            err=True,
+        )
     with _status(not as_json) as say:
         result = lab_run(
             int(kwargs["ram"]),

@@ -240,12 +240,21 @@ def settings_from_options(opts: dict[str, Any], base: Settings | None = None) ->
 
 
 def postcopy_rule_from_options(
-    opts: dict[str, Any], settings: Settings | None = None
+    opts: dict[str, Any], settings: Settings | None = None, *, explicit: bool = False
 ) -> PostcopyRule:
-    """The post-copy switch rule; the triggers without ``--postcopy`` are an error."""
-    allow = bool(opts.get("postcopy")) or bool(
-        settings and settings.capabilities.get("postcopy-ram")
-    )
+    """The post-copy switch rule; the triggers without ``--postcopy`` are an error.
+
+    With ``explicit`` (commands that drive a real migration) only ``--postcopy``
+    allows post-copy: ``--set postcopy-ram=on`` alone is refused, since after the
+    switch a network failure loses the VM.
+    """
+    asked = bool(settings and settings.capabilities.get("postcopy-ram"))
+    allow = bool(opts.get("postcopy")) or (asked and not explicit)
+    if explicit and asked and not allow:
+        raise InputError(
+            "postcopy-ram=on needs --postcopy: after the switch to post-copy neither side "
+            "holds the whole VM, so if the network fails the VM is lost"
+        )
     passes, after = opts.get("postcopy_after_passes"), opts.get("postcopy_after")
     if not allow and (passes is not None or after is not None):
         raise InputError("--postcopy-after-passes/--postcopy-after need --postcopy")
