@@ -8,11 +8,11 @@ from migtune.analysis.brief import DEFAULT_EXCERPT_LINES
 from migtune.analysis.brief import brief as brief_run
 from migtune.analysis.diagnose import diagnose as diagnose_run
 from migtune.analysis.explain import explain as explain_run
-from migtune.cli.main import cli
+from migtune.cli.main import cli, load_log
 from migtune.errors import InputError
 from migtune.outputs import jsonout, text
 from migtune.outputs.brief_text import render_brief
-from migtune.sources import FORMATS, load_run
+from migtune.sources import FORMATS
 
 _FORMAT = click.option(
     "--format",
@@ -47,9 +47,9 @@ def explain(log: str, fmt: str | None, as_json: bool, brief: bool, max_lines: in
     if brief:
         if as_json:
             raise InputError("--brief is a text view; --json always carries every line")
-        render_brief(brief_run(load_run(log, fmt), max_lines), log)
+        render_brief(brief_run(load_log(log, fmt), max_lines), log)
         return 0
-    x = explain_run(load_run(log, fmt))
+    x = explain_run(load_log(log, fmt))
     if as_json:
         # Streamed: the lines array is as big as the log.
         jsonout.write_explanation(x, click.get_text_stream("stdout"))
@@ -67,7 +67,7 @@ def diagnose(log: str, fmt: str | None, as_json: bool) -> int:
 
     Exits 0 whenever the log could be analysed, whatever it found.
     """
-    d = diagnose_run(load_run(log, fmt))
+    d = diagnose_run(load_log(log, fmt))
     if as_json:
         click.echo(jsonout.dumps(jsonout.diagnosis_dict(d)))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from migtune.errors import InputError
 from migtune.model import Settings
-from migtune.settings import apply_assignment, setting_names, validate
+from migtune.settings import apply_assignment, check_qemu_version, setting_names, validate
 from migtune.units import parse_duration, parse_rate, parse_size
 
 # Keyword names the decorator adds; consumers pop them with pop_settings_options().
@@ -42,13 +43,31 @@ OPTION_NAMES = (
 )
 
 
-class _UnitType(click.ParamType):
-    """A click type backed by one of migtune's unit parsers (errors stay one line)."""
+# QEMU keeps sizes and rates in 64-bit integers; anything beyond is a typo, not a guest.
+INT64_MAX = 2**63 - 1
 
-    def __init__(self, name: str, parser: Callable[[str], Any], minimum: float | None = 0):
+
+class _UnitType(click.ParamType):
+    """A click type backed by one of migtune's unit parsers (errors stay one line).
+
+    Values are finite and within ``minimum``..``maximum``; a rate or size between 0 and
+    one unit (``0.5B/s``) is refused, since QEMU takes whole bytes and would read 0
+    (for ``max-bandwidth``: unlimited).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        parser: Callable[[str], Any],
+        minimum: float | None = 0,
+        maximum: float | None = INT64_MAX,
+        whole_units: bool = False,
+    ):
         self.name = name
         self.parser = parser
         self.minimum = minimum
+        self.maximum = maximum
+        self.whole_units = whole_units
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if not isinstance(value, str):
@@ -57,14 +76,39 @@ class _UnitType(click.ParamType):
             out = self.parser(value)
         except InputError as exc:
             self.fail(str(exc), param, ctx)
+        except (ValueError, OverflowError):
+            self.fail(f"cannot read {self.name} {value!r}", param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite {self.name}", param, ctx)
         if self.minimum is not None and out < self.minimum:
-            self.fail(f"{value!r} is negative", param, ctx)
+            self.fail(
+                f"{value!r} is negative" if out < 0 else f"{value!r} is too small", param, ctx
+            )
+        if self.maximum is not None and out > self.maximum:
+            self.fail(f"{value!r} is too large", param, ctx)
+        if self.whole_units and 0 < out < 1:
+            self.fail(f"{value!r} is less than 1 byte (0 means unlimited)", param, ctx)
         return out
 
 
-DURATION = _UnitType("duration", parse_duration)
-RATE = _UnitType("rate", parse_rate)
+class _QemuVersionType(click.ParamType):
+    """A QEMU release inside the range migtune models (:data:`migtune.settings.SUPPORTED_QEMU`)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        try:
+            return check_qemu_version(str(value))
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+QEMU_VERSION = _QemuVersionType()
+DURATION = _UnitType("duration", parse_duration, maximum=10 * 365 * 86400.0)
+RATE = _UnitType("rate", parse_rate, whole_units=True)
 SIZE = _UnitType("size", parse_size)
+# The simulator keeps per-page arrays: beyond 64 TiB (16 G pages) no machine has the memory.
+GUEST_RAM = _UnitType("size", parse_size, minimum=4096, maximum=64 * 1024**4)
 PERCENT = click.IntRange(1, 100)
 
 

@@ -40,6 +40,7 @@ from migtune.qemu.process import (
     qemu_version,
 )
 from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
+from migtune.settings import check_for_guest
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
 
@@ -303,6 +304,9 @@ def lab_run(
     version = qemu_version()
     # Refuse what QEMU would refuse before spending seconds on two boots.
     compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
+    # Settings absurd for this guest are refused here, before two boots; the warnings are
+    # reported by migrate(), which runs the same check against the RAM QEMU reports.
+    check_for_guest(settings, ram, time_limit=time_limit)
     with signals_stop_lab():
         return _lab_run(
             ram, workload, settings, version, policy, time_limit, record, allow_postcopy,

@@ -54,6 +54,7 @@ from migtune.qemu.supervisor import (
     refuse_if_supervised,
     signals_request_stop,
 )
+from migtune.settings import check_for_guest
 from migtune.sources.recording import parse_recording
 
 __all__ = ["MigrationResult", "migrate", "attach", "cancel_migration", "CancelResult"]
@@ -135,6 +136,8 @@ def migrate(
     """
     postcopy_refusal(settings, allow_postcopy)
     pol = parse_policy(policy)
+    # What needs no guest (a downtime limit of 0, no time at all) is refused before any socket.
+    check_for_guest(settings, None, time_limit=time_limit)
     no_trigger = postcopy_after_passes is None and postcopy_after is None
     if allow_postcopy and no_trigger and pol.name in ("fixed", "proxmox"):
         postcopy_after_passes = 2
@@ -210,6 +213,14 @@ class _Driver(Supervisor):
         self.warnings += compat.check(
             self.settings, version, offered,
             allow_postcopy=self.allow_postcopy, dest_qmp=dst is not None,
+        )  # fmt: skip
+        # Settings that make no sense for this guest (a cache as large as its RAM): refuse
+        # before anything is set on either side.
+        summary = src.cmd("query-memory-size-summary")
+        guest_ram = summary.get("base-memory") if isinstance(summary, dict) else None
+        self.warnings += check_for_guest(
+            self.settings, guest_ram if isinstance(guest_ram, int) else None,
+            time_limit=self.time_limit,
         )  # fmt: skip
         state = src.migration_status()
         if state not in (None, "none", *TERMINAL):
