@@ -18,9 +18,9 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-## demo: create .venv, install migtune, explain the bundled 32 GiB Proxmox log
+## demo: create .venv, install migtune, diagnose the bundled 32 GiB Proxmox log (answer first)
 demo: $(VENV)/.installed
-	$(BIN)/migtune explain examples/proxmox-32GiB-not-converging.log
+	$(BIN)/migtune explain --brief examples/proxmox-32GiB-not-converging.log
 
 ## system-deps: Debian packages the tests need (QEMU 10 from bookworm-backports, guest kernel, Chromium)
 system-deps:

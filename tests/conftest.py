@@ -1,8 +1,7 @@
-"""Shared test helpers: where the repository, its examples and ../shared live."""
+"""Shared test helpers: where the repository, its examples and its fixtures live."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 FIXTURES = REPO / "tests" / "fixtures"
+# Real migration logs that people published, verbatim (tests/fixtures/real/README.md).
+REAL_LOGS = FIXTURES / "real"
 
 
-def shared_dir() -> Path:
-    """The team's read-only reference folder (``../shared`` from the repository root)."""
-    env = os.environ.get("MIGTUNE_SHARED")
-    return Path(env) if env else REPO.parent / "shared"
+def real_log_files() -> list[Path]:
+    """Every public real log in the repository, sorted by name."""
+    return sorted(REAL_LOGS.glob("*.txt"))
 
 
 @pytest.fixture(scope="session")
-def shared_logs() -> Path:
-    logs = shared_dir() / "logs"
-    if not logs.is_dir():
-        pytest.fail(f"shared logs not found at {logs} (set MIGTUNE_SHARED)")
-    return logs
+def real_logs() -> Path:
+    """The folder of real logs (inside the repository, so it is always there)."""
+    return REAL_LOGS

@@ -134,8 +134,8 @@ def test_mixed_and_random_lines_never_crash(lines):
     _analyse("\n".join(lines))
 
 
-def test_truncated_shared_logs_never_crash(shared_logs):
-    for path in sorted(shared_logs.glob("*.txt")):
+def test_truncated_real_logs_never_crash(real_logs):
+    for path in sorted(real_logs.glob("*.txt")):
         text = path.read_text()
         for cut in range(0, len(text), max(1, len(text) // 12)):
             _analyse(text[:cut])

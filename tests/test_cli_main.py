@@ -11,5 +11,6 @@ def test_help_and_version(capsys):
 def test_unknown_command_is_usage_error(capsys):
     assert main(["no-such-command"]) == 2
     err = capsys.readouterr().err
-    assert "No such command" in err
+    assert err.startswith("migtune: error: no-such-command: no such command")
+    assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err

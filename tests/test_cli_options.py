@@ -125,7 +125,10 @@ def test_bad_values_are_usage_errors(args):
     [
         (("--xbzrle-cache-size", "3MiB"), "power of two"),
         (("--set", "bogus=1"), "unknown setting"),
-        (("--cpu-throttle-initial", "50", "--max-cpu-throttle", "40"), "at least the initial"),
+        (
+            ("--cpu-throttle-initial", "50", "--max-cpu-throttle", "40"),
+            "below cpu-throttle-initial",
+        ),
     ],
 )
 def test_invalid_combinations_raise_input_error(args, message):

@@ -13,8 +13,8 @@ KiB = 1024
 GiB = 1024**3
 
 
-def test_shared_power8_nonconverging(shared_logs):
-    run = load_run(shared_logs / "qemu-hmp-info-migrate-power8-hugepage-nonconverging.txt")
+def test_real_power8_nonconverging(real_logs):
+    run = load_run(real_logs / "qemu-hmp-info-migrate-power8-hugepage-nonconverging.txt")
     assert run.format == "hmp"
     assert run.status == "active"
     (s,) = run.samples
@@ -36,8 +36,8 @@ def test_shared_power8_nonconverging(shared_logs):
     assert not run.partial, run.warnings
 
 
-def test_shared_ppc64_completed(shared_logs):
-    run = load_run(shared_logs / "qemu-hmp-info-migrate-ppc64-4GiB-completed.txt")
+def test_real_ppc64_completed(real_logs):
+    run = load_run(real_logs / "qemu-hmp-info-migrate-ppc64-4GiB-completed.txt")
     assert run.status == "completed"
     assert run.downtime == 0.162
     assert run.ram_duration == 39.432

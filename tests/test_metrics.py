@@ -144,7 +144,7 @@ def test_zero_page_share_needs_final_counters():
 
 def test_link_bands():
     assert link_match(113 * MiB)[0] == "1 GbE"
-    assert link_match(103.3 * MiB) is None  # corpus #14: not at a ceiling
+    assert link_match(103.3 * MiB) is None  # the real POWER8 log: not at a ceiling
     assert link_match(1.2e9)[0] == "10 GbE"
     assert link_match(None) is None
 

@@ -12,8 +12,8 @@ from migtune.sources._nova_infer import infer_downtime_config
 NOVA = FIXTURES / "nova"
 
 
-def test_shared_downtime_steps(shared_logs):
-    run = load_run(shared_logs / "nova-compute-downtime-steps-4GiB.txt")
+def test_real_downtime_steps(real_logs):
+    run = load_run(real_logs / "nova-compute-downtime-steps-4GiB.txt")
     assert run.format == "nova"
     assert run.status in ("active", "unknown")
     changes = run.events_of("downtime-change")

@@ -4,7 +4,7 @@
 * every fixture cut at any point: same, and the samples completed before the cut
   are still there with the same values;
 * lines of other formats mixed in: still nothing but ``InputError``;
-* ``detect_format`` picks the right format for every fixture, example and shared log.
+* ``detect_format`` picks the right format for every fixture, example and real log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, FIXTURES, shared_dir
+from conftest import EXAMPLES, FIXTURES, real_log_files
 from migtune.errors import InputError
 from migtune.sources import (
     FORMATS,
@@ -138,15 +138,12 @@ def test_near_miss_lines_never_crash(fmt, lines):
     _parse_or_input_error("\n".join(lines), fmt)
 
 
-def _my_shared_logs() -> list[Path]:
-    logs = shared_dir() / "logs"
-    if not logs.is_dir():
-        return []
-    return sorted(p for p in logs.glob("*.txt") if _format_of(p) in PARSERS)
+def _my_real_logs() -> list[Path]:
+    return [p for p in real_log_files() if _format_of(p) in PARSERS]
 
 
 @pytest.mark.parametrize(
-    "path", FIXTURE_FILES + _my_shared_logs(), ids=lambda p: f"{p.parent.name}/{p.name}"
+    "path", FIXTURE_FILES + _my_real_logs(), ids=lambda p: f"{p.parent.name}/{p.name}"
 )
 @PROPS
 @given(cut=st.floats(min_value=0.0, max_value=1.0))
@@ -177,9 +174,8 @@ def _other_lines() -> list[str]:
     for path in FIXTURE_FILES:
         body, _ = split_header_comments(_text(path).splitlines())
         lines.extend(line for line in body if line.strip())
-    logs = shared_dir() / "logs"
-    if logs.is_dir():
-        for path in sorted(logs.glob("proxmox-*.txt")):
+    for path in real_log_files():
+        if path.name.startswith("proxmox-"):
             body, _ = split_header_comments(_text(path).splitlines())
             lines.extend(line for line in body if line.strip())
     return lines
@@ -239,20 +235,15 @@ def test_detect_format_examples(path):
     assert _detect(path) == expected
 
 
-def _shared_logs() -> list[Path]:
-    logs = shared_dir() / "logs"
-    return sorted(logs.glob("*.txt")) if logs.is_dir() else []
-
-
 @needs_proxmox
-@pytest.mark.parametrize("path", _shared_logs(), ids=lambda p: p.name)
-def test_detect_format_shared_logs(path):
+@pytest.mark.parametrize("path", real_log_files(), ids=lambda p: p.name)
+def test_detect_format_real_logs(path):
     expected = next(fmt for prefix, fmt in SHARED_FORMATS.items() if path.name.startswith(prefix))
     assert _detect(path) == expected
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in _shared_logs() if p.name.startswith("proxmox-")], ids=lambda p: p.name
+    "path", [p for p in real_log_files() if p.name.startswith("proxmox-")], ids=lambda p: p.name
 )
 def test_my_sniffers_stay_quiet_on_proxmox(path):
     body, _ = split_header_comments(_text(path).splitlines())

@@ -121,7 +121,7 @@ def test_nova_downtime_steps_corpus_example():
 
 
 def test_nova_py2_matches_the_corpus_log_exactly():
-    # ../shared/logs/nova-compute-downtime-steps-4GiB.txt: 714 ms, +612 ms every 300 s, 4998 ms
+    # tests/fixtures/real/nova-compute-downtime-steps-4GiB.txt: 714 ms, +612 ms every 300 s, 4998 ms
     p = nova(downtime="5000", steps="7", delay="75", py2="yes")
     assert p.schedule == [(300 * i, 714 + 612 * i) for i in range(8)]
     assert p.schedule[-1] == (2100, 4998)

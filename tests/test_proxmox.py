@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, FIXTURES, shared_dir
+from conftest import EXAMPLES, FIXTURES, REAL_LOGS
 from migtune.model import EVENT_KINDS, Run
 from migtune.sources import parse_text, proxmox, split_header_comments
 from migtune.sources.proxmox_lines import ASSUMED_YEAR
@@ -16,22 +16,19 @@ PROXMOX_FIXTURES = FIXTURES / "proxmox"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("proxmox-*.log"))
 
 
-def _shared(name: str) -> Path:
-    path = shared_dir() / "logs" / name
-    if not path.is_file():
-        pytest.fail(f"shared log {path} not found (set MIGTUNE_SHARED)")
-    return path
+def _real(name: str) -> Path:
+    return REAL_LOGS / name
 
 
 def _parse(path: Path) -> Run:
     return parse_text(path.read_text(encoding="utf-8"), "proxmox", name=str(path))
 
 
-# --- the real logs in ../shared/logs ---------------------------------------------------------
+# --- the real logs in tests/fixtures/real ------------------------------------------------
 
 
 def test_pve8_ha_diskless_completed():
-    run = _parse(_shared("proxmox-github-pve8-ha-diskless-4GiB-completed.txt"))
+    run = _parse(_real("proxmox-github-pve8-ha-diskless-4GiB-completed.txt"))
     assert run.format == "proxmox"
     assert (run.status, run.partial, run.warnings) == ("completed", False, [])
     assert run.ram_bytes == 4 * GiB
@@ -62,7 +59,7 @@ def test_pve8_ha_diskless_completed():
 
 
 def test_pve3_ssh_tunnel_old_format_elided():
-    run = _parse(_shared("proxmox-blog-pve3-secure-ssh-tunnel-64MBps.txt"))
+    run = _parse(_real("proxmox-blog-pve3-secure-ssh-tunnel-64MBps.txt"))
     assert run.status == "completed"
     assert run.partial and any("elided" in w for w in run.warnings)
     assert run.ram_bytes == 1082789888
@@ -84,7 +81,7 @@ def test_pve3_ssh_tunnel_old_format_elided():
 
 
 def test_pve4_glusterfs_no_progress_lines():
-    run = _parse(_shared("proxmox-blog-pve4-glusterfs-vm104-completed.txt"))
+    run = _parse(_real("proxmox-blog-pve4-glusterfs-vm104-completed.txt"))
     assert (run.status, run.partial) == ("completed", False)
     assert run.samples == []
     assert (run.downtime, run.duration, run.ram_duration) == (pytest.approx(0.015), 10, 2)
@@ -95,7 +92,7 @@ def test_pve4_glusterfs_no_progress_lines():
 
 
 def test_runbook_cancelled_without_dates():
-    run = _parse(_shared("proxmox-runbook-ceph-16GiB-manual-cancel.txt"))
+    run = _parse(_real("proxmox-runbook-ceph-16GiB-manual-cancel.txt"))
     assert run.status == "cancelled"
     assert run.meta["cancelled_by"] == "operator"
     assert run.partial  # '...' and no task footer
@@ -110,7 +107,7 @@ def test_runbook_cancelled_without_dates():
 
 
 def test_machine_type_failure_multiline():
-    run = _parse(_shared("proxmox-blog-machine-type-too-new-failure.txt"))
+    run = _parse(_real("proxmox-blog-machine-type-too-new-failure.txt"))
     assert run.status == "failed"
     assert run.partial
     out = run.events_of("target-output")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, FIXTURES, shared_dir
+from conftest import EXAMPLES, FIXTURES, real_log_files
 from migtune.errors import InputError
 from migtune.model import EVENT_KINDS, Event, Run, Sample
 from migtune.sources import load_run, proxmox, split_header_comments
@@ -94,10 +94,7 @@ def test_parse_accepts_crlf_and_a_generator():
 
 
 def test_sniff_rejects_other_formats():
-    logs = shared_dir() / "logs"
-    if not logs.is_dir():
-        pytest.fail("shared logs not found (set MIGTUNE_SHARED)")
-    for path in logs.glob("*.txt"):
+    for path in real_log_files():
         body, _ = split_header_comments(path.read_text().splitlines())
         score = proxmox.sniff([line for line in body if line.strip()])
         if path.name.startswith("proxmox-"):
@@ -117,12 +114,7 @@ _ALL_TEXT = [p.read_text() for p in EXAMPLE_FILES] + [
     p.read_text() for p in sorted(PROXMOX_FIXTURES.glob("*.log"))
 ]
 _ALL_LINES = [line for text in _ALL_TEXT for line in text.splitlines()]
-if (shared_dir() / "logs").is_dir():
-    _ALL_LINES += [
-        line
-        for p in sorted((shared_dir() / "logs").glob("*.txt"))
-        for line in p.read_text().splitlines()
-    ]
+_ALL_LINES += [line for p in real_log_files() for line in p.read_text().splitlines()]
 
 
 @settings(max_examples=150, deadline=None)

@@ -125,8 +125,8 @@ def test_truncated_pretty_json_keeps_values_before_the_cut():
     assert run.status == "active"
 
 
-def test_shared_fcqemu_partial_dump(shared_logs):
-    run = load_run(shared_logs / "fcqemu-query-migrate-debug-partial.txt")
+def test_real_fcqemu_partial_dump(real_logs):
+    run = load_run(real_logs / "fcqemu-query-migrate-debug-partial.txt")
     assert run.format == "qmp"
     assert run.status == "active"
     assert run.partial

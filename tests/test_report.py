@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, shared_dir
+from conftest import EXAMPLES, real_log_files
 from migtune.analysis.findings import Finding, Recommendation
 from migtune.cli.main import main
 from migtune.model import Event, Run, Sample, Settings, SourceRef, to_dict
@@ -210,12 +210,12 @@ def check_report(run: Run) -> Page:
 
 # --- every real log and every bundled example ---------------------------------------------
 
-SHARED_LOGS = sorted((shared_dir() / "logs").glob("*.txt"))
+REAL_LOG_FILES = real_log_files()
 EXAMPLE_FILES = sorted(p for p in EXAMPLES.glob("*") if p.is_file() and p.suffix != ".md")
 
 
-@pytest.mark.parametrize("path", SHARED_LOGS, ids=lambda p: p.name)
-def test_report_for_each_shared_log(path):
+@pytest.mark.parametrize("path", REAL_LOG_FILES, ids=lambda p: p.name)
+def test_report_for_each_real_log(path):
     check_report(load_run(path))
 
 
@@ -224,8 +224,8 @@ def test_report_for_each_example(path):
     check_report(load_run(path))
 
 
-def test_shared_logs_are_found():
-    assert len(SHARED_LOGS) >= 5, f"no shared logs under {shared_dir()}"
+def test_real_logs_are_found():
+    assert len(REAL_LOG_FILES) >= 9, "tests/fixtures/real lost some logs"
 
 
 # --- a lab recording: charts, pass table, markers ---------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from conftest import shared_dir
+from conftest import REAL_LOGS
 from migtune.model import Settings
 from migtune.report import write_report
 from migtune.sources import load_run
@@ -82,9 +82,7 @@ def _lab_report(tmp_path: Path) -> Path:
 
 
 def _proxmox_report(tmp_path: Path) -> Path:
-    log = shared_dir() / "logs" / "proxmox-github-pve8-ha-diskless-4GiB-completed.txt"
-    if not log.is_file():
-        pytest.skip(f"shared log not found: {log}")
+    log = REAL_LOGS / "proxmox-github-pve8-ha-diskless-4GiB-completed.txt"
     lines = log.read_text(encoding="utf-8").splitlines()
     at = next(i for i, line in enumerate(lines) if "migration active" in line)
     lines.insert(at, f"2025-01-04 00:34:29 {SCRIPT} {IMG}")

@@ -249,3 +249,21 @@ def test_statistical_writes_agree_with_page_level(workload, settings, limit, mon
     if b.xbzrle and b.xbzrle.pages:
         assert a.xbzrle.pages == pytest.approx(b.xbzrle.pages, rel=0.05)
         assert a.xbzrle.cache_miss_rate == pytest.approx(b.xbzrle.cache_miss_rate, abs=0.05)
+
+
+def test_trace_slices_advance_past_period_boundaries(tmp_path):
+    """Looping a trace: a period boundary that rounds down must not stall the slicer."""
+    from migtune.sim.workloads import TraceDirtier
+
+    trace = tmp_path / "t.npz"
+    t = np.linspace(0, 1, 50000, endpoint=False)
+    pages = np.random.default_rng(1).integers(0, 8192, 50000)
+    np.savez(trace, t=t, pages=pages)
+    dirtier = TraceDirtier(trace, 65536)
+    period = dirtier.period
+    # boundaries whose quotient by the period rounds below the integer
+    got = sum(len(dirtier._slice(k * period * 0.1, (k + 1) * period * 0.1)) for k in range(100))
+    assert got == 10 * len(pages)
+    settings = Settings(max_bandwidth=32 * MiB, capabilities={"xbzrle": True})
+    r = simulate(256 * MiB, "idle", settings, trace=trace, time_limit=20.0)
+    assert r.outcome.total_time_s is not None

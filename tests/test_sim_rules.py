@@ -1,4 +1,4 @@
-"""Each simulator rule with hand-worked numbers (reference sections in the docstrings)."""
+"""Each simulator rule with hand-worked numbers (sections of docs/qemu-migration.md in the docstrings)."""
 
 from __future__ import annotations
 

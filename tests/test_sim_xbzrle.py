@@ -1,4 +1,4 @@
-"""The XBZRLE codec against QEMU's vectors (reference §4.4, §4.5) and round trips."""
+"""The XBZRLE codec against QEMU's vectors (docs/qemu-migration.md §4.4, §4.5) and round trips."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def test_bad_units_raise_input_error(bad):
 
 
 def test_qemu_mbps_is_decimal_megabits():
-    # QEMU's mbps: 10**6 bits per second. 32 MiB/s is about 268 mbps (lab notes).
+    # QEMU's mbps: 10**6 bits per second. 32 MiB/s is about 268 mbps.
     assert mbps_to_bytes_per_s(1) == 125_000
     assert bytes_per_s_to_mbps(32 * MiB) == pytest.approx(268.435456)
 

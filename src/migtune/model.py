@@ -16,8 +16,11 @@ not say", never zero.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from migtune.bounded import EventList, SampleList
 
 # Final or current state of a migration, normalised over all sources.
 STATUSES = ("completed", "failed", "cancelled", "active", "unknown")
@@ -156,8 +159,9 @@ class Run:
     """One migration, normalised."""
 
     format: str  # proxmox | qmp | hmp | libvirt | nova | recording | simulation
-    samples: list[Sample] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    # Bounded lists: past a limit they keep a thinned subset (see migtune.bounded).
+    samples: list[Sample] = field(default_factory=SampleList)
+    events: list[Event] = field(default_factory=EventList)
     settings: Settings = field(default_factory=Settings)
     status: str = "unknown"  # completed | failed | cancelled | active | unknown
     ram_bytes: int | None = None  # VM RAM (ram.total, VM-state, Memory total)
@@ -169,7 +173,12 @@ class Run:
     target: str | None = None  # destination node / host
     partial: bool = False  # truncated, elided or unrecognised parts
     warnings: list[str] = field(default_factory=list)  # what could not be read, one line each
-    lines: list[str] | None = None  # the source text, kept for `explain`
+    # The source's lines for `explain`: a LineSource that reads the file again on each
+    # iteration (a 1 GB log is never held in memory), or a list for runs built from text.
+    lines: Iterable[str] | None = None
+    # Error-like lines of the source, collected while parsing (sources.errorlines), so
+    # the failure rules need not read a big log again; None: scan ``lines`` when needed.
+    error_lines: list[str] | None = None
     meta: dict[str, Any] = field(
         default_factory=dict
     )  # source-specific facts (workload, versions...)
@@ -195,8 +204,10 @@ def to_dict(obj: Any) -> Any:
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Inverse of ``to_dict(settings)``; unknown keys go to ``extra``."""
+    if not isinstance(data, dict):  # a hand-edited recording: nothing usable
+        return Settings()
     names = {f.name for f in dataclasses.fields(Settings)}
     known = {k: v for k, v in data.items() if k in names and k != "extra"}
-    extra = dict(data.get("extra") or {})
+    extra = dict(data["extra"]) if isinstance(data.get("extra"), dict) else {}
     extra.update({k: v for k, v in data.items() if k not in names})
     return Settings(**known, extra=extra)

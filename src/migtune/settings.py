@@ -8,19 +8,36 @@ Names follow QEMU's ``migrate-set-parameters`` / ``migrate-set-capabilities``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from migtune.errors import InputError
 from migtune.model import Settings
 from migtune.units import parse_duration, parse_rate, parse_size
 
-# QEMU defaults (reference §11) - what is in force when nobody sets anything.
+# QEMU defaults (docs/qemu-migration.md §11) - what is in force when nobody sets anything.
 QEMU_DEFAULT_DOWNTIME_LIMIT = 0.300  # s
 QEMU_DEFAULT_MAX_BANDWIDTH = 134217728.0  # B/s (128 MiB/s since QEMU 5.2)
 QEMU_OLD_DEFAULT_MAX_BANDWIDTH = 33554432.0  # B/s (32 MiB/s before 5.2)
 QEMU_DEFAULT_XBZRLE_CACHE = 64 * 1024**2
 QEMU_DEFAULT_MULTIFD_CHANNELS = 2
 QEMU_MAX_DOWNTIME_LIMIT = 2000.0  # s
+QEMU_MAX_MULTIFD_CHANNELS = 255
+INT64_MAX = 2**63 - 1  # QEMU holds sizes and rates in 64-bit integers
+PAGE_SIZE = 4096
+
+# The QEMU releases whose migration behaviour migtune models: the one place that says so
+# (``simulate --qemu-version`` checks against it and its help prints it).
+OLDEST_QEMU = (7, 2)
+NEWEST_QEMU = (10, 2)
+SUPPORTED_QEMU = f"{OLDEST_QEMU[0]}.{OLDEST_QEMU[1]} … {NEWEST_QEMU[0]}.{NEWEST_QEMU[1]}"
+
+# An XBZRLE cache above this share of the guest's RAM buys little (it only has to hold
+# the re-dirtied working set) and costs the source host that much memory again.
+XBZRLE_CACHE_WARN_SHARE = 0.5
+# A cap so low that one pass over the guest's RAM takes longer than this is a typo
+# (MiB/s meant, bytes/s typed) more often than a plan.
+SLOW_FIRST_PASS_S = 3600.0
 
 
 def _bool(v: str) -> bool:
@@ -113,10 +130,15 @@ def apply_assignment(settings: Settings, assignment: str) -> Settings:
         field, parser = _PARAMETERS[name]
         try:
             setattr(new, field, parser(value))
-        except ValueError:
-            raise InputError(f"bad value {value!r} for {name}") from None
+        except (ValueError, OverflowError):
+            raise InputError(f"{name}: bad value {value!r}") from None
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
     elif name in CAPABILITIES:
-        new.capabilities[name] = _bool(value)
+        try:
+            new.capabilities[name] = _bool(value)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
     else:
         raise InputError(f"unknown setting {name!r} (known: {', '.join(setting_names())})")
     validate(new)
@@ -124,28 +146,151 @@ def apply_assignment(settings: Settings, assignment: str) -> Settings:
 
 
 def validate(s: Settings) -> None:
-    """Reject values QEMU itself would reject (reference §4.7, §7, §11)."""
+    """Reject values QEMU itself would reject (QEMU's parameter ranges: downtime-limit
+    0..2000 s, multifd-channels 1..255, XBZRLE cache a power of two of at least a page,
+    throttle percentages 1..99 with max-cpu-throttle at least cpu-throttle-initial,
+    throttle-trigger-threshold 1..100; docs/qemu-migration.md §4.7, §7, §11).  Messages
+    start with the setting's QEMU name."""
+    for name, value in (
+        ("downtime-limit", s.downtime_limit),
+        ("max-bandwidth", s.max_bandwidth),
+        ("avail-switchover-bandwidth", s.avail_switchover_bandwidth),
+        ("max-postcopy-bandwidth", s.max_postcopy_bandwidth),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{name}: {value} is not a finite number")
+        if value is not None and value * (1000 if name == "downtime-limit" else 1) > INT64_MAX:
+            raise InputError(f"{name}: {value:g} is beyond what QEMU can hold")
     if s.downtime_limit is not None and not 0 <= s.downtime_limit <= QEMU_MAX_DOWNTIME_LIMIT:
-        raise InputError("downtime limit must be between 0 and 2000 s (QEMU's maximum)")
-    if s.max_bandwidth is not None and s.max_bandwidth < 0:
-        raise InputError("max bandwidth cannot be negative")
+        raise InputError("downtime-limit: must be between 0 and 2000 s (QEMU's maximum)")
+    for name, value in (
+        ("max-bandwidth", s.max_bandwidth),
+        ("avail-switchover-bandwidth", s.avail_switchover_bandwidth),
+        ("max-postcopy-bandwidth", s.max_postcopy_bandwidth),
+    ):
+        if value is not None and value < 0:
+            raise InputError(f"{name}: cannot be negative")
+        if value is not None and 0 < value < 1:
+            # QEMU takes whole bytes per second: this would be 0, i.e. unlimited.
+            raise InputError(f"{name}: {value:g} B/s is less than 1 byte/s (0 means unlimited)")
     if s.xbzrle_cache_size is not None:
         n = s.xbzrle_cache_size
-        if n < 4096 or n & (n - 1):
+        if n > INT64_MAX:
+            raise InputError(f"xbzrle-cache-size: {n} bytes is beyond what QEMU can hold")
+        if n < PAGE_SIZE or n & (n - 1):
             raise InputError(
-                f"XBZRLE cache size must be a power of two of at least 4 KiB (got {n} bytes)"
+                f"xbzrle-cache-size: must be a power of two of at least 4 KiB (got {n} bytes)"
             )
-    if s.multifd_channels is not None and not 1 <= s.multifd_channels <= 255:
-        raise InputError("multifd channels must be between 1 and 255")
+    if s.multifd_channels is not None and not 1 <= s.multifd_channels <= QEMU_MAX_MULTIFD_CHANNELS:
+        raise InputError(f"multifd-channels: {s.multifd_channels} is outside QEMU's range 1..255")
+    for name, pct in (
+        ("cpu-throttle-initial", s.cpu_throttle_initial),
+        ("cpu-throttle-increment", s.cpu_throttle_increment),
+        ("max-cpu-throttle", s.max_cpu_throttle),
+    ):
+        if pct is not None and not 1 <= pct <= 99:
+            raise InputError(f"{name}: {pct}% is outside QEMU's range 1..99")
+    if s.throttle_trigger_threshold is not None and not 1 <= s.throttle_trigger_threshold <= 100:
+        raise InputError(
+            f"throttle-trigger-threshold: {s.throttle_trigger_threshold}% is outside "
+            "QEMU's range 1..100"
+        )
     if (
         s.cpu_throttle_initial is not None
         and s.max_cpu_throttle is not None
         and s.max_cpu_throttle < s.cpu_throttle_initial
     ):
-        raise InputError("max CPU throttle must be at least the initial throttle")
-    for pct in (s.cpu_throttle_initial, s.cpu_throttle_increment, s.max_cpu_throttle):
-        if pct is not None and not 1 <= pct <= 99:
-            raise InputError("CPU throttle percentages must be between 1 and 99")
+        raise InputError(
+            f"max-cpu-throttle: {s.max_cpu_throttle}% is below cpu-throttle-initial "
+            f"{s.cpu_throttle_initial}% (QEMU refuses that)"
+        )
+
+
+def check_qemu_version(text: str) -> str:
+    """``text`` if it names a QEMU release migtune models (``7.2``, ``10.0.2``), else InputError."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d{1,3})\.(\d{1,3})(?:\.\d{1,3})?\s*", str(text))
+    if not m:
+        raise InputError(f"cannot read QEMU version {text!r} (expected e.g. 7.2 or 10.0)")
+    version = (int(m.group(1)), int(m.group(2)))
+    if not OLDEST_QEMU <= version <= NEWEST_QEMU:
+        raise InputError(f"QEMU {text.strip()} is outside the supported range {SUPPORTED_QEMU}")
+    return text.strip()
+
+
+def check_for_guest(
+    s: Settings, ram_bytes: int | None, *, time_limit: float | None = None
+) -> list[str]:
+    """Refuse settings that make no sense for this guest; return warnings, one line each.
+
+    ``migrate``, ``lab run`` and ``simulate`` call this before starting anything.  It
+    goes beyond :func:`validate` (what QEMU itself refuses): QEMU accepts an XBZRLE
+    cache as large as the guest, or a downtime limit of 0, and the migration then
+    crawls or never ends.  ``ram_bytes`` is the guest's RAM (``None``: not known, the
+    RAM checks are skipped); ``time_limit`` the seconds the caller allows.
+    """
+    validate(s)
+    warnings: list[str] = []
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(
+            "time limit: must be more than 0 s (the migration would be cancelled at once)"
+        )
+    if s.downtime_limit is not None and round(s.downtime_limit * 1000) == 0:
+        rounded = "" if s.downtime_limit == 0 else " (QEMU counts whole milliseconds)"
+        raise InputError(
+            f"downtime-limit: 0 lets QEMU switch over only with nothing left to send{rounded}, "
+            "which a running guest never reaches: give the pause you can accept (QEMU's "
+            "default 300ms)"
+        )
+    cache, whose = s.xbzrle_cache_size, "a"
+    xbzrle_on = s.capabilities.get("xbzrle") is not False
+    if cache is None and s.capabilities.get("xbzrle"):
+        # XBZRLE on without a size: QEMU's default cache, which a tiny guest may not exceed.
+        cache, whose = QEMU_DEFAULT_XBZRLE_CACHE, "QEMU's default"
+    if cache is not None and ram_bytes and xbzrle_on:
+        from migtune.units import format_bytes
+
+        suggest = 1 << max(12, (max(ram_bytes // 4, PAGE_SIZE)).bit_length() - 1)
+        if cache >= ram_bytes:
+            raise InputError(
+                f"xbzrle-cache-size: {whose} {format_bytes(cache)} cache is not smaller than the "
+                f"guest's {format_bytes(ram_bytes)} of RAM: the source would hold a second copy "
+                f"of the guest and the migration crawls; use at most {format_bytes(suggest)}"
+            )
+        if cache > ram_bytes * XBZRLE_CACHE_WARN_SHARE:
+            warnings.append(
+                f"xbzrle-cache-size {format_bytes(cache)} is more than half the guest's "
+                f"{format_bytes(ram_bytes)}: the source host needs that much memory again; "
+                f"{format_bytes(suggest)} holds any working set that can still converge"
+            )
+    bw = s.max_bandwidth
+    if bw and ram_bytes and ram_bytes / bw > SLOW_FIRST_PASS_S:
+        from migtune.units import format_duration, format_rate
+
+        first = ram_bytes / bw
+        warnings.append(
+            f"max-bandwidth {format_rate(bw)} needs {format_duration(first)} for one pass "
+            "over the guest's RAM"
+            + (" (longer than the time limit)" if time_limit and first > time_limit else "")
+        )
+    elif bw and ram_bytes and time_limit and ram_bytes / bw > time_limit:
+        from migtune.units import format_duration, format_rate
+
+        warnings.append(
+            f"max-bandwidth {format_rate(bw)} cannot send the guest's RAM once within the "
+            f"{format_duration(time_limit)} time limit"
+        )
+    if (
+        s.cpu_throttle_initial is None
+        and s.max_cpu_throttle is not None
+        and s.max_cpu_throttle < 20
+    ):
+        raise InputError(
+            f"max-cpu-throttle: {s.max_cpu_throttle}% is below QEMU's default "
+            "cpu-throttle-initial of 20% (QEMU refuses that); set --cpu-throttle-initial too"
+        )
+    return warnings
 
 
 def effective(s: Settings) -> Settings:

@@ -65,25 +65,46 @@ _BIT_UNITS: dict[str, float] = {
     "tbps": 1e12,
 }
 
-_VALUE_UNIT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z/]*)\s*$")
+# Each character can be matched one way only (no "[0-9]*\.?[0-9]+"), so a hostile
+# string such as "1" * 20000 + "!" fails in linear time instead of backtracking.
+_VALUE_UNIT_RE = re.compile(
+    r"\s*((?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?:\s*([A-Za-z/]+))?\s*"
+)
+# Longer than any real size, rate or duration: refused before float() sees it.
+_MAX_NUMBER_CHARS = 40
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def _split(text: str, what: str) -> tuple[float, str]:
-    m = _VALUE_UNIT_RE.match(text)
+    m = _VALUE_UNIT_RE.fullmatch(text)
     if not m:
-        raise InputError(f"cannot read {what} {text!r}")
-    return float(m.group(1)), m.group(2)
+        raise InputError(f"cannot read {what} {_shown(text)}")
+    if len(m.group(1)) > _MAX_NUMBER_CHARS:
+        raise InputError(f"{what} {_shown(text)} is out of range")
+    return float(m.group(1)), m.group(2) or ""
+
+
+def _finite(value: float, what: str, text: object) -> float:
+    """``value`` if it is a finite number, else InputError (NaN, inf, 1e400, ...)."""
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise InputError(f"{what} {_shown(str(text))} is out of range")
+    return value
 
 
 def parse_size(text: str | int | float) -> int:
     """Parse a size such as ``4GiB``, ``512M``, ``64 MiB`` or ``1073741824`` into bytes."""
     if isinstance(text, (int, float)):
-        return int(text)
+        return int(_finite(text, "size", text))
     value, unit = _split(text, "size")
     factor = _BYTE_UNITS.get(unit.lower())
     if factor is None:
-        raise InputError(f"unknown size unit {unit!r} in {text!r} (use B, KiB, MiB, GiB, TiB)")
-    return int(round(value * factor))
+        raise InputError(
+            f"unknown size unit {unit!r} in {_shown(text)} (use B, KiB, MiB, GiB, TiB)"
+        )
+    return int(round(_finite(value * factor, "size", text)))
 
 
 def parse_rate(text: str | int | float) -> float:
@@ -93,17 +114,17 @@ def parse_rate(text: str | int | float) -> float:
     bare numbers (bytes/s).  ``/s`` is optional for byte units.
     """
     if isinstance(text, (int, float)):
-        return float(text)
+        return _finite(float(text), "rate", text)
     value, unit = _split(text, "rate")
     u = unit.lower().removesuffix("/s")
     if u in _BIT_UNITS:
-        return value * _BIT_UNITS[u] / 8
+        return _finite(value * _BIT_UNITS[u] / 8, "rate", text)
     factor = _BYTE_UNITS.get(u)
     if factor is None:
         raise InputError(
-            f"unknown rate unit {unit!r} in {text!r} (use e.g. 32MiB/s, 125MB/s, 1Gbit/s)"
+            f"unknown rate unit {unit!r} in {_shown(text)} (use e.g. 32MiB/s, 125MB/s, 1Gbit/s)"
         )
-    return value * factor
+    return _finite(value * factor, "rate", text)
 
 
 _DURATION_UNITS = {
@@ -127,12 +148,12 @@ _DURATION_UNITS = {
 def parse_duration(text: str | int | float) -> float:
     """Parse ``300ms``, ``2s``, ``1.5``, ``5min``, ``1h`` into seconds (bare numbers are seconds)."""
     if isinstance(text, (int, float)):
-        return float(text)
+        return _finite(float(text), "duration", text)
     value, unit = _split(text, "duration")
     factor = _DURATION_UNITS.get(unit.lower())
     if factor is None:
-        raise InputError(f"unknown duration unit {unit!r} in {text!r} (use ms, s, min, h)")
-    return value * factor
+        raise InputError(f"unknown duration unit {unit!r} in {_shown(text)} (use ms, s, min, h)")
+    return _finite(value * factor, "duration", text)
 
 
 def mbps_to_bytes_per_s(mbps: float) -> float:
@@ -144,12 +165,20 @@ def bytes_per_s_to_mbps(rate: float) -> float:
     return rate * 8 / 1e6
 
 
+def _printable(value: float | None) -> bool:
+    """A number the formatters can print: not None, NaN, infinite or beyond a float."""
+    try:
+        return value is not None and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 _BINARY_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
 
 
 def format_bytes(value: float | None, decimals: int = 1) -> str:
     """Binary units with one decimal, as Proxmox prints them (``1.1 GiB``, ``0.0 B``)."""
-    if value is None:
+    if not _printable(value):  # None, or an estimate divided by ~0
         return "?"
     v = float(value)
     sign = "-" if v < 0 else ""
@@ -172,7 +201,7 @@ def format_rate(value: float | None, decimals: int = 1) -> str:
 
 def format_bits(value: float | None) -> str:
     """A byte rate as network bits per second (``1.07 Gbit/s``)."""
-    if value is None:
+    if not _printable(value):
         return "?"
     bits = value * 8
     for unit, factor in (("Tbit/s", 1e12), ("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
@@ -183,7 +212,7 @@ def format_bits(value: float | None) -> str:
 
 def format_duration(seconds: float | None) -> str:
     """``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
-    if seconds is None:
+    if not _printable(seconds):
         return "?"
     s = float(seconds)
     if s < 0:

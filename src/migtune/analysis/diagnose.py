@@ -2,7 +2,7 @@
 
 Each rule is one function that reads :class:`Metrics` (and the run for its settings and
 events) and returns a :class:`Finding` or ``None``.  The heuristics follow
-management-layers.md §1.10 and §8 and qemu-migration.md §13; their thresholds are
+docs/platforms.md §1.10 and §8 and docs/qemu-migration.md §13; their thresholds are
 named constants so a reader can see exactly when a finding fires.
 """
 
@@ -27,9 +27,16 @@ from migtune.analysis.rates import (
 from migtune.model import Run
 from migtune.units import MiB, format_bytes, format_duration, format_rate
 
+PAGE_SIZE = 4096
+
 NOT_CONVERGING_RATIO = 1.0  # dirty >= send: pre-copy cannot finish on its own
 NEAR_CONVERGING_RATIO = 0.8  # dirty close to send: passes shrink very slowly
-RESEND_RATIO = 1.5  # transferred / RAM above this: a lot of RAM was sent twice or more
+# More sent than one pass explains (RAM less the zero pages, which cost ~nothing) by this
+# margin: pages were sent again.  Page headers and rounding stay well inside 5 %.
+RESEND_MARGIN = 0.05
+RESEND_WARNING = 1.5  # sent / RAM above this: much of the traffic was re-sends
+HIGH_THROTTLE_PCT = 50.0  # auto-converge holds the vCPUs asleep at least half the time
+QEMU_MAX_CPU_THROTTLE = 99  # the highest max-cpu-throttle QEMU accepts (and its default)
 XBZRLE_MISS_HIGH = 0.90
 XBZRLE_OVERFLOW_MANY = 1000
 XBZRLE_OVERFLOW_SHARE = 0.10  # overflows per cache hit above which XBZRLE is mostly waste
@@ -78,12 +85,13 @@ def diagnose(run: Run) -> Diagnosis:
     errors = failures.error_text(run)
     machine = failures.machine_type(run, tgt, errors)
     device = failures.device_state(run, errors)
+    converging = not_converging(run, m, tgt)
     rules = [
         failures.failed(run, m, machine, device),
         machine,
         device,
         failures.cancelled(run, m),
-        not_converging(run, m, tgt),
+        converging,
         resending(run, m),
         bandwidth_capped(run, m, tgt),
         link_bound(run, m, tgt),
@@ -96,7 +104,19 @@ def diagnose(run: Run) -> Diagnosis:
         zero_pages(m),
         slow_target_start(m),
     ]
+    rules.append(heavy_throttling(run, m, tgt, converging))
     d.findings = [f for f in rules if f is not None]
+    # Never advise what the run already had (auto-converge on, a cap already lifted, ...).
+    started = run.status == "postcopy-active" or any(
+        s.status == "postcopy-active" for s in run.samples
+    )
+    initial_limit = run.settings.downtime_limit
+    if initial_limit is None:
+        initial_limit = m.downtime_limit_s
+    for f in d.findings:
+        f.recommendations = rec.respect_settings(
+            f.recommendations, run.settings, initial_limit, tgt, postcopy_started=started
+        )
     if d.status == "completed" and not any(f.severity != "info" for f in d.findings):
         d.findings.insert(0, healthy(m))
     order = {"error": 0, "warning": 1, "info": 2}
@@ -146,10 +166,35 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
         recs.append(rec.downtime_limit(needed_dt, tgt, proxmox_autoraise=run.format == "proxmox"))
     if cap_hit(run, m) is not None or (m.max_bandwidth and m.max_bandwidth < need_bw):
         # A setting, not the link, holds the rate down: raise it before buying a network.
-        recs.append(rec.bandwidth(need_bw, tgt, "the cap is below the dirty rate"))
+        link = rec.bandwidth(need_bw, tgt, "the cap is below the dirty rate")
     else:
-        recs.append(rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw))
-    recs += [rec.auto_converge(tgt), rec.postcopy(tgt), rec.multifd(tgt), rec.throttle_note(tgt)]
+        link = rec.faster_network(tgt, "the link must out-run the dirty rate", need_bw)
+    throttled = _throttle(run, m, tgt)
+    autoconverge_on = bool(run.settings.capabilities.get("auto-converge"))
+    if throttled is None:
+        recs += [link, rec.auto_converge(tgt), rec.postcopy(tgt)]
+        throttled_text = ""
+        if autoconverge_on:
+            ev["max_throttle_pct"] = m.throttle_max_pct
+    else:
+        # Auto-converge is on and already holds the guest back hard: the next steps are a
+        # higher ceiling (or faster steps), post-copy, then a faster link.
+        ev.update(throttled.evidence)
+        recs += [*throttled.recommendations, rec.postcopy(tgt), link]
+        throttled_text = f" even with {throttled.summary}"
+    recs += [rec.multifd(tgt), rec.throttle_note(tgt)]
+    if throttled is not None:
+        slow_down = "or let it run on the target (post-copy). " + throttled.detail
+    elif autoconverge_on:
+        slow_down = "or let it run on the target (post-copy). Auto-converge was already on" + (
+            " (the log does not show how hard it throttled)."
+            if m.throttle_max_pct is None
+            else f" and throttled the vCPUs to {m.throttle_max_pct:.0f}%."
+        )
+    else:
+        slow_down = (
+            "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
+        )
     state = "was dirtying" if finished else "dirties"
     verdict = (
         "it finished only because the stop-and-copy was allowed to grow"
@@ -163,7 +208,7 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
         severity=severity,
         summary=(
             f"the guest {state} memory at {format_rate(dirty)}, {ratio:.2f}x the "
-            f"{format_rate(send)} the link sends: {verdict}"
+            f"{format_rate(send)} the link sends{throttled_text}: {verdict}"
         ),
         evidence=ev,
         recommendations=recs,
@@ -174,31 +219,137 @@ def not_converging(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None:
                 if needed_dt and needed_dt <= MAX_SENSIBLE_DOWNTIME
                 else ""
             )
-            + "or slow the guest down (auto-converge) or let it run on the target (post-copy)."
+            + slow_down
         ),
     )
 
 
-def resending(run: Run, m: Metrics) -> Finding | None:
-    if m.sent_ratio is None or m.sent_ratio < RESEND_RATIO:
+def _throttle(run: Run, m: Metrics, tgt: rec.Target | None = None) -> Finding | None:
+    """Auto-converge on and throttling at least :data:`HIGH_THROTTLE_PCT`: what it did and
+    the next steps, as a finding (``heavy_throttling``) or material for ``not-converging``."""
+    pct = m.throttle_max_pct
+    s = run.settings
+    if pct is None or pct < HIGH_THROTTLE_PCT or s.capabilities.get("auto-converge") is False:
         return None
+    tgt = tgt or rec.target_of(run)
+    ceiling = s.max_cpu_throttle or QEMU_MAX_CPU_THROTTLE
+    at_ceiling = pct >= ceiling - 1
+    recs = []
+    if at_ceiling and ceiling < QEMU_MAX_CPU_THROTTLE:
+        recs.append(rec.max_cpu_throttle(QEMU_MAX_CPU_THROTTLE, tgt))
+    elif not at_ceiling and run.status != "completed":
+        initial = max(s.cpu_throttle_initial or 20, 50)
+        recs.append(rec.throttle_steps(initial, max(s.cpu_throttle_increment or 10, 20), tgt))
+    if at_ceiling:
+        where = "at its ceiling" + (
+            "" if ceiling < QEMU_MAX_CPU_THROTTLE else ", the most QEMU allows"
+        )
+        detail = (
+            f"Auto-converge throttled the vCPUs to {pct:.0f}%, {where}: the guest ran at "
+            f"{100 - pct:.0f}% of its CPU time"
+            + (
+                f"; max-cpu-throttle {ceiling}% can go up to {QEMU_MAX_CPU_THROTTLE}%."
+                if ceiling < QEMU_MAX_CPU_THROTTLE
+                else ", and throttling cannot do more: post-copy or a faster link remain."
+            )
+        )
+    else:
+        detail = (
+            f"Auto-converge throttled the vCPUs to {pct:.0f}% (ceiling {ceiling}%): the guest "
+            f"ran at {100 - pct:.0f}% of its CPU time (writes by devices, DMA, are not slowed)."
+        )
+    return Finding(
+        id="heavy-throttling",
+        severity="warning",
+        summary=f"auto-converge throttling the vCPUs to {pct:.0f}% (ceiling {ceiling}%)",
+        evidence={
+            "max_throttle_pct": pct,
+            "max_cpu_throttle_pct": ceiling,
+            "throttle_at_ceiling": at_ceiling,
+        },
+        recommendations=recs,
+        detail=detail,
+    )
+
+
+def heavy_throttling(
+    run: Run, m: Metrics, tgt: rec.Target, not_converging_finding: Finding | None
+) -> Finding | None:
+    """The guest was throttled hard (and ``not-converging`` did not already say so)."""
+    if not_converging_finding is not None:
+        return None
+    f = _throttle(run, m, tgt)
+    if f is None:
+        return None
+    pct = f.evidence["max_throttle_pct"]
+    f.summary = (
+        f"auto-converge throttled the vCPUs to {pct:.0f}% (ceiling "
+        f"{f.evidence['max_cpu_throttle_pct']}%): the guest ran at {100 - pct:.0f}% of its "
+        "CPU time" + (" until the migration converged" if run.status == "completed" else "")
+    )
+    f.recommendations += [rec.postcopy(tgt), rec.faster_network(tgt, "less throttling needed")]
+    return f
+
+
+def one_pass_bytes(m: Metrics) -> tuple[float | None, str]:
+    """What one pass over RAM puts on the wire: RAM less the zero pages (they cost ~9 bytes
+    each), from QEMU's zero-page counter where known, else its share, else RAM itself."""
+    ram = m.ram_bytes
+    if not ram:
+        return None, "unknown"
+    if m.zero_pages is not None:
+        zero = min(m.zero_pages * PAGE_SIZE, ram)
+        return ram - zero, "ram-minus-zero-pages"
+    if m.zero_page_share is not None and m.transferred_bytes and m.transferred_bytes > ram:
+        return ram * (1 - m.zero_page_share), "ram-minus-zero-page-share"
+    return float(ram), "ram"
+
+
+def resending(run: Run, m: Metrics) -> Finding | None:
+    sent = m.transferred_bytes
+    one_pass, basis = one_pass_bytes(m)
+    if sent is None or one_pass is None or sent <= one_pass * (1 + RESEND_MARGIN):
+        return None
+    resent = sent - one_pass
+    ratio = sent / one_pass if one_pass > 0 else None
+    # The warning level stays where this finding always fired: 1.5 x RAM.
+    severity = "warning" if m.sent_ratio is not None and m.sent_ratio >= RESEND_WARNING else "info"
+    zero_note = (
+        f", {format_bytes(m.ram_bytes - one_pass)} of it zero pages"
+        if basis != "ram" and m.ram_bytes
+        else ""
+    )
+    state = "sent" if run.status in ("completed", "failed", "cancelled") else "sent so far"
     return Finding(
         id="resending-dirty-memory",
-        severity="warning",
+        severity=severity,
         summary=(
-            f"{format_bytes(m.transferred_bytes)} sent for {format_bytes(m.ram_bytes)} of RAM "
-            f"({m.sent_ratio:.2f}x): pages are re-dirtied and sent again pass after pass"
+            f"{format_bytes(sent)} {state} for {format_bytes(m.ram_bytes)} of RAM"
+            f"{zero_note}: about {format_bytes(resent)} were pages sent again after the guest "
+            "wrote to them"
         ),
         evidence={
-            "transferred_bytes": m.transferred_bytes,
+            "transferred_bytes": sent,
             "ram_bytes": m.ram_bytes,
-            "sent_ratio": round(m.sent_ratio, 3),
+            "one_pass_bytes": round(one_pass),
+            "one_pass_basis": basis,
+            "resent_bytes": round(resent),
+            "resent_ratio": r1(ratio, 3),
+            "sent_ratio": round(m.sent_ratio, 3) if m.sent_ratio is not None else None,
+            "zero_pages": m.zero_pages,
+            "zero_page_share": r1(m.zero_page_share, 4),
             "passes": m.passes,
             "passes_at_least": m.passes_at_least,
         },
         detail=(
-            "Pass 1 sends every non-zero page once; everything beyond the RAM size is pages "
-            "the guest wrote again after they had been sent."
+            "One pass sends every non-zero page once (zero pages cost a few bytes); "
+            f"everything beyond {format_bytes(one_pass)} was a page the guest dirtied again after "
+            "it had been sent"
+            + (
+                ", several times over: the dirty rate is close to the link rate."
+                if severity == "warning"
+                else ". Some re-sending is normal for a running guest."
+            )
         ),
     )
 

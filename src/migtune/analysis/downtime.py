@@ -36,8 +36,9 @@ def downtime_over_limit(run: Run, m: Metrics, tgt: rec.Target) -> Finding | None
             id="downtime-over-limit",
             severity="warning",
             summary=(
-                f"the guest was paused {format_duration(dt)}, {dt / limit:.1f}x the "
-                f"{format_duration(limit)} limit{src}"
+                f"the guest was paused {format_duration(dt)}, "
+                + (f"{dt / limit:.1f}x the " if limit > 0 else "over the ")  # a limit of 0 ms
+                + f"{format_duration(limit)} limit{src}"
             ),
             evidence={"downtime_s": dt, "downtime_limit_s": limit, "limit_stated": stated},
             recommendations=[rec.faster_network(tgt, "the final copy runs at link speed")],

@@ -7,6 +7,7 @@ module walks the lines, builds the phase timeline and adds the diagnosis.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from migtune.analysis import explain_proxmox, explain_qemu, explain_qmp
@@ -22,7 +23,7 @@ from migtune.units import format_bytes, format_duration, format_rate
 @dataclass(slots=True)
 class Explanation:
     format: str
-    lines: list[ExplainedLine]
+    lines: ExplainedLines  # iterable; computed line by line each time it is walked
     timeline: list[Phase]
     diagnosis: Diagnosis
     summary: list[str] = field(default_factory=list)  # a few sentences: what happened
@@ -32,9 +33,54 @@ class Explanation:
         return self.diagnosis.metrics
 
 
+class ExplainedLines:
+    """Every line of the run's source with its notes, made while iterating.
+
+    The source is read again on each walk (``Run.lines`` is a re-readable source), so a
+    1 GB log is explained in bounded memory; walking twice costs twice.  Indexing and
+    ``len`` work too (they walk the whole log: meant for small logs and tests).
+    """
+
+    def __init__(self, run: Run, m: Metrics):
+        self._run, self._m = run, m
+
+    def __iter__(self) -> Iterator[ExplainedLine]:
+        return _explained_lines(self._run, self._m)
+
+    def walk(self, wanted: Callable[[int], bool]) -> Iterator[ExplainedLine | None]:
+        """Like iterating, but ``None`` for each line where ``wanted(line_no)`` is False.
+
+        For an excerpt of a huge log: Proxmox lines not wanted only update the running
+        context (their notes would be the slow part); the wanted ones get the same notes
+        as in the full explanation.
+        """
+        return _explained_lines(self._run, self._m, wanted)
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __getitem__(self, index):
+        return list(self)[index]
+
+
 def explain(run: Run) -> Explanation:
     diagnosis = diagnose(run)
     m = diagnosis.metrics
+    return Explanation(
+        format=run.format,
+        lines=ExplainedLines(run, m),
+        timeline=timeline(run, m),
+        diagnosis=diagnosis,
+        summary=summary(run, m),
+    )
+
+
+def _explained_lines(
+    run: Run, m: Metrics, wanted: Callable[[int], bool] | None = None
+) -> Iterator[ExplainedLine | None]:
     ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
     samples: dict[int, Sample] = {}
     for s in run.samples:
@@ -43,12 +89,24 @@ def explain(run: Run) -> Explanation:
     for e in run.events:
         if e.source is not None:
             ctx.events_by_line.setdefault(e.source.line, []).append(e)
-    lines = []
+    reparsed = _reparsed_samples(run)
+    proxmox = run.format == "proxmox"
     for no, text in _numbered_lines(run):
         notes: list[str] = []
+        if wanted is not None and not wanted(no) and proxmox:
+            if text.strip() and not text.startswith("#"):
+                sample = samples.get(no)
+                if sample is None and reparsed is not None:
+                    sample = reparsed(no)
+                explain_proxmox.advance(text, sample, ctx)
+            yield None
+            continue
         if text.strip() and not text.startswith("#"):
-            if run.format == "proxmox":
-                notes = explain_proxmox.notes_for(text, samples.get(no), ctx)
+            if proxmox:
+                sample = samples.get(no)
+                if sample is None and reparsed is not None:
+                    sample = reparsed(no)
+                notes = explain_proxmox.notes_for(text, sample, ctx)
             elif '"execute"' in text:
                 notes = explain_qmp.command_notes(text, ctx)
             elif no in samples and _one_line_object(text):
@@ -59,14 +117,40 @@ def explain(run: Run) -> Explanation:
                 notes = explain_qemu.notes_for(text, ctx)
         if not notes and no in ctx.events_by_line:
             notes = event_notes(ctx.events_by_line[no])
-        lines.append(ExplainedLine(no, text, notes))
-    return Explanation(
-        format=run.format,
-        lines=lines,
-        timeline=timeline(run, m),
-        diagnosis=diagnosis,
-        summary=summary(run, m),
-    )
+        yield ExplainedLine(no, text, notes)
+
+
+def _reparsed_samples(run: Run) -> Callable[[int], Sample | None] | None:
+    """For a thinned Proxmox run: the sample of any line, by parsing the source again.
+
+    Per-line notes compare each progress line with the ones before it, so they need
+    every sample; the run kept only some (see migtune.bounded).  The Proxmox reader is
+    a stream, so a second pass alongside the lines costs time, not memory.  Other
+    formats explain thinned-away sample lines from their text alone.
+    """
+    if not getattr(run.samples, "thinned", False) or run.format != "proxmox":
+        return None
+    if run.lines is None:
+        return None
+    from migtune.sources import blank_header_comments
+    from migtune.sources.proxmox import iter_records
+
+    records = iter_records(blank_header_comments(iter(run.lines), []))
+    pending: list[Sample | None] = [None]
+
+    def sample_at(no: int) -> Sample | None:
+        cur = pending[0]
+        while cur is None or (cur.source is not None and cur.source.line < no):
+            rec = next(records, None)
+            if rec is None:
+                pending[0] = None
+                return None
+            if type(rec) is Sample:
+                cur = rec
+        pending[0] = cur
+        return cur if cur.source is not None and cur.source.line == no else None
+
+    return sample_at
 
 
 _QMP_EVENTS = {
@@ -119,9 +203,9 @@ def _page_size(run: Run) -> int | None:
     return next((s.page_size for s in run.samples if s.page_size), None)
 
 
-def _numbered_lines(run: Run) -> list[tuple[int, str]]:
+def _numbered_lines(run: Run) -> Iterable[tuple[int, str]]:
     if run.lines is not None:
-        return list(enumerate(run.lines, 1))
+        return enumerate(run.lines, 1)
     # No source text kept (e.g. a Run built in code): rebuild it from the source refs.
     refs: dict[int, str] = {}
     for item in [*run.samples, *run.events]:

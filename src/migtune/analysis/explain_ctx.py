@@ -38,7 +38,8 @@ class Ctx:
             return self.m.downtime_limit_final_s, True
         return (0.1 if self.fmt == "proxmox" else 0.3), False
 
-    def pass_phrase(self, transferred: float) -> str:
+    def pass_phrase(self, transferred: float, passes: int | None = None) -> str:
+        """How much of RAM ``transferred`` is; ``passes``: the line's own dirty-sync-count."""
         ram = self.m.ram_bytes
         if not ram:
             return "including any page sent more than once"
@@ -51,7 +52,10 @@ class Ctx:
             )
             self.said.add("pass1")
             return f"{ratio * 100:.0f}% of the {format_bytes(ram)} RAM{why}"
-        known = self.m.passes if self.m.passes_source == "dirty-sync-count" else None
+        known = passes
+        if known is None and len(self.run.samples) <= 1:
+            # one snapshot: the run's pass count is this line's (with several, it is the last's)
+            known = self.m.passes if self.m.passes_source == "dirty-sync-count" else None
         where = f"pass {int(ratio) + 1} or later" if known is None else f"pass {known} by now"
         if "resend" in self.said:
             return f"{ratio:.2f}x the {format_bytes(ram)} RAM ({where})"

@@ -1,4 +1,4 @@
-"""Line notes for Proxmox VE migration task logs (management-layers.md §1.1-§1.6).
+"""Line notes for Proxmox VE migration task logs (docs/platforms.md §1.1-§1.6).
 
 Numbers come from the parsed samples and events where the parser has them (so rounding
 and units are handled once) and from the line text for the purely descriptive lines.
@@ -99,8 +99,11 @@ def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     j = c.window_start
     while j + 1 < len(hist) and s.transferred - hist[j + 1].transferred >= need:
         j += 1
-    c.window_start = j
     p = hist[j]
+    if j > 4096:  # samples before the window are never looked at again: free them
+        del hist[:j]
+        j = 0
+    c.window_start = j
     if p.t >= s.t or p.transferred > s.transferred:
         return None
     return (s.transferred - p.transferred) / (s.t - p.t), s.t - p.t
@@ -323,6 +326,60 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 ]  # fmt: skip
 
 
+_XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+
+
+def advance(text: str, sample: Sample | None, c: Ctx) -> None:
+    """Do to ``c`` what :func:`notes_for` does, without writing notes (a line not shown).
+
+    The report shows an excerpt of a huge log; the notes of the lines it shows depend on
+    every progress line before them (rates over a window, pass numbers, once-only
+    remarks), so the lines left out still go through here.  Mirrors _progress/_xbzrle:
+    tests compare the shown notes with a full explanation.
+    """
+    if sample is not None and sample.transferred is not None:
+        _advance_progress(sample, c)
+        return
+    if sample is not None and sample.xbzrle is not None:
+        _advance_xbzrle(sample, c)
+        return
+    msg = message(text)
+    if _XBZRLE_LINE_RE.search(msg):
+        if c.prev is not None and c.prev.xbzrle is not None:
+            _advance_xbzrle(c.prev, c)
+        return
+    notes_for(text, sample, c)  # anything else is rare: the full path
+
+
+def _advance_progress(s: Sample, c: Ctx) -> None:
+    said = c.said
+    if c.m.ram_bytes:
+        said.add("pass1" if s.transferred / c.m.ram_bytes < 1 else "resend")
+    if s.total is not None:
+        said.add("total")
+    _delta(s, c)
+    if s.page_rate is not None:
+        said.add("page_rate")
+    if s.remaining is not None:
+        p = c.prev
+        if p is not None and p.remaining is not None and s.remaining > p.remaining + 4 * MiB:
+            c.pass_no += 1
+    if s.dirty_rate is not None:
+        said.add("dirty")
+    c.prev = s
+    if s.t is not None:
+        c.history.append(s)
+
+
+def _advance_xbzrle(s: Sample, c: Ctx) -> None:
+    x = s.xbzrle
+    if x.cache_miss_rate is not None:
+        c.said.add("xbzrle-miss")
+    if x.overflow:
+        c.said.add("xbzrle-overflow")
+        c.last_overflow = x.overflow
+
+
 def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     if sample is not None and (sample.transferred is not None or sample.xbzrle is not None):
         return _progress(sample, c) if sample.transferred is not None else _xbzrle(sample, c)
@@ -333,5 +390,8 @@ def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     for rx, fn in _RULES:
         m = rx.search(msg)
         if m:
-            return fn(m, c)
+            try:
+                return fn(m, c)
+            except (ValueError, ArithmeticError):
+                return []  # "1.2.3 ms" or 1e999: a note is optional, never an error
     return []

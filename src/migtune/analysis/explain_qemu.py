@@ -3,11 +3,12 @@
 
 All three QEMU-level formats print the same counters under different labels, so each
 label is mapped to one canonical field and each field has one explainer that works the
-numbers out (qemu-migration.md §2, §10; management-layers.md §2.2, §3.4).
+numbers out (docs/qemu-migration.md §2, §10; docs/platforms.md §2.2, §3.4).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -73,24 +74,44 @@ FIELDS = {
     "decompress-threads": "old_compress",
 }  # fmt: skip
 
-_LINE_RE = re.compile(r"^[\s'\"{]*([A-Za-z][\w /()%-]*?)['\"]?\s*:\s*(.*?)[,}\s]*$")
+# A label as printed before the colon; checked with fullmatch on the text before the
+# first colon (a regex spanning label, colon and value backtracks quadratically on
+# long lines full of blanks).
+_LABEL_RE = re.compile(r"[A-Za-z][\w /()%-]*")
 _NUM_RE = re.compile(r"[-+]?\d[\d,']*(?:\.\d+)?")
+_MAX_NUMBER_CHARS = 40  # longer digit strings are no counter QEMU prints
 
 
 def split_field(text: str) -> tuple[str, str] | None:
     """``label: value`` of an HMP / virsh / pretty-printed QMP line, label canonicalised."""
     body = text.split(">", 1)[1] if "| " in text and ">" in text else text  # fc.qemu prefix
-    m = _LINE_RE.match(body.strip())
-    if not m:
+    body = body.strip()
+    colon = body.find(":")
+    if colon < 0:
         return None
-    label = m.group(1).strip().lower()
-    field = FIELDS.get(label)
-    return (field, m.group(2).strip().strip("'\"")) if field else None
+    label = body[:colon].lstrip(" \t\r\f\v'\"{").rstrip()
+    if label.endswith(("'", '"')):
+        label = label[:-1]
+    if not _LABEL_RE.fullmatch(label):
+        return None
+    field = FIELDS.get(label.strip().lower())
+    if not field:
+        return None
+    value = body[colon + 1 :].rstrip(",} \t\r\f\v").strip()
+    return field, value.strip("'\"")
 
 
 def number(value: str) -> float | None:
+    """The first number in ``value``, or None; absurdly long or overflowing ones are None."""
     m = _NUM_RE.search(value)
-    return None if not m else float(m.group(0).replace(",", "").replace("'", ""))
+    if not m or len(m.group(0)) > _MAX_NUMBER_CHARS:
+        return None
+    n = float(m.group(0).replace(",", "").replace("'", ""))
+    return n if math.isfinite(n) else None
+
+
+# The look-behind makes a match start only at the first digit of a run: linear search.
+_SIZE_RE = re.compile(r"(?<![0-9.])([0-9.]+)\s*([KMGTPE]i?B)\b")
 
 
 def size_of(value: str, fmt: str) -> float | None:
@@ -101,7 +122,7 @@ def size_of(value: str, fmt: str) -> float | None:
     low = value.lower()
     if "kbytes" in low:
         return n * KiB
-    m = re.search(r"([0-9.]+)\s*([KMGTPE]i?B)\b", value)
+    m = _SIZE_RE.search(value)
     if m:
         try:
             return float(parse_size(f"{m.group(1)}{m.group(2)}"))
@@ -343,7 +364,7 @@ def _dt_limit(v: str, c: Ctx) -> list[str]:
 
 
 def _caps(v: str, c: Ctx) -> list[str]:
-    on = re.findall(r"([\w-]+): on", v)
+    on = re.findall(r"(?<![\w-])([\w-]+): on", v)
     notes = [f"capabilities on: {', '.join(on) or 'none'}"]
     if any("postcopy" in x for x in on):
         notes.append(
@@ -398,11 +419,19 @@ _HMP101 = [
 
 
 def _kv(text: str) -> dict[str, str]:
-    return dict(re.findall(r"(\w+)=([^,]+)", text))
+    return dict(re.findall(r"(?<!\w)(\w+)=([^,]+)", text))
+
+
+# One search to tell whether a line can be a compact one at all (most lines are not).
+_HMP101_GATE = re.compile(
+    r"Time \(ms\):|Transfers:|Page Types:|Page Rates \(pps\):|Others:|XBZRLE:|miss_rate="
+)
 
 
 def _hmp101(text: str, c: Ctx) -> list[str]:
     """The compact 10.1+ layout packs several counters into one line."""
+    if not _HMP101_GATE.search(text):
+        return []
     for rx, kind in _HMP101:
         m = rx.search(text)
         if not m:
@@ -470,6 +499,13 @@ _NOVA = [
 
 def notes_for(text: str, c: Ctx) -> list[str]:
     """Notes for one line of a QEMU-level log (hmp, qmp, libvirt or nova)."""
+    try:
+        return _notes_for(text, c)
+    except (ValueError, ArithmeticError):
+        return []  # "1.2.3" or 1e999 in a hand-edited line: a note is optional, never an error
+
+
+def _notes_for(text: str, c: Ctx) -> list[str]:
     if c.fmt == "nova":
         for rx, fn in _NOVA:
             m = rx.search(text)

@@ -43,7 +43,8 @@ def command_notes(text: str, c: Ctx) -> list[str]:
                 notes.append(f"{key} = {value}")
         return notes
     if name == "migrate-set-capabilities":
-        caps = args.get("capabilities") or []
+        caps = args.get("capabilities")
+        caps = caps if isinstance(caps, list) else []  # hand-edited logs: any JSON type
         states = [
             f"{x.get('capability')} {'on' if x.get('state') else 'off'}"
             for x in caps
@@ -66,7 +67,9 @@ def sample_notes(s: Sample, c: Ctx) -> list[str]:
         return []
     notes = status_meaning(s.status or "")
     if s.transferred is not None:
-        notes.append(f"{format_bytes(s.transferred)} sent, " + c.pass_phrase(s.transferred))
+        notes.append(
+            f"{format_bytes(s.transferred)} sent, " + c.pass_phrase(s.transferred, s.passes)
+        )
     p = c.prev
     if p is not None and None not in (p.t, s.t, p.transferred, s.transferred) and s.t > p.t:
         if s.transferred >= p.transferred:

@@ -1,6 +1,6 @@
 """Findings read from error text: failures, cancels, version skew, device-state errors.
 
-These rules look at what the log *says* went wrong (management-layers.md §1.2, §1.10,
+These rules look at what the log *says* went wrong (docs/platforms.md §1.2, §1.10,
 §7 item 5) rather than at the counters, so they search the error-like events and, as a
 fallback, the whole log text (messages are sometimes wrapped over two lines).
 """
@@ -13,20 +13,9 @@ from migtune.analysis import recommend as rec
 from migtune.analysis.findings import Finding, Recommendation
 from migtune.analysis.metrics import Metrics
 from migtune.model import Run
+from migtune.sources.errorlines import error_lines
 from migtune.units import format_bytes, format_duration, format_rate
 
-# Plain substring tests: a regex alternation per line is ~30x slower on big logs.
-_KEYWORDS = (
-    "error",
-    "fail",
-    "too old",
-    "machine",
-    "section",
-    "vmstate",
-    "load",
-    "interrupt",
-    "cancel",
-)
 _ERROR_KINDS = ("error", "target-output", "cancelled", "warning", "status", "finished")
 
 MACHINE_RE = re.compile(
@@ -42,7 +31,8 @@ MACHINE_GENERIC_RE = re.compile(
 DEVICE_STATE_RE = re.compile(
     r"(check_section_footer|Read section footer failed|Missing section footer|"
     r"error while loading state|load of migration failed|Unknown savevm section|"
-    r"Failed to load [\w:./-]+|VMState[^\n]*failed|vmstate[^\n]*error|"
+    # Bounded gaps: with [^\n]* every "vmstate" of a long line rescanned it (quadratic).
+    r"Failed to load [\w:./-]+|VMState[^\n]{0,200}?failed|vmstate[^\n]{0,200}?error|"
     r"device state load failed)",
     re.I,
 )
@@ -57,14 +47,10 @@ def error_text(run: Run) -> str:
     """Error-like messages of the run, one per line, plus the raw log as a fallback."""
     parts = [e.message for e in run.events if e.kind in _ERROR_KINDS]
     parts += [s.error for s in run.samples if s.error]
-    if run.lines:
-        # Only lines that can carry an error, each joined with the next one because
-        # messages are sometimes wrapped; keeps this cheap on million-line logs.
-        lines = run.lines
-        for i, line in enumerate(lines):
-            low = line.lower()
-            if not line.startswith("#") and any(k in low for k in _KEYWORDS):
-                parts.append(" ".join(x.strip() for x in lines[i : i + 2]))
+    if run.error_lines is not None:
+        parts += run.error_lines
+    elif run.lines is not None:
+        parts += error_lines(run.lines)
     return "\n".join(parts)
 
 

@@ -3,7 +3,7 @@
 Everything here is computed from the normalised :class:`~migtune.model.Run`, never from
 a format's own text, so the same rule holds for Proxmox, QMP, HMP, virsh and nova.
 
-Two rules shape the code (management-layers.md §1.3, qemu-migration.md §1.4):
+Two rules shape the code (docs/platforms.md §1.3, docs/qemu-migration.md §1.4):
 
 * Real throughput is Δtransferred/Δt between samples (or QEMU's ``mbps``).  Proxmox's
   per-line rate is pages-per-second x page size, which counts zero pages that cost
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from migtune.model import Event, Run, Sample
 
-# QEMU's default max-bandwidth before 5.2 and since (qemu-migration.md §11).
+# QEMU's default max-bandwidth before 5.2 and since (docs/qemu-migration.md §11).
 QEMU_OLD_DEFAULT_CAP = 32 * 1024**2
 QEMU_DEFAULT_CAP = 128 * 1024**2
 # Raw line rates in bytes/s; a single TCP stream tops out at ~90-100 % of them.
@@ -115,9 +115,13 @@ def interval_rates(samples: list[Sample]) -> list[Interval]:
     return out
 
 
-def _span_rate(samples: list[Sample], origin: float | None) -> float | None:
+def _span_rate(
+    samples: list[Sample], origin: float | None, first: tuple[float, int] | None = None
+) -> float | None:
     """Average rate over the whole sampled span (robust against per-line rounding)."""
     pts = [(s.t, s.transferred) for s in samples if s.t is not None and s.transferred is not None]
+    if first is not None and pts and pts[0] != first:
+        pts.insert(0, first)
     if origin is not None and pts and origin < pts[0][0]:
         pts.insert(0, (origin, 0))  # the RAM phase starts with nothing sent
     if len(pts) < 2:
@@ -146,7 +150,7 @@ def count_remaining_jumps(samples: list[Sample]) -> int:
     return sum(1 for a, b in zip(rem, rem[1:], strict=False) if b > a + _JUMP_MIN)
 
 
-_MS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*ms\b")
+_MS_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*ms\b")  # look-behind: linear search
 _S_RE = re.compile(r"migrate_set_downtime:?\s*(\d+(?:\.\d+)?)")
 
 
@@ -223,7 +227,36 @@ def compute(run: Run) -> Metrics:
     m.throttle_max_pct = max(throttles) if throttles else None
     _predictions(run, m)
     _orchestration(run, m)
+    stats = getattr(samples, "stats", None)
+    if getattr(samples, "thinned", False) and stats is not None:
+        _over_all_samples(m, stats())
     return m
+
+
+def _over_all_samples(m: Metrics, st) -> None:
+    """A thinned run (see migtune.bounded): the figures that need every sample, exactly.
+
+    Last values, the span rate and change points survive thinning as they are; the
+    median dirty rate and QEMU's median ``mbps`` come from the kept samples (an even
+    subset, so the medians move little); these come from the fold over all samples.
+    """
+    if st.interval_min is not None:
+        m.throughput_min, m.throughput_max = st.interval_min, st.interval_max
+    if st.page_rate_min is not None:
+        m.page_rate_min, m.page_rate_max = st.page_rate_min, st.page_rate_max
+    m.dirty_reports = st.dirty_reports
+    if st.dirty_max is not None:
+        m.dirty_rate_max = st.dirty_max
+    if m.passes_source == "dirty-sync-count" and st.passes_max is not None:
+        m.passes = st.passes_max
+    elif m.passes_source == "remaining-jumps":
+        m.passes = 1 + st.remaining_jumps
+    if st.throttle_max is not None:
+        m.throttle_max_pct = st.throttle_max
+    if st.miss_rate_max is not None:
+        m.xbzrle_cache_miss_rate_max = st.miss_rate_max
+    if st.overflow_first is not None:
+        m.xbzrle_overflow_first = st.overflow_first
 
 
 def _throughput(run: Run, m: Metrics) -> None:
@@ -233,7 +266,10 @@ def _throughput(run: Run, m: Metrics) -> None:
     rates = [iv.rate for iv in m.intervals if iv.end - iv.start >= 1.0]
     if rates:
         m.throughput_min, m.throughput_max = min(rates), max(rates)
-    span = _span_rate(samples, ram_start_time(run) if run.format == "proxmox" else None)
+    first = None
+    if getattr(samples, "thinned", False):
+        first = samples.stats().first_point  # the first point may have been thinned away
+    span = _span_rate(samples, ram_start_time(run) if run.format == "proxmox" else None, first)
     if span:
         m.throughput, m.throughput_source = span, "transferred-deltas"
         return

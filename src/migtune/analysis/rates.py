@@ -1,7 +1,7 @@
 """Diagnosis rules about the transfer rate: caps, link ceilings, SSH tunnels, stalls.
 
-Thresholds follow management-layers.md §1.9-§1.10 and §8 (link-bound, tunnel-bound,
-limit-bound) and qemu-migration.md §11 (QEMU's default caps).
+Thresholds follow docs/platforms.md §1.9-§1.10 and §8 (link-bound, tunnel-bound,
+limit-bound) and docs/qemu-migration.md §11 (QEMU's default caps).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from migtune.model import Run
 from migtune.units import MiB, format_bytes, format_duration, format_rate
 
 CAP_BAND = (0.85, 1.03)  # throughput / cap inside this band: sitting at the cap
-SSH_CEILING = 150 * MiB  # old ssh streams top out at 60-100 MB/s (corpus #4: ~65 MiB/s)
+# Old ssh streams top out at 60-100 MB/s (~65 MiB/s in the real PVE 3 log, tests/fixtures/real).
+SSH_CEILING = 150 * MiB
 STALLED_RATE = 1 * MiB
 SAFETY = 1.25  # margin on needed bandwidth: the link must out-run the dirty rate clearly
 

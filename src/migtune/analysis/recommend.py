@@ -2,8 +2,8 @@
 
 Each function returns one :class:`Recommendation` for one setting, with commands for
 Proxmox VE (``qm``, ``/etc/pve/datacenter.cfg``), libvirt (``virsh``) and plain QEMU
-(QMP), and a note where a platform cannot do it (management-layers.md §1.7-1.8, §2.1;
-qemu-migration.md §11).  Values are computed by the caller in base units; this module
+(QMP), and a note where a platform cannot do it (docs/platforms.md §1.7-1.8, §2.1;
+docs/qemu-migration.md §11).  Values are computed by the caller in base units; this module
 only converts them to each tool's units and rounds them to something a person would type.
 """
 
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from migtune.analysis.findings import Recommendation
-from migtune.model import Run
+from migtune.model import Run, Settings
 from migtune.units import MiB, format_bits, format_bytes, format_duration
 
 
@@ -302,11 +302,165 @@ def upgrade_target(tgt: Target, machine: str | None, qemu: str | None) -> Recomm
     )
 
 
+IN_THE_GUEST = "No migration setting does this: it is done inside the guest (or by its owner)."
+
+
 def throttle_note(tgt: Target) -> Recommendation:
     """Reduce the guest's write load: the one remedy that needs no platform support."""
     return Recommendation(
         setting="workload",
         action="migrate when the guest writes less memory (off-peak), or pause the busy service",
-        commands={},
-        notes={"all": "Fewer re-dirtied pages per second is the surest way to converge."},
+        # Every recommendation carries the three platform keys (a README contract): empty
+        # lists, since this is done inside the guest, and a note saying so.
+        commands={"proxmox": [], "libvirt": [], "qmp": []},
+        notes={
+            "all": "Fewer re-dirtied pages per second is the surest way to converge.",
+            **{p: IN_THE_GUEST for p in ("proxmox", "libvirt", "qmp")},
+        },
     )
+
+
+PROXMOX_THROTTLE_FIXED = (
+    "Proxmox VE leaves auto-converge's throttle at QEMU's defaults (start 20 %, +10 % per "
+    "step, ceiling 99 %); qemu-server has no option to change them."
+)
+
+
+def max_cpu_throttle(pct: int, tgt: Target) -> Recommendation:
+    """Let auto-converge throttle harder: its ceiling (QEMU default 99 %) was reached."""
+    return Recommendation(
+        setting="max-cpu-throttle",
+        action=f"let auto-converge throttle the vCPUs up to {pct}% (max-cpu-throttle)",
+        commands={
+            "proxmox": [],
+            "libvirt": [
+                f"virsh qemu-monitor-command {tgt.domain} "
+                + "'"
+                + qmp("migrate-set-parameters", {"max-cpu-throttle": pct})
+                + "'"
+            ],
+            "qmp": [qmp("migrate-set-parameters", {"max-cpu-throttle": pct})],
+        },
+        notes={
+            "proxmox": PROXMOX_THROTTLE_FIXED,
+            "libvirt": "virsh has no flag for the ceiling; qemu-monitor-command works but marks "
+            "the domain as tainted.",
+            "qmp": "Takes effect at the throttle's next step, also during a migration.",
+        },
+    )
+
+
+def throttle_steps(initial: int, increment: int, tgt: Target) -> Recommendation:
+    """Reach the throttle ceiling sooner: a higher start and bigger steps."""
+    return Recommendation(
+        setting="cpu-throttle-increment",
+        action=f"throttle sooner and in bigger steps: start at {initial}%, +{increment}% per step",
+        commands={
+            "proxmox": [],
+            "libvirt": [
+                f"virsh migrate --live --auto-converge --auto-converge-initial {initial} "
+                f"--auto-converge-increment {increment} {tgt.domain} qemu+ssh://{tgt.node}/system"
+            ],
+            "qmp": [
+                qmp(
+                    "migrate-set-parameters",
+                    {"cpu-throttle-initial": initial, "cpu-throttle-increment": increment},
+                )
+            ],
+        },
+        notes={"proxmox": PROXMOX_THROTTLE_FIXED},
+    )
+
+
+def start_postcopy(tgt: Target) -> Recommendation:
+    """Post-copy was allowed but never started: start it."""
+    return Recommendation(
+        setting="postcopy-start",
+        action="post-copy is allowed but was not started: switch to it after the first pass",
+        commands={
+            "proxmox": [],
+            "libvirt": [f"virsh migrate-postcopy {tgt.domain}  # while the migration runs"],
+            "qmp": [qmp("migrate-start-postcopy", {})],
+        },
+        notes={
+            "proxmox": PROXMOX_NO_POSTCOPY,
+            "libvirt": "Or start the migration with --postcopy-after-precopy. If the network "
+            "fails during post-copy the guest is lost on both sides.",
+        },
+    )
+
+
+# -- what is already in force ----------------------------------------------------------
+UNLIMITED_BANDWIDTH = 2**60  # libvirt's "unlimited" is INT64_MAX-like
+
+
+def _qmp_requests(r: Recommendation) -> tuple[dict[str, bool], dict[str, float]]:
+    """The capabilities and parameters a recommendation's QMP commands ask for."""
+    caps_wanted: dict[str, bool] = {}
+    params: dict[str, float] = {}
+    for line in r.commands.get("qmp", []):
+        try:
+            cmd = json.loads(line.split("  #", 1)[0])
+        except ValueError:
+            continue
+        args = cmd.get("arguments") or {}
+        if cmd.get("execute") == "migrate-set-capabilities":
+            for c in args.get("capabilities", []):
+                caps_wanted[c["capability"]] = bool(c["state"])
+        elif cmd.get("execute") == "migrate-set-parameters":
+            params.update({k: v for k, v in args.items() if isinstance(v, (int, float))})
+    return caps_wanted, params
+
+
+def in_force(r: Recommendation, s: Settings, downtime_limit: float | None) -> bool:
+    """Whether what ``r`` recommends is already what the run had: then it is no advice.
+
+    ``downtime_limit`` is the limit in force at the end (seconds).  Unknown settings
+    (``None``) never count as in force: the advice may still help.
+    """
+    caps_wanted, params = _qmp_requests(r)
+    caps = s.capabilities
+    if r.setting in ("auto-converge", "multifd", "xbzrle"):
+        # The capability is the advice; throttle steps or channel counts that come with it
+        # are only a sensible start.
+        if not caps_wanted or any(caps.get(k) is not v for k, v in caps_wanted.items()):
+            return False
+        if r.setting == "multifd" and "multifd-channels" in params:
+            return (s.multifd_channels or 2) >= params["multifd-channels"]
+        return True
+    if r.setting == "postcopy-ram":
+        return bool(caps.get("postcopy-ram"))
+    if r.setting == "downtime-limit" and "downtime-limit" in params:
+        return downtime_limit is not None and downtime_limit * 1000 >= params["downtime-limit"]
+    if r.setting == "max-bandwidth" and "max-bandwidth" in params and s.max_bandwidth is not None:
+        cap, want = s.max_bandwidth, params["max-bandwidth"]
+        unlimited = cap == 0 or cap >= UNLIMITED_BANDWIDTH
+        return unlimited or (want > 0 and cap >= want)
+    if r.setting == "xbzrle-cache-size" and s.xbzrle_cache_size is not None:
+        return s.xbzrle_cache_size >= params.get("xbzrle-cache-size", float("inf"))
+    if r.setting == "max-cpu-throttle" and s.max_cpu_throttle is not None:
+        return s.max_cpu_throttle >= params.get("max-cpu-throttle", 100)
+    if r.setting == "migration-type":
+        return s.migration_type in ("insecure", "tcp")
+    return False
+
+
+def respect_settings(
+    recs: list[Recommendation],
+    s: Settings,
+    downtime_limit: float | None,
+    tgt: Target,
+    *,
+    postcopy_started: bool = False,
+) -> list[Recommendation]:
+    """``recs`` without what is already in force.  Post-copy that was allowed but never
+    started becomes the advice to start it (none if it did start)."""
+    out: list[Recommendation] = []
+    for r in recs:
+        if r.setting == "postcopy-ram" and s.capabilities.get("postcopy-ram"):
+            if postcopy_started:
+                continue
+            r = start_postcopy(tgt)
+        if not in_force(r, s, downtime_limit):
+            out.append(r)
+    return out

@@ -102,11 +102,11 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
     default="idle",
     show_default=True,
     metavar="SPEC",
-    help="How the guest dirties memory, e.g. ws=256MiB,rate=64MiB/s,pattern=random,bytes=8 "
-    "(keys: ws, rate [MiB/s, pages/s, unlimited], pattern [seq, random, hotcold], hot, hotw, "
-    "bytes, catchup).",
+    help="How the guest dirties memory: idle, or key=value pairs joined by commas, e.g. "
+    "ws=256MiB,rate=64MiB/s. Keys: ws, rate (MiB/s, pages/s or unlimited), pattern (seq, "
+    "random, hotcold), hot, hotw, bytes, catchup.",
 )
-@migration_settings_options
+@migration_settings_options(command="lab")
 @click.option("--policy", default="fixed", show_default=True, metavar="SPEC",
               help="fixed, proxmox, nova or kubevirt, with parameters as for `migtune migrate`.")  # fmt: skip
 @click.option("--time-limit", type=DURATION, default="60s", show_default=True, metavar="TIME",
@@ -131,10 +131,16 @@ def run_cmd(**kwargs: Any) -> int:
 
     opts = pop_settings_options(kwargs)
     settings = settings_from_options(opts)
-    rule = postcopy_rule_from_options(opts, settings)
+    rule = postcopy_rule_from_options(opts, settings, explicit=True)
     workload = parse_workload(kwargs["workload"])
     policy = parse_policy(kwargs["policy"])  # bad names: exit 2 before starting QEMU
     as_json = kwargs["as_json"]
+    if rule.allow:
+        click.echo(
+            "migtune: warning: post-copy allowed: if the migration fails after the switch to "
+            "post-copy, the VM is lost (neither side holds all of it)",
+            err=True,
+        )
     with _status(not as_json) as say:
         result = lab_run(
             int(kwargs["ram"]),
@@ -206,7 +212,9 @@ def _names(values: tuple[str, ...]) -> list[str]:
 @click.option("--only", multiple=True, metavar="NAME",
               help="Run only these scenarios (repeatable or comma-separated).")  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
-@click.option("--accel", type=ACCEL, default="auto", show_default=True)
+@click.option("--accel", type=ACCEL, default="auto", show_default=True,
+              help="Accelerator for every scenario's QEMUs; auto: KVM if the guest really "
+              "runs under it, else TCG.")  # fmt: skip
 @click.option("--verify", is_flag=True,
               help="Compare both sides' RAM after each completed pre-copy run.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")

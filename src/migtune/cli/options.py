@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from migtune.errors import InputError
 from migtune.model import Settings
-from migtune.settings import apply_assignment, setting_names, validate
+from migtune.settings import apply_assignment, check_qemu_version, setting_names, validate
 from migtune.units import parse_duration, parse_rate, parse_size
 
 # Keyword names the decorator adds; consumers pop them with pop_settings_options().
@@ -42,13 +43,31 @@ OPTION_NAMES = (
 )
 
 
-class _UnitType(click.ParamType):
-    """A click type backed by one of migtune's unit parsers (errors stay one line)."""
+# QEMU keeps sizes and rates in 64-bit integers; anything beyond is a typo, not a guest.
+INT64_MAX = 2**63 - 1
 
-    def __init__(self, name: str, parser: Callable[[str], Any], minimum: float | None = 0):
+
+class _UnitType(click.ParamType):
+    """A click type backed by one of migtune's unit parsers (errors stay one line).
+
+    Values are finite and within ``minimum``..``maximum``; a rate or size between 0 and
+    one unit (``0.5B/s``) is refused, since QEMU takes whole bytes and would read 0
+    (for ``max-bandwidth``: unlimited).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        parser: Callable[[str], Any],
+        minimum: float | None = 0,
+        maximum: float | None = INT64_MAX,
+        whole_units: bool = False,
+    ):
         self.name = name
         self.parser = parser
         self.minimum = minimum
+        self.maximum = maximum
+        self.whole_units = whole_units
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         if not isinstance(value, str):
@@ -57,19 +76,72 @@ class _UnitType(click.ParamType):
             out = self.parser(value)
         except InputError as exc:
             self.fail(str(exc), param, ctx)
+        except (ValueError, OverflowError):
+            self.fail(f"cannot read {self.name} {value!r}", param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite {self.name}", param, ctx)
         if self.minimum is not None and out < self.minimum:
-            self.fail(f"{value!r} is negative", param, ctx)
+            self.fail(
+                f"{value!r} is negative" if out < 0 else f"{value!r} is too small", param, ctx
+            )
+        if self.maximum is not None and out > self.maximum:
+            self.fail(f"{value!r} is too large", param, ctx)
+        if self.whole_units and 0 < out < 1:
+            self.fail(f"{value!r} is less than 1 byte (0 means unlimited)", param, ctx)
         return out
 
 
-DURATION = _UnitType("duration", parse_duration)
-RATE = _UnitType("rate", parse_rate)
+class _QemuVersionType(click.ParamType):
+    """A QEMU release inside the range migtune models (:data:`migtune.settings.SUPPORTED_QEMU`)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        try:
+            return check_qemu_version(str(value))
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+QEMU_VERSION = _QemuVersionType()
+DURATION = _UnitType("duration", parse_duration, maximum=10 * 365 * 86400.0)
+RATE = _UnitType("rate", parse_rate, whole_units=True)
 SIZE = _UnitType("size", parse_size)
+# The simulator keeps per-page arrays: beyond 64 TiB (16 G pages) no machine has the memory.
+GUEST_RAM = _UnitType("size", parse_size, minimum=4096, maximum=64 * 1024**4)
 PERCENT = click.IntRange(1, 100)
 
 
-def migration_settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the migration settings flags to a click command (see module docstring)."""
+# What --postcopy and --multifd need differ per command: a real migration must also set
+# them on the destination (through --dest-qmp), the lab sets both of its QEMUs itself,
+# and the simulator only models them.
+POSTCOPY_HELP = {
+    "migrate": "Allow switching to post-copy (needs --dest-qmp: the destination must enable "
+    "it too). WARNING: if the migration fails after the switch, the VM is lost.",
+    "lab": "Allow switching to post-copy (the lab enables it on both QEMUs). In a real "
+    "migration a failure after the switch loses the VM.",
+    "simulate": "Simulate a switch to post-copy (when: --postcopy-after-passes or "
+    "--postcopy-after).",
+}
+MULTIFD_HELP = {
+    "migrate": "Send RAM over several parallel connections (needs --dest-qmp: the "
+    "destination must enable it too).",
+    "lab": "Send RAM over several parallel connections (the lab enables it on both QEMUs).",
+    "simulate": "Simulate RAM sent over several parallel connections (128-page packets).",
+}
+
+
+def migration_settings_options(
+    f: Callable[..., Any] | None = None, *, command: str = "simulate"
+) -> Callable[..., Any]:
+    """Add the migration settings flags to a click command (see module docstring).
+
+    Use as ``@migration_settings_options`` or ``@migration_settings_options(command=...)``
+    with ``migrate``, ``lab`` or ``simulate``: the help of the flags that depend on the
+    destination is worded for that command.
+    """
+    if f is None:
+        return functools.partial(migration_settings_options, command=command)
     options = [
         click.option("--downtime-limit", type=DURATION, metavar="TIME",
                       help="Maximum pause at switch-over (300ms, 2s). QEMU default 300ms."),
@@ -91,16 +163,13 @@ def migration_settings_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--throttle-trigger-threshold", type=PERCENT, metavar="PCT",
                      help="Throttle when dirtied bytes exceed this percent of sent bytes "
                      "(default 50)."),
-        click.option("--postcopy", is_flag=True, default=False,
-                     help="Allow switching to post-copy (needs --dest-qmp). WARNING: if the "
-                     "migration fails after the switch, the VM is lost."),
+        click.option("--postcopy", is_flag=True, default=False, help=POSTCOPY_HELP[command]),
         click.option("--postcopy-after-passes", type=click.IntRange(1), metavar="N",
                      help="Switch to post-copy once QEMU's dirty-sync-count reaches N "
                      "(default with --postcopy: 2, i.e. after the first full pass)."),
         click.option("--postcopy-after", type=DURATION, metavar="TIME",
                      help="Switch to post-copy after this long in pre-copy."),
-        click.option("--multifd/--no-multifd", default=None,
-                     help="Send RAM over several parallel connections (needs --dest-qmp)."),
+        click.option("--multifd/--no-multifd", default=None, help=MULTIFD_HELP[command]),
         click.option("--multifd-channels", type=click.IntRange(1, 255), metavar="N",
                      help="Number of multifd connections (default 2)."),
         click.option("--avail-switchover-bandwidth", type=RATE, metavar="RATE",
@@ -171,12 +240,21 @@ def settings_from_options(opts: dict[str, Any], base: Settings | None = None) ->
 
 
 def postcopy_rule_from_options(
-    opts: dict[str, Any], settings: Settings | None = None
+    opts: dict[str, Any], settings: Settings | None = None, *, explicit: bool = False
 ) -> PostcopyRule:
-    """The post-copy switch rule; the triggers without ``--postcopy`` are an error."""
-    allow = bool(opts.get("postcopy")) or bool(
-        settings and settings.capabilities.get("postcopy-ram")
-    )
+    """The post-copy switch rule; the triggers without ``--postcopy`` are an error.
+
+    With ``explicit`` (commands that drive a real migration) only ``--postcopy``
+    allows post-copy: ``--set postcopy-ram=on`` alone is refused, since after the
+    switch a network failure loses the VM.
+    """
+    asked = bool(settings and settings.capabilities.get("postcopy-ram"))
+    allow = bool(opts.get("postcopy")) or (asked and not explicit)
+    if explicit and asked and not allow:
+        raise InputError(
+            "postcopy-ram=on needs --postcopy: after the switch to post-copy neither side "
+            "holds the whole VM, so if the network fails the VM is lost"
+        )
     passes, after = opts.get("postcopy_after_passes"), opts.get("postcopy_after")
     if not allow and (passes is not None or after is not None):
         raise InputError("--postcopy-after-passes/--postcopy-after need --postcopy")

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from migtune.cli.main import cli
-from migtune.sources import FORMATS, load_run
+from migtune.cli.main import cli, load_log
+from migtune.sources import FORMATS
 
 
 @cli.command()
@@ -52,8 +52,8 @@ def report(
     """
     from migtune.report import write_report
 
-    run = load_run(run_path, fmt)
-    others = [load_run(p) for p in compare]
+    run = load_log(run_path, fmt)
+    others = [load_log(p) for p in compare]
     to_stdout = output == "-"
     html, written = write_report(run, None if to_stdout else output, others, png_dir)
     if to_stdout:

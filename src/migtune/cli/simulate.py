@@ -7,38 +7,42 @@ from typing import Any
 
 import click
 
-from migtune.cli.main import cli
+from migtune.cli.main import cli, load_log, warning_line
 from migtune.cli.options import (
     DURATION,
+    GUEST_RAM,
+    QEMU_VERSION,
     RATE,
-    SIZE,
     migration_settings_options,
     pop_settings_options,
     postcopy_rule_from_options,
     settings_from_options,
 )
 from migtune.errors import EXIT_NOT_CONVERGED, InputError
+from migtune.settings import SUPPORTED_QEMU, check_for_guest
 from migtune.units import format_bytes, format_duration
 
 
 @cli.command("simulate")
-@click.option("--ram", type=SIZE, metavar="SIZE", help="Guest RAM (e.g. 32GiB).")
+@click.option("--ram", type=GUEST_RAM, metavar="SIZE", help="Guest RAM (e.g. 32GiB).")
 @click.option("--workload", default="idle", show_default=True, metavar="SPEC",
-              help="How the guest dirties memory, as for `lab run` "
-              "(ws=256MiB,rate=64MiB/s,pattern=random,bytes=8).")  # fmt: skip
+              help="How the guest dirties memory, as for `lab run`, e.g. "
+              "ws=256MiB,rate=64MiB/s (keys: ws, rate, pattern, hot, hotw, bytes, "
+              "catchup).")  # fmt: skip
 @click.option("--trace", type=click.Path(dir_okay=False), metavar="FILE",
               help="Replay page writes from a trace (.npz with t+pages or t+bitmaps, "
               "or text lines 'seconds page').")  # fmt: skip
 @migration_settings_options
-@click.option("--qemu-version", default="10.0", show_default=True, metavar="X.Y",
-              help="QEMU behaviour to model (7.2 … 10.2).")  # fmt: skip
+@click.option("--qemu-version", type=QEMU_VERSION, default="10.0", show_default=True,
+              metavar="X.Y", help=f"QEMU behaviour to model ({SUPPORTED_QEMU}).")  # fmt: skip
 @click.option("--link", type=RATE, metavar="RATE",
               help="Wire rate the migration stream achieves without a cap "
               "(default: the lab's loopback, about 0.7 GB/s).")  # fmt: skip
 @click.option("--time-limit", type=DURATION, metavar="TIME",
               help="Cancel the simulated migration after this long (default 600s; with "
               "--from: long enough to finish, at least the observed duration).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the guest.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Random seed of the guest.")  # fmt: skip
 @click.option("--from", "from_log", type=click.Path(dir_okay=False), metavar="LOG",
               help="Calibrate from an observed run (any log explain reads), then show "
               "the settings given here side by side with what was observed.")  # fmt: skip
@@ -59,14 +63,17 @@ def simulate_cmd(**kw: Any) -> int:
     if kw["from_log"]:
         return _from_log(kw, settings, rule)
     if kw["ram"] is None:
-        raise InputError("--ram is required (or --from LOG)")
+        raise InputError("--ram: missing (give the guest's RAM, or --from LOG)")
+    time_limit = 600.0 if kw["time_limit"] is None else kw["time_limit"]
+    for line in check_for_guest(settings, int(kw["ram"]), time_limit=time_limit):
+        warning_line(line)
     result = simulate(
         int(kw["ram"]),
         kw["workload"],
         settings,
         qemu_version=kw["qemu_version"],
         link_rate=kw["link"],
-        time_limit=kw["time_limit"] or 600.0,
+        time_limit=time_limit,
         seed=kw["seed"],
         record=kw["record"],
         trace=kw["trace"],
@@ -155,10 +162,12 @@ def render(result: Any, horizon: float | None = None) -> str:
 
 def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
     from migtune.sim.calibrate import calibrate, compare, what_if
-    from migtune.sources import load_run
 
-    run = load_run(kw["from_log"])
+    run = load_log(kw["from_log"])
     cal = calibrate(run)
+    # Only what the command line sets is checked: the log's own settings are what happened.
+    for line in check_for_guest(settings, cal.ram_bytes, time_limit=kw["time_limit"]):
+        warning_line(line)
     changed = _overlay(cal.settings, settings)
     pred = what_if(
         cal,

@@ -14,8 +14,10 @@ from typing import Any
 
 from migtune.errors import InputError, MigtuneError
 from migtune.lab.guest import build_guest
+from migtune.lab.interrupt import LabInterrupted
 from migtune.lab.run import LabResult, choose_accel, lab_run
 from migtune.lab.scenario import Scenario
+from migtune.qemu.supervisor import SIGNAL_REASONS
 from migtune.units import format_bytes, format_duration, format_rate
 
 
@@ -105,6 +107,15 @@ def run_matrix(
                     verify=verify and not sc.allow_postcopy,
                 )
                 row = MatrixRow(sc, n, result, recording=str(path))
+                if result.migration.reason in SIGNAL_REASONS:  # Ctrl-C/SIGTERM mid-migration
+                    if on_row is not None:
+                        on_row(row)
+                    raise LabInterrupted(
+                        f"{result.migration.reason}: the matrix was stopped during {sc.name} "
+                        f"(recordings so far in {out})"
+                    )
+            except LabInterrupted:
+                raise  # Ctrl-C / SIGTERM stops the whole matrix, not one scenario
             except MigtuneError as exc:
                 row = MatrixRow(sc, n, None, error=str(exc), recording=str(path))
             rows.append(row)

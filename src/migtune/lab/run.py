@@ -24,14 +24,23 @@ from typing import Any
 
 from migtune.errors import InputError, UnavailableError
 from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, cache_dir
+from migtune.lab.interrupt import signals_stop_lab
 from migtune.lab.scenario import check_fits, kernel_cmdline
 from migtune.model import Settings
 from migtune.outcome import Outcome
+from migtune.outputs.recording import RecordingTee
 from migtune.qemu import compat
-from migtune.qemu.migrate import MigrationResult, migrate
+from migtune.qemu.migrate import MigrationResult, migrate, postcopy_refusal
 from migtune.qemu.policies import Policy, parse_policy
-from migtune.qemu.process import QemuProcess, free_port, kvm_usable, qemu_version
+from migtune.qemu.process import (
+    QemuProcess,
+    clean_stale_workdirs,
+    free_port,
+    kvm_usable,
+    qemu_version,
+)
 from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
+from migtune.settings import check_for_guest
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
 
@@ -287,11 +296,33 @@ def lab_run(
     the destination guest is resumed.
     """
     check_fits(ram, workload)
+    postcopy_refusal(settings, allow_postcopy)
+    if record is not None:
+        RecordingTee(record)  # an unwritable path or a full disk: say so before booting
     if verify and allow_postcopy:
         raise InputError("--verify compares RAM after pre-copy; it cannot be used with post-copy")
     version = qemu_version()
     # Refuse what QEMU would refuse before spending seconds on two boots.
     compat.check(settings, version, allow_postcopy=allow_postcopy, dest_qmp=True)
+    # Settings absurd for this guest are refused here, before two boots; the warnings are
+    # reported by migrate(), which runs the same check against the RAM QEMU reports.
+    check_for_guest(settings, ram, time_limit=time_limit)
+    with signals_stop_lab():
+        return _lab_run(
+            ram, workload, settings, version, policy, time_limit, record, allow_postcopy,
+            postcopy_after_passes, postcopy_after, accel, machine, progress, status, meta,
+            image, verify,
+        )  # fmt: skip
+
+
+def _lab_run(
+    ram: int, workload: Workload, settings: Settings, version: str, policy: str | Policy,
+    time_limit: float | None, record: str | Path | None, allow_postcopy: bool,
+    postcopy_after_passes: int | None, postcopy_after: float | None, accel: str,
+    machine: str, progress: bool, status: Status | None, meta: dict[str, Any] | None,
+    image: GuestImage | None, verify: bool,
+) -> LabResult:  # fmt: skip
+    clean_stale_workdirs()  # directories of lab runs that were killed outright
     policy = parse_policy(policy)
     image = image or build_guest()
     say = status or (lambda _msg: None)
@@ -299,12 +330,13 @@ def lab_run(
         say("checking whether KVM can run the guest")
         accel = choose_accel(image, machine)
     args = _guest_args(image, ram, kernel_cmdline(workload), machine)
-    src = QemuProcess(args, accel=accel, name="lab-src")
     dst_args = [*args, "-incoming", "defer", *(["-S"] if verify else [])]
-    dst = QemuProcess(dst_args, accel=accel, name="lab-dst")
-    watcher = _GuestWatcher(src, dst)
     load_before = machine_meta()
-    try:
+    src = dst = watcher = None
+    try:  # from the first work directory on, every exit path removes them
+        src = QemuProcess(args, accel=accel, name="lab-src")
+        dst = QemuProcess(dst_args, accel=accel, name="lab-dst")
+        watcher = _GuestWatcher(src, dst)
         src.start()
         dst.start()
         warnings = _warm_up(src, workload, watcher, say)
@@ -356,9 +388,9 @@ def lab_run(
             src_alive = src.alive and _heartbeat_advances(watcher, "source", end, ALIVE_TIMEOUT)
         watcher.stop()
     finally:
-        watcher.stop()
-        dst.stop()
-        src.stop()
+        for part in (watcher, dst, src):
+            if part is not None:
+                part.stop()
     t0 = result.run.t0 or end
     rates = _rate_events(watcher, t0)
     lab = LabResult(
@@ -378,7 +410,12 @@ def lab_run(
         meta={"machine_after": machine_meta()},
     )
     if record is not None:
-        _finish_recording(Path(record), lab)
+        try:
+            _finish_recording(Path(record), lab)
+        except OSError as exc:  # a full disk: the recording keeps what it had
+            lab.warnings.append(f"could not complete recording {record}: {exc.strerror or exc}")
+            with contextlib.suppress(OSError):
+                Path(record).with_name(Path(record).name + ".tmp").unlink()
     return lab
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import uuid
+from typing import IO, Any
 
 from migtune import __version__
 from migtune.analysis.diagnose import Diagnosis
 from migtune.analysis.explain import Explanation
-from migtune.analysis.findings import PLATFORMS, Finding, Recommendation
+from migtune.analysis.findings import PLATFORMS, ExplainedLine, Finding, Recommendation
 from migtune.analysis.metrics import Metrics
 
 
@@ -109,7 +110,8 @@ def diagnosis_dict(d: Diagnosis) -> dict[str, Any]:
     )
 
 
-def explanation_dict(x: Explanation) -> dict[str, Any]:
+def explanation_dict(x: Explanation, lines: Any = None) -> dict[str, Any]:
+    """The whole ``explain --json`` object (``lines`` replaces the per-line array if given)."""
     d = diagnosis_dict(x.diagnosis)
     return clean(
         {
@@ -119,9 +121,7 @@ def explanation_dict(x: Explanation) -> dict[str, Any]:
             "partial": d["partial"],
             "warnings": d["warnings"],
             "summary": list(x.summary),
-            "lines": [
-                {"line": ln.line, "text": ln.text, "notes": list(ln.notes)} for ln in x.lines
-            ],
+            "lines": [line_dict(ln) for ln in x.lines] if lines is None else lines,
             "timeline": [
                 {
                     "name": p.name,
@@ -137,5 +137,54 @@ def explanation_dict(x: Explanation) -> dict[str, Any]:
     )
 
 
+def line_dict(ln: ExplainedLine) -> dict[str, Any]:
+    return {"line": ln.line, "text": ln.text, "notes": list(ln.notes)}
+
+
 def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+_string = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder for one string
+
+
+def _line_json(ln: ExplainedLine) -> str:
+    """One ``lines`` item exactly as ``json.dumps(..., indent=2)`` nests it at depth 2.
+
+    ``indent`` makes json fall back to its pure-Python encoder (~20 us per line); the
+    item has a fixed shape, so it is assembled from C-encoded strings instead.
+    """
+    notes = (
+        "[\n        " + ",\n        ".join(_string(n) for n in ln.notes) + "\n      ]"
+        if ln.notes
+        else "[]"
+    )
+    return (
+        f'{{\n      "line": {int(ln.line)},\n      "text": {_string(ln.text)},'
+        f'\n      "notes": {notes}\n    }}'
+    )
+
+
+def write_explanation(x: Explanation, out: IO[str], flush_every: int = 2000) -> None:
+    """Write ``explain --json`` to ``out`` as :func:`dumps` would, without holding it.
+
+    The ``lines`` array is as long as the log, so it is written one line object at a
+    time while the explanation walks the source; the rest of the object is small.  The
+    text is byte for byte what ``dumps(explanation_dict(x))`` gives, plus a newline.
+    """
+    marker = f"migtune-lines-{uuid.uuid4().hex}"
+    head, tail = dumps(explanation_dict(x, lines=marker)).split(json.dumps(marker), 1)
+    out.write(head)
+    out.write("[")
+    chunk: list[str] = []
+    first = True
+    for ln in x.lines:
+        chunk.append(("\n    " if first else ",\n    ") + _line_json(ln))
+        first = False
+        if len(chunk) >= flush_every:
+            out.write("".join(chunk))
+            chunk.clear()
+    out.write("".join(chunk))
+    out.write("]" if first else "\n  ]")
+    out.write(tail)
+    out.write("\n")

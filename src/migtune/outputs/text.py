@@ -11,11 +11,13 @@ import sys
 from typing import IO, Any
 
 from rich.console import Console
+from rich.control import strip_control_codes
 from rich.text import Text
 
 from migtune.analysis.diagnose import Diagnosis
 from migtune.analysis.explain import Explanation
 from migtune.analysis.findings import PLATFORMS, Finding
+from migtune.analysis.metrics import Metrics
 from migtune.units import format_bytes, format_duration, format_rate
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -75,20 +77,16 @@ def render_finding(con: Console, f: Finding) -> None:
         for platform in (*PLATFORMS, *(p for p in r.commands if p not in PLATFORMS)):
             for cmd in r.commands.get(platform, []):
                 con.print(Text(f"         {platform + ':':9} {cmd}"))
+        # The same note for several platforms (e.g. "done inside the guest") is shown once.
+        by_note: dict[str, list[str]] = {}
         for platform, note in r.notes.items():
-            con.print(Text(f"         note ({platform}): {note}", style="dim"))
+            by_note.setdefault(note, []).append(platform)
+        for note, platforms in by_note.items():
+            con.print(Text(f"         note ({', '.join(platforms)}): {note}", style="dim"))
 
 
-def render_diagnosis(
-    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
-) -> None:
-    con = con or console(stream)
-    m = d.metrics
-    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
-    if d.vm:
-        title.append(f", VM {d.vm}")
-    title.append(")")
-    con.print(title)
+def diagnosis_facts(m: Metrics) -> list[str]:
+    """The headline numbers of a diagnosis, as short phrases."""
     facts = []
     if m.ram_bytes:
         facts.append(f"RAM {format_bytes(m.ram_bytes)}")
@@ -104,6 +102,20 @@ def render_diagnosis(
         facts.append(f"duration {format_duration(m.duration_s)}")
     if m.downtime_s is not None:
         facts.append(f"downtime {format_duration(m.downtime_s)}")
+    return facts
+
+
+def render_diagnosis(
+    d: Diagnosis, stream: IO[str] | None = None, con: Console | None = None
+) -> None:
+    con = con or console(stream)
+    m = d.metrics
+    title = Text(f"Diagnosis ({d.format}, {d.status}", style="bold")
+    if d.vm:
+        title.append(f", VM {d.vm}")
+    title.append(")")
+    con.print(title)
+    facts = diagnosis_facts(m)
     if facts:
         con.print(Text("  " + ", ".join(facts)))
     for f in d.findings:
@@ -114,14 +126,55 @@ def render_diagnosis(
         con.print(Text(f"  (partial log{why}{more})", style="dim"))
 
 
-def render_explanation(x: Explanation, stream: IO[str] | None = None) -> None:
-    con = console(stream)
+# Lines of the explained log handed to rich per print: one print per line costs ~100 us
+# of rich's per-call overhead (a 90,000-line log took seconds); one per block is linear
+# with a small constant and keeps memory bounded.
+_BLOCK_LINES = 2000
+
+
+def _plain_log(x: Explanation, out: IO[str]) -> None:
+    """The explained log as rich prints it without a terminal (no styles), written directly:
+    rich's per-character work made a 90,000-line log take seconds."""
+    chunk: list[str] = []
     for ln in x.lines:
         if not ln.text.strip() and not ln.notes:
             continue
-        con.print(Text(ln.text.rstrip("\n"), style="bold" if ln.notes else "dim"))
+        chunk.append(_as_rich_plain(ln.text.rstrip("\n")))
+        chunk.extend(_as_rich_plain(f"    -> {note}") for note in ln.notes)
+        if len(chunk) >= _BLOCK_LINES:
+            out.write("\n".join(chunk) + "\n")
+            chunk = []
+    if chunk:
+        out.write("\n".join(chunk) + "\n")
+
+
+def _as_rich_plain(line: str) -> str:
+    """What rich prints for a plain Text line: control codes dropped, tabs expanded."""
+    return strip_control_codes(line).expandtabs(8)
+
+
+def render_explanation(x: Explanation, stream: IO[str] | None = None) -> None:
+    con = console(stream)
+    if not con.is_terminal:
+        _plain_log(x, con.file)
+        return _render_rest(x, con)
+    block, lines = Text(), 0
+    for ln in x.lines:
+        if not ln.text.strip() and not ln.notes:
+            continue
+        block.append(ln.text.rstrip("\n"), style="bold" if ln.notes else "dim")
+        block.append("\n")
         for note in ln.notes:
-            con.print(Text(f"    -> {note}", style="cyan"))
+            block.append(f"    -> {note}\n", style="cyan")
+        lines += 1 + len(ln.notes)
+        if lines >= _BLOCK_LINES:
+            con.print(block, end="")
+            block, lines = Text(), 0
+    con.print(block, end="")
+    _render_rest(x, con)
+
+
+def _render_rest(x: Explanation, con: Console) -> None:
     con.print()
     if x.summary:
         con.print(Text("Summary", style="bold"))

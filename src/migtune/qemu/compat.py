@@ -3,7 +3,7 @@
 QEMU would refuse most of these itself, but only halfway through the set-up (one
 capability applied, the next refused) and with messages that name internals.
 Checking first keeps the source untouched and the message one clear line.
-Rules: team reference ``qemu-migration.md`` §4.7 (XBZRLE), §5.5 (dirty-limit),
+Rules: ``docs/qemu-migration.md`` §4.7 (XBZRLE), §5.5 (dirty-limit),
 §6 (post-copy), §7 (multifd), §11 (ranges), §12 (version changes).
 """
 

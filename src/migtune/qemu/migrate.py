@@ -1,55 +1,63 @@
 """Drive one live migration of a running QEMU over QMP, safely, and record it.
 
-:func:`migrate` checks the request against the QEMU version, configures both
-sides, issues ``migrate``, polls ``query-migrate``, follows a policy
-(:mod:`migtune.qemu.policies`) and writes every sample, QMP event and policy
-action to a recording (:mod:`migtune.sources.recording`).
+:func:`migrate` checks the request against the QEMU version, remembers the
+settings in force, configures both sides, issues ``migrate`` and hands over to the
+:class:`~migtune.qemu.supervisor.Supervisor`, which polls, follows a policy
+(:mod:`migtune.qemu.policies`) and writes a recording
+(:mod:`migtune.sources.recording`).  :func:`attach` supervises a migration that is
+already running (started by hand, or by a migtune that was killed);
+:func:`cancel_migration` ends one.
 
-The source VM is never given up: on Ctrl-C/SIGTERM, the time limit, a policy
-abort, an error or a vanished destination the migration is cancelled and the
-driver waits until the source reports ``cancelled``/``failed`` with its guest
-running again.  The only exception is post-copy once started (the user must have
-allowed it): from then on neither side holds the whole VM, so nothing is cancelled.
+A migration migtune started is always either supervised or cancelled: whatever
+goes wrong inside migtune once ``migrate`` was issued (an I/O error, a malformed
+reply, a bug) ends in ``migrate_cancel`` with the source checked to be running,
+then the error.  A recording that cannot be written stops with a warning; the
+migration goes on.  Afterwards the settings migtune changed are put back
+(:mod:`migtune.qemu.restore`) unless ``keep_settings``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import signal
-import threading
+import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migtune.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, InputError
-from migtune.model import Run, Sample, Settings, to_dict
-from migtune.outcome import Outcome, outcome_from_run
-from migtune.outputs.recording import RecordingWriter
-from migtune.qemu import compat
-from migtune.qemu.params import qmp_parameters, settings_from_qemu
-from migtune.qemu.policies import (
-    ABORT,
-    PAUSE,
-    POSTCOPY_STATES,
-    SET_PARAMETERS,
-    START_POSTCOPY,
-    Action,
-    Policy,
-    parse_policy,
+from migtune.errors import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    InputError,
+    MigrationCancelled,
+    MigtuneError,
 )
-from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost
-from migtune.sources.querymigrate import sample_from_query_migrate
+from migtune.model import Run, Settings, to_dict
+from migtune.outcome import Outcome, outcome_from_run
+from migtune.outputs.recording import RecordingTee, RecordingWriter
+from migtune.qemu import compat, restore
+from migtune.qemu.params import qmp_parameters, settings_from_qemu
+from migtune.qemu.policies import POSTCOPY_STATES, SET_PARAMETERS, Action, Policy, parse_policy
+from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost, QMPReplyError
+from migtune.qemu.supervisor import (
+    DEST_GRACE,
+    RUNNING,
+    TERMINAL,
+    CancelResult,
+    ProgressFn,
+    Supervisor,
+    cancel_migration,
+    progress_sink,
+    refuse_if_supervised,
+    signals_request_stop,
+)
+from migtune.settings import check_for_guest
 from migtune.sources.recording import parse_recording
 
-TERMINAL = ("completed", "failed", "cancelled")
-EVENTS = ("MIGRATION", "MIGRATION_PASS", "STOP", "RESUME")
-CANCEL_WAIT = 30.0  # s to wait for QEMU to confirm a cancel
-
-ProgressFn = Callable[[Sample, dict[str, Any]], None]
+__all__ = ["MigrationResult", "migrate", "attach", "cancel_migration", "CancelResult"]
 
 
 @dataclass
@@ -64,6 +72,7 @@ class MigrationResult:
     postcopy: bool = False
     qemu_version: str | None = None
     warnings: list[str] = field(default_factory=list)
+    settings_restored: bool | None = None  # None: nothing to restore (or --keep-settings)
 
     @property
     def exit_code(self) -> int:
@@ -79,76 +88,17 @@ class MigrationResult:
             "qemu_version": self.qemu_version,
             "actions": [a.to_dict() for a in self.actions],
             "warnings": self.warnings,
+            "settings_restored": self.settings_restored,
         }
 
 
-@contextlib.contextmanager
-def _signals_request_stop(flag: dict[str, Any]) -> Iterator[None]:
-    """While driving, SIGINT/SIGTERM only ask for a clean cancel (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        if flag.get("stop"):  # asked twice: stop waiting (a cancel has been sent already)
-            raise KeyboardInterrupt
-        flag["stop"] = "interrupted" if signum == signal.SIGINT else "terminated"
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def _progress_sink(progress: bool | ProgressFn) -> ProgressFn | None:
-    if progress is True:
-        from migtune.qemu.progress import ProgressDisplay
-
-        return ProgressDisplay()
-    return progress if callable(progress) else None
-
-
-class _Tee(io.StringIO):
-    """Keeps the recording in memory (for the Run) and mirrors it to a file if asked.
-
-    The file is opened (and an existing one replaced) only when the first record is
-    written, so a migration refused before it starts leaves an old recording intact.
-    """
-
-    def __init__(self, path: str | Path | None):
-        super().__init__()
-        self.path = Path(path) if path is not None else None
-        self.file = None
-        if self.path is not None:
-            target = self.path if self.path.exists() else self.path.parent
-            if not target.exists():
-                raise InputError(f"cannot write recording {path}: no such directory")
-            if self.path.is_dir() or not os.access(target, os.W_OK):
-                raise InputError(f"cannot write recording {path}: permission denied or not a file")
-
-    def _open(self) -> None:
-        try:
-            self.file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close_file()
-        except OSError as exc:
-            raise InputError(f"cannot write recording {self.path}: {exc.strerror or exc}") from None
-
-    def write(self, s: str) -> int:
-        if self.file is None and self.path is not None:
-            self._open()
-        if self.file is not None:
-            self.file.write(s)
-        return super().write(s)
-
-    def flush(self) -> None:
-        if self.file is not None:
-            self.file.flush()
-
-    def close_file(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+def postcopy_refusal(settings: Settings, allow_postcopy: bool) -> None:
+    """Post-copy only with the explicit opt-in, however it was asked for."""
+    if settings.capabilities.get("postcopy-ram") and not allow_postcopy:
+        raise InputError(
+            "postcopy-ram=on needs --postcopy: after the switch to post-copy neither side "
+            "holds the whole VM, so if the network fails the VM is lost"
+        )
 
 
 def migrate(
@@ -167,6 +117,8 @@ def migrate(
     poll_interval: float | None = None,
     meta: dict[str, Any] | None = None,
     workload: str | None = None,
+    dest_grace: float = DEST_GRACE,
+    keep_settings: bool = False,
 ) -> MigrationResult:
     """Migrate the QEMU behind ``source_qmp`` to ``to_uri`` and return what happened.
 
@@ -176,53 +128,106 @@ def migrate(
     ``postcopy_after_passes`` (QEMU's dirty-sync-count), after ``postcopy_after``
     seconds or when the policy asks; with the ``fixed`` or ``proxmox`` policy and
     no trigger given it switches once the first full pass is done (count 2).
-    Raises ``UnavailableError`` when a QMP socket is missing, ``InputError`` for a
-    combination QEMU rejects; otherwise returns a :class:`MigrationResult`.
+    ``postcopy-ram`` in ``settings`` without ``allow_postcopy`` is refused.
+    A destination that does not answer QMP for ``dest_grace`` seconds fails the
+    migration.  Raises ``UnavailableError`` when a QMP socket is missing,
+    ``InputError`` for a combination QEMU rejects; otherwise returns a
+    :class:`MigrationResult`.
     """
+    postcopy_refusal(settings, allow_postcopy)
     pol = parse_policy(policy)
+    # What needs no guest (a downtime limit of 0, no time at all) is refused before any socket.
+    check_for_guest(settings, None, time_limit=time_limit)
     no_trigger = postcopy_after_passes is None and postcopy_after is None
     if allow_postcopy and no_trigger and pol.name in ("fixed", "proxmox"):
         postcopy_after_passes = 2
     driver = _Driver(
         source_qmp, to_uri, settings, pol, time_limit, dest_qmp, allow_postcopy,
-        postcopy_after_passes, postcopy_after, poll_interval,
+        postcopy_after_passes, postcopy_after, poll_interval, dest_grace, keep_settings,
     )  # fmt: skip
     return driver.run(record, progress, meta or {}, workload)
 
 
-class _Driver:
+def attach(
+    source_qmp: str,
+    *,
+    policy: str | Policy = "fixed",
+    record: str | Path | None = None,
+    time_limit: float | None = None,
+    dest_qmp: str | None = None,
+    allow_postcopy: bool = False,
+    postcopy_after_passes: int | None = None,
+    postcopy_after: float | None = None,
+    progress: bool | ProgressFn = True,
+    poll_interval: float | None = None,
+    dest_grace: float = DEST_GRACE,
+    keep_settings: bool = False,
+) -> MigrationResult:
+    """Take over supervision of the migration already running on ``source_qmp``.
+
+    Times (``time_limit``, the policy's timeouts) count from the start of the
+    migration as QEMU reports it (``total-time``), not from the attach.  Settings
+    saved by the migtune that started it are restored at the end unless
+    ``keep_settings``.  Raises ``InputError`` when no migration is in progress.
+    """
+    refuse_if_supervised(source_qmp)
+    driver = _Driver(
+        source_qmp, None, Settings(), parse_policy(policy), time_limit, dest_qmp,
+        allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,
+        keep_settings,
+    )  # fmt: skip
+    return driver.run(record, progress, {"attached": True}, None)
+
+
+class _Driver(Supervisor):
     def __init__(
-        self, source_qmp: str, to_uri: str, settings: Settings, policy: Policy,
+        self, source_qmp: str, to_uri: str | None, settings: Settings, policy: Policy,
         time_limit: float | None, dest_qmp: str | None, allow_postcopy: bool,
         after_passes: int | None, after: float | None, poll_interval: float | None,
+        dest_grace: float, keep_settings: bool,
     ):  # fmt: skip
+        super().__init__(
+            policy, time_limit, poll_interval, allow_postcopy, after_passes, after, dest_grace
+        )
         self.source_qmp, self.to_uri, self.settings = source_qmp, to_uri, settings
-        self.policy, self.time_limit, self.dest_qmp = policy, time_limit, dest_qmp
-        self.allow_postcopy, self.after_passes, self.after = allow_postcopy, after_passes, after
-        # None: the policy's own cadence (Proxmox 1 s / 100 ms, Nova 0.5 s, KubeVirt 0.4 s)
-        self.fixed_interval = None if poll_interval is None else max(0.05, poll_interval)
-        self.poll_interval = self.fixed_interval or policy.poll_interval(None)
-        self.flag: dict[str, Any] = {}
-        self.actions: list[Action] = []
-        self.warnings: list[str] = []
-        self.postcopy = False
-        self.postcopy_requested = False
-        self.paused_by_us = False
-        self.t0 = time.time()
-        self.rec: RecordingWriter | None = None
-        self.show: ProgressFn | None = None
+        self.dest_qmp, self.keep_settings = dest_qmp, keep_settings
+        self.attaching = to_uri is None
+        # side -> (connection, settings before migtune touched them)
+        self.snapshots: dict[str, tuple[QMP, restore.SettingsSnapshot]] = {}
+        self.restored: bool | None = None
 
     # -- set-up ------------------------------------------------------------------------
+    def _snapshot(self, side: str, q: QMP, path: str) -> None:
+        if self.keep_settings:
+            return
+        snap = restore.SettingsSnapshot.take(q)
+        self.snapshots[side] = (q, snap)
+        if side == "source":
+            restore.save(path, side, snap)
+            self.on_pause = lambda: restore.mark_paused(path)
+
     def _configure(self, src: QMP, dst: QMP | None) -> tuple[str, Settings, str]:
+        assert self.to_uri is not None
         version = src.version()
         offered = compat.available_capabilities(src.cmd("query-migrate-capabilities"))
         self.warnings += compat.check(
             self.settings, version, offered,
             allow_postcopy=self.allow_postcopy, dest_qmp=dst is not None,
         )  # fmt: skip
-        state = src.cmd("query-migrate").get("status")
+        # Settings that make no sense for this guest (a cache as large as its RAM): refuse
+        # before anything is set on either side.
+        summary = src.cmd("query-memory-size-summary")
+        guest_ram = summary.get("base-memory") if isinstance(summary, dict) else None
+        self.warnings += check_for_guest(
+            self.settings, guest_ram if isinstance(guest_ram, int) else None,
+            time_limit=self.time_limit,
+        )  # fmt: skip
+        state = src.migration_status()
         if state not in (None, "none", *TERMINAL):
-            raise InputError(f"a migration is already in progress on this QEMU (status {state})")
+            raise InputError(
+                f"a migration is already in progress on this QEMU (status {state}): "
+                "take it over with --attach or stop it with --cancel"
+            )
         run_state = src.status()
         if run_state in ("inmigrate", "postmigrate", "shutdown", "internal-error"):
             raise InputError(f"the source VM cannot be migrated now (run state {run_state})")
@@ -230,7 +235,9 @@ class _Driver:
         if self.allow_postcopy:
             caps["postcopy-ram"] = True
         caps_arg = [{"capability": k, "state": bool(v)} for k, v in caps.items()]
+        self._snapshot("source", src, self.source_qmp)
         if dst is not None:
+            self._snapshot("destination", dst, str(self.dest_qmp))
             if caps_arg:
                 try:
                     dst.cmd("migrate-set-capabilities", capabilities=caps_arg)
@@ -241,7 +248,7 @@ class _Driver:
                 dst.cmd(
                     "migrate-set-parameters", **{"multifd-channels": self.settings.multifd_channels}
                 )
-            if dst.cmd("query-migrate").get("status") in (None, "none"):
+            if dst.migration_status() in (None, "none"):
                 dst.cmd("migrate-incoming", uri=self.to_uri)  # started with -incoming defer
         src.cmd(
             "migrate-set-capabilities",
@@ -250,11 +257,8 @@ class _Driver:
         params = qmp_parameters(self.settings)
         if params:
             src.cmd("migrate-set-parameters", **params)
-        ram = src.cmd("query-memory-size-summary").get("base-memory")
         effective = self._effective(src, version)
-        self.policy.configure(
-            effective, ram_bytes=ram, allow_postcopy=self.allow_postcopy, requested=self.settings
-        )
+        self._configure_policy(src, effective)
         initial = self.policy.initial_actions()
         for action in initial:  # recorded once the header is written
             action.t = 0.0
@@ -265,34 +269,84 @@ class _Driver:
             effective = self._effective(src, version)
         return version, effective, run_state
 
+    def _adopt(self, src: QMP) -> tuple[str, Settings, str]:
+        """--attach: find the running migration and take it over where it is."""
+        version = src.version()
+        info = src.cmd("query-migrate")
+        state = info.get("status")
+        if state not in RUNNING:
+            raise InputError(
+                f"no migration in progress on {self.source_qmp} (status {state or 'none'})"
+            )
+        saved = None if self.keep_settings else restore.load_saved(self.source_qmp)
+        if saved is not None:
+            self.snapshots["source"] = (src, saved)
+        self.on_pause = lambda: restore.mark_paused(self.source_qmp)
+        self.paused_by_us = restore.paused_by_migtune(self.source_qmp)
+        self.postcopy = state in POSTCOPY_STATES
+        total = info.get("total-time")
+        elapsed = total / 1000.0 if isinstance(total, (int, float)) else 0.0
+        self.t0 = time.time() - elapsed  # times count from QEMU's own start of the migration
+        caps = src.cmd("query-migrate-capabilities")
+        effective = settings_from_qemu(src.cmd("query-migrate-parameters"), caps, "")
+        effective.migration_uri = None  # QEMU does not say where it migrates to
+        effective.qemu_version = version
+        self._configure_policy(src, effective)
+        with contextlib.suppress(QMPCommandError):  # so the recording gets MIGRATION events
+            src.cmd(
+                "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
+            )
+        return version, effective, "running"
+
+    def _configure_policy(self, src: QMP, effective: Settings) -> None:
+        summary = src.cmd("query-memory-size-summary")
+        ram = summary.get("base-memory")
+        self.policy.configure(
+            effective,
+            ram_bytes=ram if isinstance(ram, int) else None,
+            allow_postcopy=self.allow_postcopy,
+            requested=self.settings,
+        )
+
     def _effective(self, src: QMP, version: str) -> Settings:
         effective = settings_from_qemu(
-            src.cmd("query-migrate-parameters"), src.cmd("query-migrate-capabilities"), self.to_uri
+            src.cmd("query-migrate-parameters"),
+            src.cmd("query-migrate-capabilities"),
+            self.to_uri or "",
         )
         effective.qemu_version = version
         return effective
 
+    def _recording_stopped(self, why: str) -> None:
+        text = f"{why}: recording stopped, the migration goes on under supervision"
+        self.note_once(text)
+        print(f"migtune: warning: {text}", file=sys.stderr, flush=True)
+
     # -- main ------------------------------------------------------------------------
     def run(
-        self,
-        record: str | Path | None,
-        progress: bool | ProgressFn,
-        meta: dict,
+        self, record: str | Path | None, progress: bool | ProgressFn, meta: dict,
         workload: str | None,
-    ) -> MigrationResult:
-        tee = _Tee(record)  # an unwritable recording fails before QEMU is touched
+    ) -> MigrationResult:  # fmt: skip
+        # an unwritable or full recording target fails before QEMU is touched
+        tee = RecordingTee(record, on_stop=self._recording_stopped)
         self.rec = RecordingWriter(None, stream=tee)
         status, reason, source_status, version = "failed", None, None, None
-        run_state, started = "running", False
+        run_state, issued, started = "running", False, False
         src = dst = None
-        with _signals_request_stop(self.flag):
+        error: BaseException | None = None
+        display: ProgressFn | None = None
+        with signals_request_stop(self.flag):
             try:
                 src = QMP(self.source_qmp, name="source").connect()
                 dst = QMP(self.dest_qmp, name="destination").connect() if self.dest_qmp else None
-                version, effective, run_state = self._configure(src, dst)
-                self.show = _progress_sink(progress)
+                if self.attaching:
+                    version, effective, run_state = self._adopt(src)
+                    issued = True  # from here on, it is ours to supervise or cancel
+                else:
+                    version, effective, run_state = self._configure(src, dst)
+                    self.t0 = time.time()
+                self.show = display = progress_sink(progress)
                 src.events()  # drop whatever was queued before this migration
-                self.t0 = time.time()
                 self.rec.header(
                     "migrate", to_dict(effective), self.t0, qemu_version=version,
                     workload=workload,
@@ -302,10 +356,16 @@ class _Driver:
                 )  # fmt: skip
                 for action in self.actions:
                     self.rec.event(0.0, "settings", action.reason, action.to_dict())
-                self.rec.event(0.0, "ram-start", f"migrate uri={self.to_uri}")
-                src.cmd("migrate", uri=self.to_uri)
+                if not self.attaching:
+                    self.rec.event(0.0, "ram-start", f"migrate uri={self.to_uri}")
+                if self.flag.get("stop") and not self.attaching:  # Ctrl-C while configuring
+                    raise MigrationCancelled(f"{self.flag['stop']} before the migration started")
+                tee.strict = False  # from now on a write error only stops the recording
+                if not self.attaching:
+                    issued = True
+                    src.cmd("migrate", uri=self.to_uri)
                 started = True
-                status, reason = self._loop(src, dst)
+                status, reason = self.loop(src, dst)
             except QMPCommandError as exc:
                 if not started:
                     raise InputError(str(exc)) from None
@@ -314,204 +374,107 @@ class _Driver:
                 if not started:
                     raise
                 status, reason = "failed", str(exc)
+            except BaseException as exc:
+                if not issued:
+                    raise
+                error = exc
+                status, reason = "failed", f"{type(exc).__name__}: {exc}"
             finally:
-                if started and src is not None:
-                    status, reason = self._ensure_safe(src, dst, status, reason)
-                    source_status = self._source_state(src, run_state)
-                if self.show is not None and hasattr(self.show, "close"):
-                    self.show.close()  # type: ignore[attr-defined]
+                if issued and src is not None:
+                    try:
+                        status, reason = self.ensure_safe(src, dst, status, reason)
+                        source_status = self.source_state(src, run_state)
+                    except Exception as exc:  # noqa: BLE001 - a bug here must not skip the rest
+                        with contextlib.suppress(Exception):
+                            src.cmd("migrate_cancel")  # last resort: never leave it unwatched
+                        error = error or exc
+                        status = "failed"
+                try:
+                    self._restore_settings(status)
+                except Exception as exc:  # noqa: BLE001 - the connections must still be closed
+                    self.warnings.append(f"settings not restored: {type(exc).__name__}: {exc}")
+                if hasattr(display, "close"):
+                    with contextlib.suppress(Exception):
+                        display.close()
                 for conn in (src, dst):
                     if conn is not None:
                         conn.close()
-                if not started:
+                if not issued:
                     tee.close_file()
+        result = self._result(tee, record, status, reason, source_status, version)
+        if error is not None:
+            raise _after_cancel(error, source_status)
+        return result
+
+    def _restore_settings(self, status: str) -> None:
+        """Put back what was changed: on the source always, on the destination unless it
+        now runs the VM (the settings it was given are the ones it arrived with)."""
+        if not self.snapshots:
+            return
+        problems: list[str] = []
+        for side, (conn, snap) in self.snapshots.items():
+            if side == "destination" and (status == "completed" or self.dest_unreachable):
+                continue
+            if not conn.connected:
+                continue  # QEMU exits on the destination after a cancel: nothing to keep
+            try:
+                problems += [f"{side}: {p}" for p in snap.restore(conn)]
+            except (QMPConnectionLost, QMPReplyError, QMPCommandError) as exc:
+                if side == "source":
+                    problems.append(f"source: settings not restored ({exc})")
+        self.restored = not problems
+        self.warnings += problems
+        # before the migration starts a recording error is fatal; it must not mask this one
+        with contextlib.suppress(MigtuneError):
+            assert self.rec is not None
+            self.rec.event(
+                time.time() - self.t0, "info",
+                "settings restored" if not problems else "settings partly restored",
+                {"problems": problems},
+            )  # fmt: skip
+        if "source" in self.snapshots and not any(p.startswith("source") for p in problems):
+            restore.forget(self.source_qmp)
+
+    def _result(
+        self, tee: RecordingTee, record: str | Path | None, status: str, reason: str | None,
+        source_status: str | None, version: str | None,
+    ) -> MigrationResult:  # fmt: skip
         run = parse_recording(tee.getvalue().splitlines())
-        run.meta["path"] = str(record) if record else None
-        outcome = outcome_from_run(run, str(record) if record else None)
+        where = str(record) if record else None
+        run.meta["path"] = where
+        outcome = outcome_from_run(run, where)
         outcome.status, outcome.converged = status, status == "completed"
         if outcome.total_time_s is None:  # QEMU drops total-time once cancelled or failed
             outcome.total_time_s = next(
                 (x.total_time for x in reversed(run.samples) if x.total_time is not None), None
             )
         result = MigrationResult(
-            status, outcome, run, str(record) if record else None, self.actions, reason,
-            source_status, self.postcopy, version, self.warnings,
+            status, outcome, run, where, self.actions, reason, source_status, self.postcopy,
+            version, self.warnings, self.restored,
         )  # fmt: skip
-        self.rec.result({**outcome.to_dict(), "reason": reason, "source_status": source_status})
+        assert self.rec is not None
+        self.rec.result(
+            {**outcome.to_dict(), "reason": reason, "source_status": source_status,
+             "settings_restored": self.restored}
+        )  # fmt: skip
         tee.close_file()
         return result
 
-    def _loop(self, src: QMP, dst: QMP | None) -> tuple[str, str | None]:
-        next_poll = time.monotonic()
-        sample: Sample | None = None
-        while True:
-            if self.fixed_interval is None:
-                self.poll_interval = self.policy.poll_interval(sample)
-            next_poll += self.poll_interval
-            while time.monotonic() < next_poll and not self.flag.get("stop"):
-                time.sleep(min(0.05, max(0.0, next_poll - time.monotonic())))
-            sample = self._poll(src)
-            status = sample.status or "unknown"
-            if status in POSTCOPY_STATES and not self.postcopy:
-                self.postcopy = True
-            if status in TERMINAL:
-                return status, sample.error or (None if status == "completed" else status)
-            if dst is not None and not self._dest_alive(dst):
-                return "failed", "the destination QEMU vanished"
-            stop = self.flag.get("stop")
-            if stop is None and self.time_limit is not None and sample.t > self.time_limit:
-                stop = f"time limit of {self.time_limit:g} s reached"
-            if stop is not None:
-                if not self.postcopy:
-                    return "cancelled", stop
-                self._note_once("post-copy is running: it cannot be cancelled, waiting for it")
-            now = sample.t or 0.0
-            for action in self.policy.decide(sample, now) + self._postcopy_trigger(sample, now):
-                if self._apply(src, action, now):
-                    return "cancelled", action.reason
 
-    def _poll(self, src: QMP) -> Sample:
-        """One ``query-migrate``: recorded (with the QMP events before it) and shown."""
-        info = src.cmd("query-migrate")
-        t = time.time() - self.t0
-        assert self.rec is not None
-        for ev in src.events(EVENTS):
-            self.rec.qmp_event(ev["timestamp"] - self.t0, ev["event"], ev["data"])
-            # A short post-copy phase can start and finish between two polls: the
-            # MIGRATION event still says it happened.
-            if ev["event"] == "MIGRATION" and ev["data"].get("status") in POSTCOPY_STATES:
-                self.postcopy = True
-        self.rec.sample(t, info)
-        sample = sample_from_query_migrate(info, round(t, 3))
-        if sample.postcopy_bytes:
-            self.postcopy = True
-        if self.show is not None:
-            self.show(sample, {"postcopy": self.postcopy})
-        return sample
-
-    def _dest_alive(self, dst: QMP) -> bool:
-        try:
-            dst.cmd("query-status", timeout=5.0)
-            for ev in dst.events(("RESUME", "STOP", "MIGRATION")):
-                self.rec.event(
-                    ev["timestamp"] - self.t0, "info", f"destination {ev['event']}", ev["data"]
-                )  # type: ignore[union-attr]
-            return True
-        except QMPConnectionLost:
-            return False
-
-    def _postcopy_trigger(self, sample: Sample, now: float) -> list[Action]:
-        if not self.allow_postcopy or self.postcopy_requested or self.postcopy:
-            return []
-        if self.after_passes is not None and (sample.passes or 0) >= self.after_passes:
-            return [Action(START_POSTCOPY, f"dirty-sync-count reached {self.after_passes}")]
-        if self.after is not None and now >= self.after:
-            return [Action(START_POSTCOPY, f"{self.after:g} s elapsed")]
-        return []
-
-    def _apply(self, src: QMP, action: Action, now: float) -> bool:
-        """Carry out one action; True when it means: cancel the migration."""
-        assert self.rec is not None
-        action.t = round(now, 3)
-        self.actions.append(action)
-        data = action.to_dict()
-        if action.kind == ABORT:
-            self.rec.event(now, "cancelled", f"policy {self.policy.name}: {action.reason}", data)
-            return True
-        try:
-            if action.kind == SET_PARAMETERS:
-                src.cmd("migrate-set-parameters", **action.params)
-                kind = "downtime-change" if "downtime-limit" in action.params else "settings"
-                if "max-bandwidth" in action.params:
-                    kind = "bandwidth-change"
-                self.rec.event(now, kind, action.reason, data)
-            elif action.kind == START_POSTCOPY:
-                if not self.allow_postcopy:
-                    self._note_once("the policy asked for post-copy, which was not allowed")
-                    return False
-                self.postcopy_requested = True
-                src.cmd("migrate-start-postcopy")
-                self.rec.event(now, "postcopy-start", action.reason, data)
-            elif action.kind == PAUSE:
-                src.cmd("stop")
-                self.paused_by_us = True
-                self.rec.event(now, "info", f"guest paused: {action.reason}", data)
-        except QMPCommandError as exc:
-            self.warnings.append(f"{action.kind} failed: {exc}")
-            self.rec.event(now, "warning", f"{action.kind} failed: {exc}", data)
-        return False
-
-    def _note_once(self, text: str) -> None:
-        if text not in self.warnings:
-            self.warnings.append(text)
-            if self.rec is not None:
-                self.rec.event(time.time() - self.t0, "warning", text)
-
-    # -- safety ----------------------------------------------------------------------
-    def _ensure_safe(
-        self, src: QMP, dst: QMP | None, status: str, reason: str | None
-    ) -> tuple[str, str | None]:
-        """Make sure the migration is over and, unless it completed, the source runs."""
-        final = status
-        try:
-            state = self._poll(src).status  # also records the final state
-            if state not in TERMINAL and not self.postcopy:
-                with contextlib.suppress(QMPCommandError):
-                    src.cmd("migrate_cancel")
-                deadline = time.monotonic() + CANCEL_WAIT
-                while state not in TERMINAL and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    state = self._poll(src).status
-            elif state not in TERMINAL:  # post-copy cannot be cancelled: wait for it to end
-                while state not in (*TERMINAL, "postcopy-paused"):
-                    time.sleep(self.poll_interval)
-                    state = self._poll(src).status
-                if state == "postcopy-paused":
-                    final = "failed"
-                    reason = (
-                        "post-copy paused (stream broken): neither side holds the whole VM; "
-                        "only migrate-recover on the destination can save it"
-                    )
-            if state == "completed":
-                final, reason = "completed", None
-            elif status == "completed" and state in ("failed", "cancelled"):
-                final = state
-            assert self.rec is not None
-            if final != "completed" and self.paused_by_us:
-                src.cmd("cont")
-                self.rec.event(time.time() - self.t0, "info", "source guest resumed")
-            elif final == "completed" and self.paused_by_us:
-                self._resume_destination(dst)
-        except QMPConnectionLost as exc:
-            final, reason = "failed", f"lost the source QMP connection: {exc}"
-        return final, reason
-
-    def _resume_destination(self, dst: QMP | None) -> None:
-        """The guest was paused to finish; like Nova and KubeVirt, run it again on arrival."""
-        assert self.rec is not None
-        t = time.time() - self.t0
-        if dst is None:
-            self._note_once("the guest was paused to complete: run 'cont' on the destination")
-            return
-        try:
-            deadline = time.monotonic() + 10
-            while dst.status() == "inmigrate" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            dst.cmd("cont")
-            self.rec.event(t, "info", "guest resumed on the destination")
-        except (QMPCommandError, QMPConnectionLost) as exc:
-            self._note_once(f"could not resume the guest on the destination: {exc}")
-
-    def _source_state(self, src: QMP, before: str) -> str | None:
-        try:
-            state = src.status()
-            if state == "paused" and before == "running" and not self.paused_by_us:
-                # QEMU resumes the guest itself after a failed migration; make sure of it.
-                with contextlib.suppress(QMPCommandError):
-                    q = src.cmd("query-migrate").get("status")
-                    if q in ("failed", "cancelled"):
-                        src.cmd("cont")
-                        state = src.status()
-            return state
-        except QMPConnectionLost:
-            return None
+def _after_cancel(error: BaseException, source_status: str | None) -> BaseException:
+    """The error that ended a migration, once it was cancelled, as one line."""
+    if isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception):
+        return error
+    where = f"source VM {source_status}" if source_status else "source VM state unknown"
+    if isinstance(error, MigtuneError):
+        out = MigtuneError(f"{error}; the migration was cancelled, {where}")
+        out.exit_code = error.exit_code
+        return out
+    if os.environ.get("MIGTUNE_DEBUG"):
+        return error
+    out = MigtuneError(
+        f"internal error: {type(error).__name__}: {error}; the migration was cancelled, "
+        f"{where} (set MIGTUNE_DEBUG=1 for details)"
+    )
+    out.exit_code = EXIT_INTERNAL
+    return out

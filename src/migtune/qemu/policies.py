@@ -2,7 +2,7 @@
 
 Each policy sees one ``query-migrate`` sample at a time and answers with a list of
 :class:`Action` s for the driver to carry out.  The rules follow the team
-reference ``management-layers.md``: Proxmox §1.4, OpenStack Nova §3.2-3.3,
+``docs/platforms.md``: Proxmox §1.4, OpenStack Nova §3.2-3.3,
 KubeVirt §4.3.  They never talk to QEMU themselves, so they are unit-tested on
 hand-made sample sequences.
 
@@ -132,7 +132,7 @@ PROXMOX_MAX_DOWNTIME_MS = 2_000_000
 
 
 class ProxmoxPolicy(Policy):
-    """qemu-server's dynamic downtime (reference management-layers §1.4).
+    """qemu-server's dynamic downtime (docs/platforms.md §1.4).
 
     On each poll where ``transferred`` moved, count an event when ``remaining``
     rose since the previous such poll or is zero; on the 6th event reset the
@@ -202,7 +202,7 @@ class ProxmoxPolicy(Policy):
 
 
 class NovaPolicy(Policy):
-    """OpenStack Nova's libvirt driver (reference management-layers §3.2-§3.3).
+    """OpenStack Nova's libvirt driver (docs/platforms.md §3.2-§3.3).
 
     Downtime steps: ``data_gb = max(2, RAM GiB)``, ``delay = int(delay × data_gb)``,
     ``base = downtime / steps``, ``offset = (downtime - base) / steps``; step *i*
@@ -287,7 +287,7 @@ class NovaPolicy(Policy):
 
 
 class KubevirtPolicy(Policy):
-    """KubeVirt's virt-launcher monitor (reference management-layers §4.3).
+    """KubeVirt's virt-launcher monitor (docs/platforms.md §4.3).
 
     Completion time ``completion_per_gib × ceil(RAM / 10^9)``; progress means
     ``remaining`` fell since the previous poll.  Order: in post-copy do nothing;

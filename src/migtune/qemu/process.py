@@ -6,7 +6,9 @@ SIGKILL), and three independent guards make sure it cannot outlive its owner:
 the context manager / :meth:`QemuProcess.stop`, an ``atexit`` hook, and
 ``PR_SET_PDEATHSIG`` so the kernel stops QEMU even if Python is killed outright.
 QEMU runs in its own session, so a Ctrl-C at the terminal reaches migtune (which
-then cancels cleanly) instead of killing the guest under it.
+then cancels cleanly) instead of killing the guest under it.  Each work directory
+names its owner's PID (``owner.pid``), so the directories of a migtune that was
+killed outright are removed by the next one (:func:`clean_stale_workdirs`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,49 @@ _PR_SET_PDEATHSIG = 1
 # PID -> process, for the atexit guard.
 _LIVE: dict[int, QemuProcess] = {}
 _LIVE_LOCK = threading.Lock()
+
+
+WORKDIR_PREFIX = "migtune-"
+OWNER_FILE = "owner.pid"
+_cleaned = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def clean_stale_workdirs(
+    base: str | os.PathLike[str] | None = None, *, force: bool = False
+) -> list[Path]:
+    """Remove QEMU work directories left by migtune processes that died (SIGKILL, a crash).
+
+    A directory counts as stale only if it names its owner (``owner.pid``) and that
+    process no longer exists; the directories of migtunes still running are kept.
+    Runs once per process unless ``force``.  Returns what was removed.
+    """
+    global _cleaned
+    if _cleaned and not force:
+        return []
+    _cleaned = True
+    removed = []
+    root = Path(base or tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in root.glob(f"{WORKDIR_PREFIX}*"):
+            owner = entry / OWNER_FILE
+            try:
+                pid = int(owner.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def find_qemu(binary: str = QEMU_BINARY) -> str:
@@ -97,7 +142,11 @@ class QemuProcess:
         self.name = name
         self.stop_timeout = stop_timeout
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"migtune-{name}-"))
+        if self._own_dir:
+            clean_stale_workdirs()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{name}-"))
+        if self._own_dir:  # lets a later run tell this directory's owner is dead
+            (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         # QEMU serves one client per QMP socket: ``qmp_path`` is left free for
         # ``migrate``/users, ``control_path`` is this object's own.
         self.qmp_path = str(self.workdir / f"{name}.qmp")
@@ -202,8 +251,13 @@ class QemuProcess:
             self.proc.wait(timeout=10)
 
     def _cleanup_dir(self) -> None:
-        if self._own_dir and os.environ.get("MIGTUNE_KEEP_QEMU_DIR") is None:
+        if not self._own_dir:
+            return
+        if os.environ.get("MIGTUNE_KEEP_QEMU_DIR") is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        else:  # kept on purpose (debugging): not a stale directory for the next run
+            with contextlib.suppress(OSError):
+                (self.workdir / OWNER_FILE).unlink()
 
     def __enter__(self) -> QemuProcess:
         return self.start()
@@ -282,7 +336,8 @@ def probe_accel(
     """``"kvm"`` if a guest really runs under KVM here, else ``"tcg"``.
 
     ``/dev/kvm`` can be openable while guests still die on a KVM emulation
-    failure (lab notes), so starting QEMU proves nothing.  The probe starts QEMU
+    failure (seen while building the lab: a guest kernel stopped at a ``lock cmpxchg16b``),
+    so starting QEMU proves nothing.  The probe starts QEMU
     with ``args`` under KVM and asks ``verify(process)`` whether the guest works
     (the lab passes a check that waits for its guest's first serial line;
     :func:`firmware_runs` suits firmware-only guests).  Without ``verify`` the

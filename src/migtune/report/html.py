@@ -144,6 +144,14 @@ def _header(view: RunView) -> str:
     summary = getattr(view.analysis.explanation, "summary", None) or []
     if summary:
         out.append(f'<p class="summary" id="summary">{" ".join(esc(x) for x in summary)}</p>')
+    thinned = run.meta.get("samples_thinned")
+    if isinstance(thinned, dict):
+        out.append(
+            f'<p class="sub" id="thinned">This log has {thinned.get("seen", 0):,} progress '
+            f"samples; the charts and the pass table use {thinned.get('kept', 0):,} of them "
+            "(an even subset plus every change of status, pass or throttle). Header figures "
+            "and findings are computed over all samples.</p>"
+        )
     if run.warnings:
         items = "".join(f"<li>{esc(w)}</li>" for w in run.warnings[:20])
         more = len(run.warnings) - 20

@@ -4,10 +4,17 @@ A long run (a lab recording at 10 samples/s, an hour of Proxmox progress lines) 
 make the page too big to attach to a ticket, so above a size budget the routine
 progress lines are thinned evenly; every other line, the first sample of each pass,
 and the head and tail of the log are always kept.
+
+A log far above the budget (hundreds of MB) is never held: the explained lines are
+walked once and an excerpt is kept as they pass (:class:`_Excerpt`): the head, the
+tail, the lines that say something other than progress (set-up, setting changes,
+errors, the first line of each pass) up to a cap, and an even subset of the rest.  The
+page says how many lines it left out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from html import escape
 from typing import Any
 
@@ -22,11 +29,22 @@ def _esc(value: Any) -> str:
     return escape(str(value), quote=False)
 
 
-def log_lines(run: Run, explanation: Any | None) -> list[tuple[int, str, list[str]]]:
-    """(line number, text, notes) for every line of the source."""
-    if explanation is not None and getattr(explanation, "lines", None):
-        return [(ln.line, ln.text, list(ln.notes)) for ln in explanation.lines]
-    return [(i, text, []) for i, text in enumerate(run.lines or [], 1)]
+MUST_BUDGET = LOG_BUDGET // 2  # streaming: cost kept for non-routine lines, the rest thinned
+_ROUTINE_KINDS = {"info", "storage-progress", "target-output", "status", "throttle-change"}
+
+Line = tuple[int, str, list[str]]
+
+
+def iter_log_lines(run: Run, explanation: Any | None) -> Iterator[Line]:
+    """(line number, text, notes) for every line of the source, one at a time."""
+    if explanation is not None and getattr(explanation, "lines", None) is not None:
+        return ((ln.line, ln.text, list(ln.notes)) for ln in explanation.lines)
+    return ((i, text, []) for i, text in enumerate(run.lines or [], 1))
+
+
+def log_lines(run: Run, explanation: Any | None) -> list[Line]:
+    """(line number, text, notes) for every line of the source (small logs)."""
+    return list(iter_log_lines(run, explanation))
 
 
 def _cost(line: tuple[int, str, list[str]]) -> int:
@@ -66,22 +84,154 @@ def select(
 
 
 def render(run: Run, explanation: Any | None) -> str:
-    lines = log_lines(run, explanation)
-    if not lines:
-        return ""
-    shown = select(lines, run)
-    left_out = len(lines) - len(shown)
-    noted = sum(1 for ln in lines if ln[2])
+    stream = iter_log_lines(run, explanation)
+    lines, big = _take_within(stream, 4 * LOG_BUDGET)
+    if not big:
+        if not lines:
+            return ""
+        shown = select(lines, run)
+        rows = [(k, *lines[k]) for k in shown]
+        return _section(run, explanation, rows, len(lines), sum(1 for ln in lines if ln[2]))
+    # A huge log: walk it again, writing notes only for the lines the excerpt keeps.
+    plan = _Excerpt(run, _count_lines(run, explanation))
+    walk = getattr(getattr(explanation, "lines", None), "walk", None)
+    if walk is not None:
+        for item in walk(plan.wanted):
+            plan.add(None if item is None else (item.line, item.text, list(item.notes)))
+    else:
+        for line in iter_log_lines(run, explanation):
+            plan.wanted(line[0])
+            plan.add(line)
+    what = "routine progress lines" if plan.must.stride == 1 else "lines (mostly progress)"
+    why = (
+        f"; {{left}} {what} left out to keep the page small: shown are the first and last "
+        "lines, set-up, setting changes, errors, the first line of each pass and an even "
+        "subset of the progress lines (`migtune explain` prints them all)"
+    )
+    return _section(run, explanation, plan.rows(), plan.total, None, why)
+
+
+def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]:
+    """The first lines up to ``budget`` of cost; True if the log goes on beyond it."""
+    out: list[Line] = []
+    spent = 0
+    for line in stream:
+        out.append(line)
+        spent += _cost(line)
+        if spent > budget:
+            return out, True
+    return out, False
+
+
+def _count_lines(run: Run, explanation: Any | None) -> int:
+    batches = getattr(run.lines, "batches", None)
+    if batches is not None:
+        return sum(len(b) for b in batches())
+    return sum(1 for _ in iter_log_lines(run, explanation))
+
+
+Row = tuple[int, int, str, list[str]]
+
+
+class _Excerpt:
+    """Which lines of a huge log to show, decided line by line before their notes exist.
+
+    The head and tail (the line count is known), the lines that say something other
+    than progress (set-up, setting changes, errors, the first line of each pass) under
+    one budget and the routine progress lines under another, each kept every
+    ``stride``-th, the stride doubling (and every other kept line going) when the
+    budget is spent, so the kept lines stay evenly spread over the whole log.
+    """
+
+    def __init__(self, run: Run, total: int):
+        self.total, self.k = total, -1
+        self.head: list[Row] = []
+        self.tail: list[Row] = []
+        self.sample_pass = {s.source.line: s.passes for s in run.samples if s.source is not None}
+        self.event_lines = {
+            e.source.line
+            for e in run.events
+            if e.source is not None and e.kind not in _ROUTINE_KINDS
+        }
+        self.prev_pass: object = object()
+        self.must = _Strided(MUST_BUDGET)
+        self.routine = _Strided(LOG_BUDGET - MUST_BUDGET)
+        self._target: list[Row] | _Strided | None = None
+
+    def wanted(self, no: int) -> bool:
+        """Called once per line, in order, before :meth:`add` of that line."""
+        k = self.k + 1
+        first_of_pass = False
+        if no in self.sample_pass:
+            first_of_pass = self.sample_pass[no] != self.prev_pass
+            self.prev_pass = self.sample_pass[no]
+        if k < LOG_EDGE:
+            self._target = self.head
+        elif k >= self.total - LOG_EDGE:
+            self._target = self.tail
+        else:
+            res = self.must if no in self.event_lines or first_of_pass else self.routine
+            self._target = res if res.offer() else None
+        return self._target is not None
+
+    def add(self, line: Line | None) -> None:
+        self.k += 1
+        target, self._target = self._target, None
+        if line is None or target is None:
+            return
+        no, text, notes = line
+        if len(text) > MAX_LINE_CHARS:  # cut here already: only the cut text is shown
+            text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
+        row = (self.k, no, text, notes)
+        if isinstance(target, list):
+            target.append(row)
+        else:
+            target.keep(row)
+
+    def rows(self) -> list[Row]:
+        return self.head + sorted(self.must.kept + self.routine.kept) + self.tail
+
+
+class _Strided:
+    """Every ``stride``-th row offered, the stride doubling to stay within ``budget``."""
+
+    def __init__(self, budget: int):
+        self.budget, self.stride, self.offered, self.spent = budget, 1, 0, 0
+        self.kept: list[Row] = []
+
+    def offer(self) -> bool:
+        n = self.offered
+        self.offered += 1
+        return n % self.stride == 0
+
+    def keep(self, row: Row) -> None:
+        self.kept.append(row)
+        self.spent += _cost(row[1:])
+        while self.spent > self.budget and len(self.kept) > 1:
+            self.stride *= 2
+            self.kept = self.kept[::2]
+            self.spent = sum(_cost(r[1:]) for r in self.kept)
+
+
+def _section(
+    run: Run,
+    explanation: Any | None,
+    shown: Iterable[tuple[int, int, str, list[str]]],
+    total: int,
+    noted: int | None,
+    why: str = "; {left} routine progress lines left out to keep the page small",
+) -> str:
     what = "Explained log" if explanation is not None else "Log"
     rows = []
     prev = -1
-    for k in shown:
+    count = 0
+    for k, no, text, notes in shown:
+        count += 1
         if k > prev + 1:
             rows.append(
                 f'<tr class="gap"><td class="no">...</td><td>{k - prev - 1} lines left out</td></tr>'
             )
         prev = k
-        no, text, notes = lines[k]
         if len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]}... [{len(text) - MAX_LINE_CHARS} more characters]"
         cls = ' class="noted"' if notes else ""
@@ -91,11 +241,11 @@ def render(run: Run, explanation: Any | None) -> str:
             + (f'<ul class="notes">{note_html}</ul>' if notes else "")
             + "</td></tr>"
         )
-    extra = (
-        f"; {left_out} routine progress lines left out to keep the page small" if left_out else ""
-    )
+    left_out = total - count
+    extra = why.format(left=left_out) if left_out else ""
     return (
         '<section id="log"><h2>Log</h2><details class="log">'
-        f"<summary>{what}: {len(lines)} lines, {noted} with notes{extra}</summary>"
+        f"<summary>{what}: {total} lines{'' if noted is None else f', {noted} with notes'}"
+        f"{extra}</summary>"
         f'<table class="log"><tbody>{"".join(rows)}</tbody></table></details></section>'
     )

@@ -19,7 +19,7 @@ MAX_POINTS = 400
 # A rise of ``remaining`` by more than this marks a dirty-bitmap sync when the log has
 # no dirty-sync-count (same threshold as migtune.analysis.metrics).
 _PASS_JUMP = 4 * 1024**2
-_PCT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_PCT_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*%")  # look-behind: linear search
 
 
 @dataclass(slots=True)
@@ -168,22 +168,50 @@ def _throughput(run: Run) -> tuple[Line, str]:
         xs, ys = thin(xs, ys)
         return Line(xs, ys, steps=True), "deltas"
     xs, ys = [], []
-    for i in range(1, len(pts)):
-        t1, x1 = pts[i]
-        u1 = 0.05 * _print_unit(x1) if rounded and x1 >= 1024 else 0.0
-        j = i - 1
-        while j > 0:
-            t0, x0 = pts[j]
-            u0 = 0.05 * _print_unit(x0) if rounded and x0 >= 1024 else 0.0
-            if (t1 - t0) >= (10.0 if whole_seconds else 0.0) and (x1 - x0) >= 10 * (u0 + u1):
-                break
-            j -= 1
-        t0, x0 = pts[j]
+    for i, j in enumerate(_window_starts(pts, rounded, whole_seconds)):
+        if i == 0:
+            continue
+        (t1, x1), (t0, x0) = pts[i], pts[j]
         if t1 > t0 and x1 >= x0:
             xs.append(float(t1))
             ys.append((x1 - x0) / (t1 - t0))
     xs, ys = thin(xs, ys)
     return Line(xs, ys), "averaged"
+
+
+def _window_starts(pts: list[tuple[float, int]], rounded: bool, whole_seconds: bool) -> list[int]:
+    """For each point i, the latest j < i far enough back to average over (0 if none).
+
+    "Far enough" means at least 10 s (whole-second stamps) and bytes sent well above
+    the printing rounding of both ends.  Walking back from each point was quadratic
+    once values reach TiB (the rounding is then 0.05 TiB: most points qualify for no
+    j); within a stretch where time and bytes only grow the test is monotone in j, so
+    a binary search finds the same j.  A stretch ends where a counter goes back (a
+    new migration in the same log); the search does not look past that.
+    """
+    min_dt = 10.0 if whole_seconds else 0.0
+    unit = [0.05 * _print_unit(x) if rounded and x >= 1024 else 0.0 for _, x in pts]
+
+    def far_enough(i: int, j: int) -> bool:
+        return pts[i][0] - pts[j][0] >= min_dt and pts[i][1] - pts[j][1] >= 10 * (unit[j] + unit[i])
+
+    out = [0] * len(pts)
+    start = 0  # first point of the current monotone stretch
+    for i in range(1, len(pts)):
+        if pts[i][0] < pts[i - 1][0] or pts[i][1] < pts[i - 1][1]:
+            start = i
+        lo, hi = max(start, 1), i - 1  # the walk never tests j = 0
+        if lo > hi or not far_enough(i, lo):
+            out[i] = start if start < i else i - 1
+            continue
+        while lo < hi:  # largest j in [lo, hi] that is far enough
+            mid = (lo + hi + 1) // 2
+            if far_enough(i, mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        out[i] = lo
+    return out
 
 
 def _dirty(samples: list[Sample]) -> Line:
@@ -357,7 +385,12 @@ def pass_rows(run: Run) -> list[PassRow]:
 def _fill_pass_throughput(run: Run, rows: list[PassRow]) -> None:
     """Without QEMU's rate, a pass's throughput is the mean Δtransferred/Δt inside it."""
     intervals = interval_rates(run.samples)
-    prev_end: float | None = None
+    ends = [iv.end for iv in intervals]
+    row_ends = [r.end for r in rows if r.end is not None]
+    if _ascending(ends) and _ascending(row_ends):
+        _pass_means_linear(rows, intervals)
+        return
+    prev_end: float | None = None  # out-of-order counters: the plain, quadratic way
     for r in rows:
         if r.throughput is None and r.end is not None:
             inside = [
@@ -368,3 +401,24 @@ def _fill_pass_throughput(run: Run, rows: list[PassRow]) -> None:
             if inside:
                 r.throughput = sum(inside) / len(inside)
         prev_end = r.end if r.end is not None else prev_end
+
+
+def _ascending(values: list[float]) -> bool:
+    return all(a <= b for a, b in zip(values, values[1:], strict=False))
+
+
+def _pass_means_linear(rows: list[PassRow], intervals: list) -> None:
+    """Rows and intervals both run forward in time: one pointer, not rows x intervals."""
+    prev_end: float | None = None
+    k = 0
+    for r in rows:
+        if r.end is not None:
+            while k < len(intervals) and prev_end is not None and intervals[k].end <= prev_end:
+                k += 1
+            m = k
+            while m < len(intervals) and intervals[m].end <= r.end:
+                m += 1
+            if r.throughput is None and m > k:
+                inside = [iv.rate for iv in intervals[k:m]]
+                r.throughput = sum(inside) / len(inside)
+            prev_end = r.end

@@ -1,4 +1,4 @@
-"""The pre-copy simulator (reference §14) and the XBZRLE codec (§4).
+"""The pre-copy simulator (docs/qemu-migration.md §14) and the XBZRLE codec (§4).
 
 ``simulate(ram_bytes, workload, settings, ...)`` is the entry point; see
 :mod:`migtune.sim.api` and ``docs/simulator.md``.

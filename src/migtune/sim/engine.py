@@ -1,4 +1,4 @@
-"""The pre-copy simulation (reference §14), stepped per ``ram_save_iterate`` call.
+"""The pre-copy simulation (docs/qemu-migration.md §14), stepped per ``ram_save_iterate`` call.
 
 QEMU's migration bitmap is a :class:`~migtune.sim.dirtyset.DirtySet` (runs of dirty
 pages in scan order: one run for the whole RAM at start).  The guest's dirty log is

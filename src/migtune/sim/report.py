@@ -1,4 +1,4 @@
-"""Simulator state rendered as QMP ``query-migrate`` replies (reference §2, §10.4).
+"""Simulator state rendered as QMP ``query-migrate`` replies (docs/qemu-migration.md §2, §10.4).
 
 Version differences: 7.2 still has ``skipped``; ``transferred`` counts RAM-accounted
 bytes before 8.2 and every byte after; ``expected-downtime`` disappears on completion.

@@ -1,6 +1,6 @@
 """QEMU's pre-copy decisions, one function per rule.
 
-Each docstring names the section of ``../shared/reference/qemu-migration.md`` it
+Each docstring names the section of ``docs/qemu-migration.md`` (in this repository) it
 implements.  Times handed to these functions are in milliseconds where QEMU works in
 integer milliseconds (windows, rate periods), otherwise seconds; sizes in bytes.
 """

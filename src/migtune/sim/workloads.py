@@ -1,6 +1,6 @@
 """Page-level dirtying processes for the simulator, built from a :class:`Workload` spec.
 
-A guest's RAM is laid out as three ranges of page numbers (reference §14.1):
+A guest's RAM is laid out as three ranges of page numbers (docs/qemu-migration.md §14.1):
 ``[0, static)`` non-zero pages nobody writes (kernel, page cache), ``[ws_lo, ws_hi)``
 the working set the dirtier writes (non-zero), and the rest zero pages.  Zero-ness is
 therefore a range test, not a per-page array, which keeps a 1 TiB guest small.
@@ -277,21 +277,23 @@ class TraceDirtier:
     def region(self) -> tuple[int, int]:
         return 0, self.layout.ws_hi
 
+    def _index(self, x: float) -> int:
+        """Writes of the looped trace before trace time ``x``, as one global count.
+
+        A function of ``x`` alone, so back-to-back slices share their boundary exactly:
+        no write is lost or counted twice however the period boundaries round.
+        """
+        k = math.floor(x / self.period)
+        return k * len(self.t) + int(np.searchsorted(self.t, x - k * self.period, side="left"))
+
     def _slice(self, a: float, b: float) -> np.ndarray:
         if not self.loop:
             lo, hi = np.searchsorted(self.t, [a, b], side="left")
             return self.pages[lo:hi]
-        out = []
-        while a < b:
-            k = math.floor(a / self.period)
-            base = k * self.period
-            end = min(b, base + self.period)
-            lo, hi = np.searchsorted(self.t, [a - base, end - base], side="left")
-            if end - base >= self.period:
-                hi = len(self.t)
-            out.append(self.pages[lo:hi])
-            a = end
-        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+        lo, hi = self._index(a), self._index(b)
+        if hi <= lo or not len(self.t):
+            return np.empty(0, dtype=np.int64)
+        return np.take(self.pages, np.arange(lo, hi) % len(self.t))
 
     def writes(self, t0: float, t1: float, throttle_pct: float) -> np.ndarray:
         dt = max(0.0, t1 - t0) * rules.throttle_cpu_share(throttle_pct)

@@ -1,4 +1,4 @@
-"""XBZRLE: QEMU's page delta codec, byte for byte (reference §4.3-§4.5).
+"""XBZRLE: QEMU's page delta codec, byte for byte (docs/qemu-migration.md §4.3-§4.5).
 
 Two encoders produce identical output:
 
@@ -21,7 +21,7 @@ ULEB_MAX = 0x3FFF
 
 
 def uleb_encode(n: int) -> bytes:
-    """``uleb128_encode_small``: 1 byte below 0x80, 2 bytes up to 0x3FFF (reference §4.3)."""
+    """``uleb128_encode_small``: 1 byte below 0x80, 2 bytes up to 0x3FFF (§4.3)."""
     if not 0 <= n <= ULEB_MAX:
         raise ValueError(f"uleb128_encode_small: {n} out of range 0..0x3FFF")
     if n < 0x80:

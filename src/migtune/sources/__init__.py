@@ -4,7 +4,8 @@ Each format lives in its own module exposing:
 
 * ``FORMAT`` - the name used by ``--format`` and in JSON output;
 * ``sniff(lines) -> float`` - confidence 0..1 that the (first ~200) lines are this format;
-* ``parse(lines) -> Run`` - the whole log; never raises on odd lines (they become
+* ``parse(lines) -> Run`` - the whole log, given as an iterator of lines that is read
+  once (parsers keep state, not lines); never raises on odd lines (they become
   ``run.warnings`` and ``run.partial``), raises :class:`~migtune.errors.InputError`
   only when nothing at all could be recognised.
 
@@ -14,11 +15,17 @@ Each format lives in its own module exposing:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from migtune.bounded import EventList, SampleList
 from migtune.errors import InputError
-from migtune.model import Run
+from migtune.model import Run, Settings
+from migtune.sources._bounds import check_run
+from migtune.sources._common import warn
+from migtune.sources.errorlines import ErrorLines
+from migtune.sources.linesource import MAX_LINE_CHARS, LineSource
 
 # Order matters only for ties in sniffing.
 FORMAT_MODULES = {
@@ -30,7 +37,6 @@ FORMAT_MODULES = {
 }
 FORMATS = tuple(FORMAT_MODULES)
 SNIFF_LINES = 200
-MAX_BYTES = 2 * 1024**3  # refuse to slurp absurdly large files
 
 
 def _module(fmt: str):
@@ -40,38 +46,8 @@ def _module(fmt: str):
         raise InputError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})") from None
 
 
-def read_text(path: str | Path) -> str:
-    """Read a log file as text; a clear InputError for missing, binary or empty files."""
-    p = Path(path)
-    try:
-        if p.is_dir():
-            raise InputError(f"{path}: is a directory, not a log file")
-        raw = p.read_bytes() if str(path) != "-" else _stdin_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_BYTES:
-        raise InputError(f"{path}: file is larger than 2 GiB; cut it to the migration task first")
-    sample = raw[:65536]
-    if sample.count(b"\x00") > max(8, len(sample) // 100):
-        raise InputError(f"{path}: looks like a binary file, not a migration log")
-    text = raw.decode("utf-8", errors="replace")
-    if not text.strip():
-        raise InputError(f"{path}: file is empty")
-    return text
-
-
-def _stdin_bytes() -> bytes:
-    import sys
-
-    return sys.stdin.buffer.read()
-
-
-def detect_format(lines: Sequence[str]) -> str:
-    """The most likely format of these lines, or InputError if none fits."""
+def detect_format(lines: Sequence[str], name: str = "<input>") -> str:
+    """The most likely format of these lines, or InputError (naming ``name``) if none fits."""
     head = list(lines[:SNIFF_LINES])
     best, best_score = None, 0.0
     for fmt in FORMATS:
@@ -80,14 +56,14 @@ def detect_format(lines: Sequence[str]) -> str:
             best, best_score = fmt, score
     if best is None or best_score < 0.2:
         raise InputError(
-            "unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
+            f"{name}: unrecognised log format: expected a Proxmox task log, QMP query-migrate output, "
             "HMP 'info migrate', 'virsh domjobinfo' or nova-compute lines (use --format to force one)"
         )
     return best
 
 
 def split_header_comments(lines: list[str]) -> tuple[list[str], list[str]]:
-    """Blank out a leading block of ``# ...`` comment lines (as in ../shared/logs).
+    """Blank out a leading block of ``# ...`` comment lines (as in tests/fixtures/real).
 
     Returns the lines with the comments replaced by empty strings, so line numbers
     still match the file, and the comments themselves.
@@ -105,21 +81,137 @@ def split_header_comments(lines: list[str]) -> tuple[list[str], list[str]]:
 
 def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     """Parse log text into a Run, detecting the format unless ``fmt`` is given."""
-    lines = text.splitlines()
-    body, comments = split_header_comments(lines)
-    if not any(line.strip() for line in body):
+    return parse_lines(text.splitlines(), fmt, name)
+
+
+def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<input>") -> Run:
+    """Parse a log given as lines: a list, or a :class:`LineSource` read once, as a stream.
+
+    Only the first lines are held to detect the format; the parser then consumes the
+    rest one line at a time.  ``run.lines`` is ``source`` itself, so ``explain`` can read
+    the lines again without this function having kept them.
+    """
+    cut: list[tuple[int, int]] = []
+    if isinstance(source, LineSource):
+        batches = source.batches(on_cut=lambda no, length: cut.append((no, length)))
+    else:
+        batches = _batched(iter(source))
+    comments: list[str] = []
+    errors = ErrorLines()
+    body = _body(batches, errors, comments)
+    head: list[str] = []
+    seen = 0
+    for line in body:
+        head.append(line)
+        if line.strip():
+            seen += 1
+            if seen >= SNIFF_LINES:
+                break
+    if not seen:
         raise InputError(f"{name}: no log lines")
-    chosen = fmt or detect_format([line for line in body if line.strip()])
-    run = _module(chosen).parse(body)
-    run.lines = lines
+    chosen = fmt or detect_format([line for line in head if line.strip()], name)
+    try:
+        run = _module(chosen).parse(itertools.chain(head, body))
+    except InputError as exc:
+        raise InputError(
+            exc.message if exc.message.startswith(name) else f"{name}: {exc}"
+        ) from None
+    for _ in body:  # a parser that stopped early: the error lines still see the rest
+        pass
+    if _recognised_nothing(run):
+        # Typically a forced --format that fits nothing in the file: an empty diagnosis
+        # would look like an answer.
+        raise InputError(f"{name}: nothing in it reads as a {chosen} migration log")
+    check_run(run)
+    run.lines = source
+    run.error_lines = errors.close()
     if comments:
         run.meta["comments"] = comments
+    _note_bounds(run, cut)
     return run
 
 
+def _recognised_nothing(run: Run) -> bool:
+    """No sample, no settings and no event but those made of lines not understood."""
+    return (
+        not run.samples
+        and run.settings == Settings()
+        and all(isinstance(e.data, dict) and e.data.get("unrecognised") for e in run.events)
+    )
+
+
+def _batched(lines: Iterator[str], size: int = 1024) -> Iterator[list[str]]:
+    while batch := list(itertools.islice(lines, size)):
+        yield batch
+
+
+def _body(batches: Iterable[list[str]], errors: ErrorLines, comments: list[str]) -> Iterator[str]:
+    """One pass over the source: header comments blanked, error lines collected.
+
+    A single generator over whole batches keeps the per-line overhead to one ``yield``.
+    """
+    in_header = True
+    for batch in batches:
+        if in_header:
+            for i, line in enumerate(batch):
+                if line.startswith("#"):
+                    comments.append(line.lstrip("# ").rstrip())
+                    batch[i] = ""
+                elif line.strip():
+                    in_header = False
+                    break
+        errors.feed(batch)
+        yield from batch
+
+
+def blank_header_comments(lines: Iterator[str], comments: list[str]) -> Iterator[str]:
+    """Streaming :func:`split_header_comments`: the leading ``#`` block becomes blank lines."""
+    for line in lines:
+        if line.startswith("#"):
+            comments.append(line.lstrip("# ").rstrip())
+            yield ""
+            continue
+        yield line
+        if line.strip():
+            break
+    yield from lines
+
+
+def _note_bounds(run: Run, cut: list[tuple[int, int]]) -> None:
+    """Say what was left out to keep memory bounded (cut lines, thinned samples/events)."""
+    for no, length in cut[:5]:
+        warn(
+            run,
+            f"line {no} is {length:,} characters long: only its first {MAX_LINE_CHARS:,} were read",
+        )
+    if len(cut) > 5:
+        warn(run, f"{len(cut) - 5} more overlong lines cut")
+    samples, events = run.samples, run.events
+    if isinstance(samples, SampleList) and samples.thinned:
+        seen, kept = samples.seen, len(samples)
+        run.meta["samples_thinned"] = {"seen": seen, "kept": kept, "stride": samples.stride}
+        # Not a problem of the log (run.partial stays as it is): a note on what is kept.
+        run.warnings.append(
+            f"{seen:,} samples thinned to {kept:,} to bound memory (every {samples.stride}th "
+            "sample plus every change of status, pass or throttle); totals, extremes and "
+            "pass counts are over all samples"
+        )
+    if isinstance(events, EventList) and events.thinned:
+        kinds = events.thinned_kinds()
+        run.meta["events_thinned"] = {k: {"seen": a, "kept": b} for k, (a, b) in kinds.items()}
+        what = ", ".join(f"{a:,} '{k}' events to {b:,}" for k, (a, b) in kinds.items())
+        run.warnings.append(f"thinned {what} to bound memory")
+
+
 def load_run(path: str | Path, fmt: str | None = None) -> Run:
-    """Read and parse a migration log, recording or simulation file."""
-    text = read_text(path)
-    run = parse_text(text, fmt, name=str(path))
+    """Read and parse a migration log, recording or simulation file, as a stream.
+
+    ``-`` reads standard input (spooled to a temporary file so ``explain`` can read
+    it again).  Memory stays bounded whatever the size of the file: see
+    :mod:`migtune.sources.linesource` and :mod:`migtune.bounded`.
+    """
+    source = LineSource.from_stdin() if str(path) == "-" else LineSource(path)
+    source.check()
+    run = parse_lines(source, fmt, name=str(path))
     run.meta.setdefault("path", str(path))
     return run

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import re
+from typing import Any
 
 from migtune.model import Event, Run, Sample
 
@@ -29,7 +31,7 @@ _ACTIVE = {
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 # ISO-like wall-clock stamps: 2026-01-05 10:00:00.123, 2026-01-05T10:00:00Z, ...
-_ISO_RE = re.compile(
+ISO_RE = re.compile(
     r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2}(?:[.,]\d+)?)(Z|[+-]\d{2}:?\d{2})?(?=\b|\s|$)"
 )
 
@@ -50,21 +52,70 @@ def run_status(qemu_status: str | None) -> str:
     return "unknown"
 
 
+# QEMU's counters are uint64 (20 digits).  Longer digit strings are garbage, and
+# converting them is slow (quadratic in CPython) or refused (> 4300 digits).
+MAX_INT_DIGITS = 24
+
+
+def bounded_int(token: str) -> int | None:
+    """``int(token)`` for a string of digits (optional sign), None if absurdly long."""
+    digits = token[1:] if token[:1] in ("+", "-") else token
+    # ASCII only: str.isdigit() is also true for "²", which int() refuses.
+    if not digits or len(digits) > MAX_INT_DIGITS or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(token)
+
+
+def bounded_float(token: str) -> float | None:
+    """``float(token)``, None for junk, NaN or infinity (``1e999`` is not a measurement)."""
+    if len(token) > 64:
+        return None
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def first_number(text: str) -> float | int | None:
-    """The first number in ``text``; integers stay exact ints (QEMU prints 2**63-ish values)."""
+    """The first number in ``text``; integers stay exact ints (QEMU prints 2**63-ish values).
+
+    Bounded: a digit string too long for any counter, or a float that overflows, gives None.
+    """
     m = _NUMBER_RE.search(text)
     if not m:
         return None
     token = m.group(0)
-    if re.fullmatch(r"[-+]?\d+", token):
-        return int(token)
-    value = float(token)
-    return value if math.isfinite(value) else None
+    if token.lstrip("+-").isdigit():
+        return bounded_int(token)
+    return bounded_float(token)
 
 
 def to_int(text: str) -> int | None:
     v = first_number(text)
     return None if v is None else int(v)
+
+
+def _json_constant(token: str) -> None:
+    return None  # NaN, Infinity, -Infinity: not a value any QEMU counter can have
+
+
+# Decodes JSON with numbers bounded as above: huge or non-finite numbers become null,
+# so no later int()/float() on a decoded value can overflow or hit the digit limit.
+JSON_DECODER = json.JSONDecoder(
+    parse_int=bounded_int, parse_float=bounded_float, parse_constant=_json_constant
+)
+
+
+def json_loads(text: str) -> Any:
+    """``json.loads`` with bounded numbers; raises ValueError (incl. RecursionError as such)."""
+    try:
+        obj, end = JSON_DECODER.raw_decode(text, len(text) - len(text.lstrip()))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return obj
 
 
 def warn(run: Run, message: str) -> None:
@@ -78,7 +129,7 @@ def warn(run: Run, message: str) -> None:
 
 def iso_epoch(text: str) -> float | None:
     """Epoch seconds of the first ISO-like date-time in ``text`` (naive = UTC), or None."""
-    m = _ISO_RE.search(text)
+    m = ISO_RE.search(text)
     if not m:
         return None
     stamp = f"{m.group(1)}T{m.group(2).replace(',', '.')}"

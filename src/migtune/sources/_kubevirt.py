@@ -1,4 +1,4 @@
-"""KubeVirt virt-launcher migration lines (management-layers §4.4), read by the libvirt parser.
+"""KubeVirt virt-launcher migration lines (docs/platforms.md §4.4), read by the libvirt parser.
 
 virt-launcher logs libvirt's job statistics as one message, usually inside a JSON log
 record (``{"component":"virt-launcher","msg":"Migration info for <uid>: TimeElapsed:...
@@ -9,16 +9,17 @@ dirtied per second converted to Mbps.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from migtune.model import Sample, SourceRef
-from migtune.sources._common import iso_epoch
+from migtune.sources._common import bounded_float, iso_epoch, json_loads
 from migtune.units import MiB, mbps_to_bytes_per_s
 
 INFO_RE = re.compile(r"Migration info for (?P<uid>[^:\s]+): (?P<stats>TimeElapsed:.*)")
-_PAIR_RE = re.compile(r"(?P<key>[A-Za-z]+):(?P<num>-?\d+(?:\.\d+)?)(?P<unit>ms|MiB|Mbps|x)?")
+_PAIR_RE = re.compile(
+    r"(?<![A-Za-z])(?P<key>[A-Za-z]+):(?P<num>-?\d+(?:\.\d+)?)(?P<unit>ms|MiB|Mbps|x)?"
+)
 
 # key -> (Sample field or "meta:<key>", conversion)
 _FIELDS: dict[str, tuple[str, str]] = {
@@ -57,8 +58,8 @@ def split_record(text: str) -> tuple[str, float | None, bool]:
     stripped = text.strip()
     if stripped.startswith("{") and '"msg"' in stripped:
         try:
-            obj: Any = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+            obj: Any = json_loads(stripped)
+        except ValueError:
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("msg"), str):
             stamp = obj.get("timestamp")
@@ -76,7 +77,9 @@ def sample_from_info(stats: str, ref: SourceRef) -> tuple[Sample, dict[str, Any]
         if spec is None:
             continue
         field, conv = spec
-        num = float(m.group("num"))
+        num = bounded_float(m.group("num"))
+        if num is None:
+            continue  # 1e999 or a 5000-digit run: not a measurement
         if conv == "ms":
             value: float | int = num / 1000.0
         elif conv == "mib":

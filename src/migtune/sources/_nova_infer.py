@@ -1,6 +1,6 @@
 """Recover nova.conf's progressive-downtime options from the ``Increasing downtime`` lines.
 
-nova (reference management-layers §3.2) raises the downtime limit in ``steps`` equal
+nova (docs/platforms.md §3.2) raises the downtime limit in ``steps`` equal
 increments, one every ``delay`` seconds, where ``delay = int(downtime_delay x data_gb)``
 and ``data_gb = max(2, RAM GiB) + sum(max(2, disk GiB))``::
 

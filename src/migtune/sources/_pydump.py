@@ -23,8 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 # Lazy prefix: the body starts at the first "'key': " (optionally after "{").
-_DUMP_LINE_RE = re.compile(r"^(?P<prefix>.*?)(?P<body>\{?\s*(?:'[^']*'|\"[^\"]*\")\s*:(?:\s|$).*)$")
-_KEY_RE = re.compile(r"^\s*\{?\s*(['\"])(?P<key>[^'\"]*)\1\s*:\s*(?P<val>.*)$")
+# Where the body starts: the first "'key': " (optionally after "{").  Searched for, not
+# matched after a lazy prefix: that form rescanned every run of blanks (quadratic).
+_DUMP_KEY_RE = re.compile(r"(?:\{\s*)?(?:'[^']*'|\"[^\"]*\")\s*:(?:\s|$)")
+_KEY_RE = re.compile(
+    r"^\s*(?:\{\s*)?(['\"])(?P<key>[^'\"]*)\1\s*:\s*(?P<val>.*)$"
+)  # one \s* per gap
 _JSON_WORDS = {"true": True, "false": False, "null": None}
 _HINT_RE = re.compile(
     r"['\"](ram|dirty-sync-count|expected-downtime|total-time|mbps|page-size|"
@@ -69,7 +73,7 @@ def find_dumps(lines: Sequence[str]) -> list[Dump]:
     depth = 0
     prefix = ""
     for no, line in enumerate(lines, 1):
-        m = _DUMP_LINE_RE.match(line.rstrip())
+        m = _DUMP_KEY_RE.search(line.rstrip())
         if m is None:
             rest = line[len(prefix) :] if line.startswith(prefix) else ""
             if current and depth > 0 and rest.strip()[:1] in _CONTINUATION:
@@ -81,13 +85,13 @@ def find_dumps(lines: Sequence[str]) -> list[Dump]:
                 groups.append((start, current))
             current, depth = [], 0
             continue
-        body = m.group("body")
+        body = line.rstrip()[m.start() :]
         if current and depth <= 0 and body.lstrip().startswith("{"):
             groups.append((start, current))
             current, depth = [], 0
         if not current:
             start = no
-            prefix = m.group("prefix").rstrip()
+            prefix = line[: m.start()].rstrip()
         current.append(body)
         depth += _depth_change(body)
     if current:
@@ -161,7 +165,7 @@ def _assign(stack: list[dict[str, Any]], key: str, val: str) -> None:
         if ok:
             stack[-1][key] = value
             break
-        if not text.endswith("}"):
+        if not text.endswith("}") or closes >= MAX_DEPTH:
             return  # unreadable (e.g. cut in the middle of a value)
         text = text[:-1].rstrip()
         closes += 1

@@ -1,7 +1,7 @@
 """QEMU human monitor (HMP) output: ``info migrate``, ``info migrate_parameters``,
 ``info migrate_capabilities``.
 
-Layouts understood (reference §10):
+Layouts understood (docs/qemu-migration.md §10):
 
 * 7.2 and 8.x-10.0: one ``label: value`` line per counter (``Migration status:``,
   ``transferred ram: N kbytes``, ...).  HMP "kbytes" are KiB; ``throughput`` is
@@ -53,8 +53,10 @@ from migtune.units import KiB, mbps_to_bytes_per_s, parse_size
 FORMAT = "hmp"
 
 _PROMPT_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?")
-_LABEL_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _()%/-]*?)\s*:\s*(.*?)\s*$")
-_PAIR_RE = re.compile(r"([a-z_]+)=([^,]+)")
+# The label before the first colon, matched on its own: one regex spanning label, colon
+# and value backtracked quadratically on lines padded with blanks.
+_LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9 _()%/-]*")
+_PAIR_RE = re.compile(r"(?<![a-z_])([a-z_]+)=([^,]+)")  # look-behind: linear search
 _COMMAND_RE = re.compile(r"^\s*(?:\(qemu\)\s*)?info\s+(migrate(?:_parameters|_capabilities)?)\b")
 _MIGRATE_RE = re.compile(
     r"^\s*(?:\(qemu\)\s*)?(migrate|migrate_cancel|migrate_start_postcopy)(?:\s+-\w+)*(?:\s+(\S+))?\s*$"
@@ -89,6 +91,18 @@ def sniff(lines: Sequence[str]) -> float:
     return min(score, 1.0)
 
 
+def _label_value(stripped: str) -> tuple[str, str] | None:
+    """``label: value`` of an HMP line (already stripped), or None."""
+    label, colon, value = stripped.partition(":")
+    label = label.rstrip()
+    if not colon or not _LABEL_RE.fullmatch(label):
+        return None
+    return label, value.strip()
+
+
+_MAX_PAGE_SIZE = 1 << 30  # 1 GiB huge pages; a larger "page size" is garbage
+
+
 class _Parser:
     def __init__(self) -> None:
         self.run = Run(format=FORMAT)
@@ -116,10 +130,11 @@ class _Parser:
         if s.page_size is None and s.normal and s.normal_bytes:
             # Old QEMUs print no page size; normal bytes = normal pages x page size.
             guess = s.normal_bytes / s.normal
-            size = 1 << max(0, round(guess).bit_length() - 1)
-            if abs(guess - size) < 0.01 * size:
-                s.page_size = size
-        if s.page_size:
+            if 1 <= guess <= _MAX_PAGE_SIZE:
+                size = 1 << max(0, round(guess).bit_length() - 1)
+                if abs(guess - size) < 0.01 * size:
+                    s.page_size = size
+        if s.page_size and 0 < s.page_size <= _MAX_PAGE_SIZE:
             if "_pps" in self.rates:
                 s.page_rate = self.rates["_pps"] * s.page_size
             if "_dirty_pps" in self.rates:
@@ -373,7 +388,9 @@ class _Parser:
             return
         body = _PROMPT_RE.sub("", text, count=1)
         if body.startswith("capabilities:"):
-            pairs = re.findall(r"([a-z0-9-]+):\s*(on|off)\b", body[len("capabilities:") :])
+            pairs = re.findall(
+                r"(?<![a-z0-9-])([a-z0-9-]+):\s*(on|off)\b", body[len("capabilities:") :]
+            )
             for name, state in pairs:
                 self.set_cap(name, state, ref)  # one-line list of very old QEMUs
             self.recognised += bool(pairs)
@@ -394,11 +411,11 @@ class _Parser:
             ("tcp:", "unix:", "rdma:", "fd:", "vsock:")
         ):
             return  # socket address list printed inside a snapshot
-        m = _LABEL_RE.match(body)
-        if m is None:
+        pair = _label_value(stripped)
+        if pair is None:
             warn(self.run, f"line {no}: not understood: {stripped[:80]}")
             return
-        key, value = m.group(1), m.group(2)
+        key, value = pair
         label = key.lower()
         if label in ("migration status", "status"):
             self.mode = "migrate"

@@ -28,6 +28,7 @@ from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
 from migtune.sources import _kubevirt as kubevirt
 from migtune.sources._common import (
     add_sample_events,
+    bounded_int,
     finish_from_samples,
     first_number,
     has_data,
@@ -132,7 +133,9 @@ _FIELDS = {
     "success": ("skip", "int"),
 }
 
-_LINE_RE = re.compile(r"^\s*([A-Za-z][A-Za-z _/.-]*?):\s*(.*?)\s*$")
+# The label before the first colon, checked on its own: a regex spanning label, colon
+# and value backtracked quadratically on values padded with blanks.
+_LABEL_RE = re.compile(r"[A-Za-z][A-Za-z _/.-]*")
 _COMMAND_RE = re.compile(r"^\s*(?:[$#>]\s*|virsh\s*#\s*)?(?:virsh\b.*?\s)?domjobinfo\b")
 _OTHER_VIRSH_RE = re.compile(
     r"^\s*(?:[$#>]\s*|virsh\s*#\s*)?(?:virsh\s+)?(?:-c\s+\S+\s+)?"
@@ -367,29 +370,29 @@ class _Parser:
             self.close()
             self.stamp = epoch
             return
-        m = _LINE_RE.match(text)
-        if m is None:
+        label, colon, rest = text.partition(":")
+        if not colon or not _LABEL_RE.fullmatch(label):
             if text.startswith("error:"):
                 warn(self.run, f"line {no}: virsh {text}")
             else:
                 warn(self.run, f"line {no}: not understood: {text[:80]}")
             return
-        key, value = m.group(1), m.group(2)
+        key, value = label, rest.strip()
         low = key.lower()
         if low == "error":
             warn(self.run, f"line {no}: virsh error: {value}")
             return
         if low == "job type":
             job = value.split()[0] if value.split() else ""
-            if job.isdigit():
-                job = _JOB_NUMBERS.get(int(job), job)
+            if (number := bounded_int(job)) is not None:
+                job = _JOB_NUMBERS.get(number, job)
             self.start(job, ref)
             self.recognised += 1
             return
         if low == "operation":
             op = value
-            if op.isdigit():
-                op = _OPERATIONS.get(int(op), op)
+            if (number := bounded_int(op)) is not None:
+                op = _OPERATIONS.get(number, op)
             self.run.meta.setdefault("libvirt", {})["operation"] = op
             self.recognised += 1
             return

@@ -1,5 +1,5 @@
-"""nova-compute log lines of the libvirt driver's live-migration monitor (reference
-management-layers §3).
+"""nova-compute log lines of the libvirt driver's live-migration monitor (docs/platforms.md
+§3).
 
 Lines may carry the oslo.log prefix (``2026-01-05 10:00:00.123 12345 INFO
 nova.virt.libvirt.driver [req-...] [instance: <uuid>] <message>``) or be bare messages
@@ -40,16 +40,18 @@ _PREFIX_RE = re.compile(
     r"(?: \[instance: (?P<inst>[0-9a-fA-F-]+)\])? ?(?P<msg>.*)$"
 )
 _RUNNING_RE = re.compile(
-    r"Migration running for (?P<secs>\d+) secs, memory (?P<pct>\d+)% remaining;? "
-    r"\(bytes processed=(?P<proc>\d+), remaining=(?P<rem>\d+), total=(?P<total>\d+)\)"
-    r"(?:; disk (?P<dpct>\d+)% remaining \(bytes processed=(?P<dproc>\d+), "
-    r"remaining=(?P<drem>\d+), total=(?P<dtotal>\d+)\))?"
+    r"Migration running for (?P<secs>\d{1,24}) secs, memory (?P<pct>\d{1,24})% remaining;? "
+    r"\(bytes processed=(?P<proc>\d{1,24}), remaining=(?P<rem>\d{1,24}), total=(?P<total>\d{1,24})\)"
+    r"(?:; disk (?P<dpct>\d{1,24})% remaining \(bytes processed=(?P<dproc>\d{1,24}), "
+    r"remaining=(?P<drem>\d{1,24}), total=(?P<dtotal>\d{1,24})\))?"
 )
 _DOWNTIME_RE = re.compile(
-    r"Increasing downtime to (?P<ms>\d+) ms after (?P<secs>\d+) sec elapsed time"
+    r"Increasing downtime to (?P<ms>\d{1,24}) ms after (?P<secs>\d{1,24}) sec elapsed time"
 )
-_DOWNTIME_FAIL_RE = re.compile(r"Unable to increase max downtime to (?P<ms>\d+) ms: (?P<err>.*)")
-_TIMEOUT_RE = re.compile(r"Live migration not completed after (?P<secs>\d+) sec")
+_DOWNTIME_FAIL_RE = re.compile(
+    r"Unable to increase max downtime to (?P<ms>\d{1,24}) ms: (?P<err>.*)"
+)
+_TIMEOUT_RE = re.compile(r"Live migration not completed after (?P<secs>\d{1,24}) sec")
 _FAILURE_RE = re.compile(r"Live Migration failure: (?P<err>.*)")
 _MONITOR_ERR_RE = re.compile(r"Error monitoring migration: (?P<err>.*)")
 

@@ -4,7 +4,7 @@
 :func:`parse` folds that stream into a :class:`~migtune.model.Run`: settings in force,
 progress samples, events, outcome, and facts the analysis needs in ``run.meta``.
 
-What the numbers mean (management-layers.md §1.3): the per-line ``Z/s`` is the page
+What the numbers mean (docs/platforms.md §1.3): the per-line ``Z/s`` is the page
 rate including zero pages, so it goes to ``Sample.page_rate`` and ``throughput`` stays
 unknown (the analysis derives it from transferred deltas); ``average migration speed``
 is RAM size over whole seconds, kept in ``meta["average_speed"]`` with its meaning.

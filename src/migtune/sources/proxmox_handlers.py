@@ -1,4 +1,4 @@
-"""Handlers for the less frequent Proxmox task-log templates (management-layers.md §1.2).
+"""Handlers for the less frequent Proxmox task-log templates (docs/platforms.md §1.2).
 
 Each handler turns one matched template into records: events for the timeline and
 :class:`Update` facts (settings, identity, outcome, version hints) for the folder in
@@ -16,7 +16,7 @@ from typing import Any
 from migtune.model import Event, Sample, SourceRef
 
 _FACTORS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "PiB": 1024**5}
-_DURATION_RE = re.compile(r"(\d+)([wdhms])")
+_DURATION_RE = re.compile(r"(?<!\d)(\d{1,12})([wdhms])")  # look-behind: linear search
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 

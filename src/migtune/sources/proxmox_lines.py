@@ -6,7 +6,7 @@ stream of :class:`~migtune.model.Sample` (progress counters), :class:`~migtune.m
 VM id, the outcome...).  It keeps only a few values of state, so a log of any length is
 read in constant memory; :mod:`migtune.sources.proxmox` folds the stream into a Run.
 
-Templates, their units and their history are in management-layers.md §1.2-§1.6; the
+Templates, their units and their history are in docs/platforms.md §1.2-§1.6; the
 rarely seen ones live in :mod:`migtune.sources.proxmox_templates`.
 
 Speed: a long log is almost only progress and xbzrle lines, one pair per second, so
@@ -61,16 +61,17 @@ _XBZRLE_RE = re.compile(
 # Both in one pattern, so one match call per line: they start with different words.
 _HOT_RE = re.compile(f"(?:{_PROGRESS_RE.pattern})|(?:{_XBZRLE_RE.pattern})")
 _OLD_PROGRESS_RE = re.compile(
-    r"migration status: ([\w-]+) \(transferred (\d+), remaining (\d+)\), total (\d+)\)?"
+    r"migration status: ([\w-]+) \(transferred (\d{1,24}), remaining (\d{1,24})\), total (\d{1,24})\)?"
 )
 _OLD_XBZRLE_RE = re.compile(
-    r"migration xbzrle cachesize: (\d+) transferred (\d+) pages (\d+) cachemiss (\d+)"
-    r" overflow (\d+)"
+    r"migration xbzrle cachesize: (\d{1,24}) transferred (\d{1,24}) pages (\d{1,24}) cachemiss (\d{1,24})"
+    r" overflow (\d{1,24})"
 )
 _FACTORS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4, "PiB": 1024**5}
 # Control characters (other than tab) or U+FFFD from undecodable bytes: not a log line.
 _GARBAGE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
-# A message continued on the next physical line (corpus #9) is glued back, within reason.
+# A message continued on the next physical line (as in the real log
+# tests/fixtures/real/proxmox-blog-machine-type-too-new-failure.txt) is glued back, within reason.
 _MAX_CONTINUATION = 2000
 
 
@@ -310,7 +311,7 @@ def iter_records(lines: Iterable[str], start: int = 1) -> Iterator[Record]:
             off += 7
         msg = line[off:] if off else line
         if not stamped and held is None and t0 is None and msg.startswith("#"):
-            continue  # a leading "# ..." comment block (as in ../shared/logs); never Proxmox's
+            continue  # a leading "# ..." comment block (tests/fixtures/real); never Proxmox's
         # --- a message broken over two physical lines (no stamp on the second) ---------
         if (
             not stamped

@@ -1,4 +1,4 @@
-"""The less frequent Proxmox task-log templates (management-layers.md §1.2, §1.6).
+"""The less frequent Proxmox task-log templates (docs/platforms.md §1.2, §1.6).
 
 Each template is one entry of :data:`_TEMPLATES`: a cheap prefix (and optionally a
 substring) checked before its one compiled regex, and a handler that turns the match
@@ -17,7 +17,8 @@ from migtune.sources.proxmox_handlers import Context, Handler, Records, Update
 __all__ = ["Context", "Update", "classify", "match_template"]
 
 _SIZE = r"([0-9]+(?:\.[0-9]+)?) (B|KiB|MiB|GiB|TiB|PiB)"
-# Lines a GUI copy-paste adds around the task log (corpus #6).
+# Lines a GUI copy-paste adds around the task log (as in the real log
+# tests/fixtures/real/proxmox-github-pve8-ha-diskless-4GiB-completed.txt).
 _CHROME = {"()", "OutputStatus", "Output", "Status", "Stop", "Download"}
 _ELISIONS = {"...", "…", "[...]", "(...)", "[…]", ". . ."}
 

@@ -35,9 +35,10 @@ Every reply goes through :func:`~migtune.sources.querymigrate.sample_from_query_
 
 from __future__ import annotations
 
-import json
+import itertools
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.errors import InputError
@@ -45,6 +46,8 @@ from migtune.model import Event, Run, SourceRef
 from migtune.settings import QMP_PARAMETERS, from_qmp_value
 from migtune.sources import _pydump as pydump
 from migtune.sources._common import (
+    ISO_RE,
+    JSON_DECODER,
     add_sample_events,
     finish_from_samples,
     iso_epoch,
@@ -90,6 +93,13 @@ def _obj_time(obj: dict[str, Any], prefix: str) -> float | None:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
     return iso_epoch(prefix) if prefix.strip() else None
+
+
+def _finite(value: Any) -> bool:
+    """A number a QMP parameter can have (a Python dump may hold 1e999 or a huge int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2**64 and (isinstance(value, int) or math.isfinite(value))
 
 
 class _Builder:
@@ -172,7 +182,11 @@ class _Builder:
         if name in ("migrate-set-parameters", "migrate_set_parameters"):
             return self.parameters(args, t, ref)
         if name == "migrate-set-capabilities":
-            return self.capability_list(args.get("capabilities") or [], t, ref)
+            caps = args.get("capabilities") or []
+            if not isinstance(caps, list):
+                warn(self.run, f"line {ref.line}: 'capabilities' is not a list; ignored")
+                return True
+            return self.capability_list(caps, t, ref)
         if name == "migrate":
             uri = args.get("uri")
             self.run.events.append(Event(t, "ram-start", "migrate issued", dict(args), ref))
@@ -188,7 +202,7 @@ class _Builder:
         st = self.run.settings
         started = bool(self.run.samples)
         for key, value in params.items():
-            if key in QMP_PARAMETERS and isinstance(value, (int, float)):
+            if key in QMP_PARAMETERS and _finite(value):
                 field = QMP_PARAMETERS[key][0]
                 parsed = from_qmp_value(key, value)
                 if started and getattr(st, field) != parsed:
@@ -232,53 +246,69 @@ class _Builder:
         return run
 
 
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            starts.append(i + 1)
-    return starts
+def _stamp(text: str) -> str:
+    """The ISO date-time in ``text`` (as text, to be read again by ``_obj_time``), or ""."""
+    m = ISO_RE.search(text) if text.strip() else None
+    return m.group(0) if m else ""
 
 
-def _parse_json(lines: Sequence[str]) -> Run | None:
-    """Decode every JSON object in the text; None if there is not a single one."""
+def _parse_json(lines: Sequence[str]) -> tuple[Run | None, int]:
+    """Decode every JSON object in the text: the run (None if nothing in them is about a
+    migration) and how many objects were decoded.
+
+    Linear in the size of the text, however many objects share a line: the decoder
+    starts at an index into the one joined string, and the text before an object (for
+    its time stamp) is only what lies between it and the previous object.
+    """
     text = "\n".join(lines)
-    starts = _line_starts(text)
-    decoder = json.JSONDecoder()
+    text_end = len(text.rstrip())
     b = _Builder()
     found = 0
     line_idx = 0
+    line_start = 0  # offset of lines[line_idx] in text
+    prev_end = 0  # where the previous object (or failed attempt) ended
+    line_stamp = ""  # the date-time before the first object of the current line
     pos = text.find("{")
     while pos != -1:
-        while line_idx + 1 < len(starts) and starts[line_idx + 1] <= pos:
-            line_idx += 1
-        prefix = text[starts[line_idx] : pos]
+        while True:  # advance to the line holding pos (each line is passed once)
+            nxt = line_start + len(lines[line_idx]) + 1
+            if nxt > pos or line_idx + 1 >= len(lines):
+                break
+            line_idx, line_start = line_idx + 1, nxt
+        if prev_end <= line_start:  # first object on its line: the text before it
+            prefix = text[line_start:pos]
+            line_stamp = _stamp(prefix)
+        else:  # a later one: the text since the previous object, else the line's stamp
+            between = text[prev_end:pos]
+            prefix = between if _stamp(between) else line_stamp
         try:
-            obj, end = decoder.raw_decode(text, pos)
+            obj, end = JSON_DECODER.raw_decode(text, pos)
         except RecursionError:
             obj, end = None, -1
-        except json.JSONDecodeError as exc:
-            obj, end = None, (-2 if exc.pos >= len(text.rstrip()) else -1)
+        except ValueError as exc:
+            at = getattr(exc, "pos", 0)
+            obj, end = None, (-2 if at >= text_end else -1)
         if end == -2:
             # Cut off at the end of the file: keep what the last object still says.
             found += _salvage_tail(b, lines, line_idx)
             break
         if end < 0:
             warn(b.run, f"line {line_idx + 1}: not a complete JSON object")
-            nxt = starts[line_idx + 1] if line_idx + 1 < len(starts) else len(text)
-            pos = text.find("{", nxt)
+            prev_end = line_start + len(lines[line_idx]) + 1
+            pos = text.find("{", prev_end)
             continue
         found += 1
         ref = SourceRef(line_idx + 1, lines[line_idx])
         if not b.add(obj, ref, prefix):
             warn(b.run, f"line {line_idx + 1}: JSON object is not a query-migrate reply")
+        prev_end = end
         pos = text.find("{", end)
     run = b.finish()
     if not found or (not run.samples and not run.events):
-        return None
+        return None, found
     if not run.samples:
         warn(run, "no query-migrate reply, only events or settings")
-    return run
+    return run, found
 
 
 def _salvage_tail(b: _Builder, lines: Sequence[str], first: int) -> int:
@@ -292,15 +322,18 @@ def _salvage_tail(b: _Builder, lines: Sequence[str], first: int) -> int:
     return 1
 
 
-def parse(lines: Sequence[str]) -> Run:
-    lines = list(lines)
-    if is_recording([line for line in lines if line.strip()]):
-        return parse_recording(lines)
-    run = _parse_json(lines) if any("{" in line for line in lines) else None
+def parse(lines: Iterable[str]) -> Run:
+    it = iter(lines)
+    head = list(itertools.islice(it, 64))
+    if is_recording([line for line in head if line.strip()]):
+        return parse_recording(itertools.chain(head, it))  # JSON lines: read as a stream
+    # Pretty-printed or several-per-line JSON and dict dumps need the whole text.
+    lines = head + list(it)
+    run, objects = _parse_json(lines) if any("{" in line for line in lines) else (None, 0)
     dumps = pydump.find_dumps(lines)
     if run is not None and (run.samples or not dumps):
         return run
-    if not dumps:
+    if not dumps and not objects:
         raise InputError("no query-migrate reply found (expected JSON or a Python dict dump)")
     b = _Builder()
     for dump in dumps:
@@ -311,6 +344,14 @@ def parse(lines: Sequence[str]) -> Run:
         if not b.add(dump.value, ref):
             warn(b.run, f"line {dump.line}: dump is not a query-migrate reply")
     result = b.finish()
+    if not result.samples and objects:
+        # Valid JSON that says nothing about a migration, e.g. {"return": {}}: the reply
+        # to some other command.
+        what = "a QMP reply" if objects == 1 else f"{objects} QMP JSON objects"
+        raise InputError(
+            f"{what} with no migration info (query-migrate returns {{}} until a "
+            "migration has started; expected replies with 'status' or 'ram')"
+        )
     if not result.samples:
         raise InputError("no query-migrate reply found in the dict dumps")
     _check_samples(result)

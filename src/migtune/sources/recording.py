@@ -25,11 +25,11 @@ Lines that are not objects with a known ``kind`` are reported as warnings, never
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.model import Event, Run, SourceRef, settings_from_dict
+from migtune.sources._common import MAX_WARNINGS, json_loads, warn
 from migtune.sources.querymigrate import sample_from_query_migrate
 
 MAGIC = "migtune-recording"
@@ -49,7 +49,8 @@ def _status_from(run: Run) -> str:
     last = next((s.status for s in reversed(run.samples) if s.status), None)
     for e in reversed(run.events):
         if e.kind == "qmp-event" and e.data.get("event") == "MIGRATION":
-            last = e.data.get("data", {}).get("status", last)
+            status = _dict(e.data.get("data")).get("status")
+            last = status if isinstance(status, str) else last
             break
     if last in ("completed",):
         return "completed"
@@ -62,7 +63,7 @@ def _status_from(run: Run) -> str:
     return "unknown"
 
 
-def parse_recording(lines: Sequence[str]) -> Run:
+def parse_recording(lines: Iterable[str]) -> Run:
     run = Run(format="qmp")
     for no, line in enumerate(lines, 1):
         text = line.strip()
@@ -70,27 +71,18 @@ def parse_recording(lines: Sequence[str]) -> Run:
             continue
         ref = SourceRef(no, line)
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            run.warnings.append(f"line {no}: not JSON (truncated recording?)")
-            run.partial = True
+            obj = json_loads(text)
+        except ValueError:
+            warn(run, f"line {no}: not JSON (truncated recording?)")
             continue
         if not isinstance(obj, dict):
-            run.warnings.append(f"line {no}: not a JSON object")
-            run.partial = True
+            warn(run, f"line {no}: not a JSON object")
             continue
         kind = obj.get("kind")
         t = obj.get("t")
         t = float(t) if isinstance(t, (int, float)) else None
         if kind == "header":
-            run.settings = settings_from_dict(obj.get("settings") or {})
-            if obj.get("qemu_version"):
-                run.settings.qemu_version = obj["qemu_version"]
-            run.t0 = obj.get("t0")
-            run.meta.update(obj.get("meta") or {})
-            run.meta["origin"] = obj.get("origin")
-            run.meta["workload"] = obj.get("workload")
-            run.vm = run.meta.get("vm")
+            _header(run, obj, no)
         elif kind == "sample" and isinstance(obj.get("query-migrate"), dict):
             run.samples.append(sample_from_query_migrate(obj["query-migrate"], t, ref))
         elif kind == "event":
@@ -99,22 +91,49 @@ def parse_recording(lines: Sequence[str]) -> Run:
                     t,
                     str(obj.get("event", "info")),
                     str(obj.get("message", "")),
-                    dict(obj.get("data") or {}),
+                    _dict(obj.get("data")),
                     ref,
                 )
             )
         elif kind == "qmp-event":
             name = str(obj.get("event", ""))
-            run.events.append(
-                Event(t, "qmp-event", name, {"event": name, "data": obj.get("data") or {}}, ref)
-            )
+            data = {"event": name, "data": _dict(obj.get("data"))}
+            run.events.append(Event(t, "qmp-event", name, data, ref))
         elif kind == "result":
             run.meta["result"] = {k: v for k, v in obj.items() if k != "kind"}
         else:
-            run.warnings.append(f"line {no}: unknown record kind {kind!r}")
+            # Capped like every parser's warnings: a long garbage tail stays readable.
+            if len(run.warnings) < MAX_WARNINGS:
+                run.warnings.append(f"line {no}: unknown record kind {kind!r}")
     run.status = _status_from(run)
     _fill_outcome(run)
     return run
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _header(run: Run, obj: dict[str, Any], no: int) -> None:
+    """The header's settings and meta; members of the wrong type are warnings."""
+    for key, kind in (("settings", dict), ("meta", dict), ("t0", (int, float))):
+        value = obj.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            warn(run, f"line {no}: header {key!r} is not a {_KIND_NAMES[key]}; ignored")
+    run.settings = settings_from_dict(_dict(obj.get("settings")))
+    version = obj.get("qemu_version")
+    if isinstance(version, str) and version:
+        run.settings.qemu_version = version
+    t0 = obj.get("t0")
+    run.t0 = float(t0) if isinstance(t0, (int, float)) and not isinstance(t0, bool) else None
+    run.meta.update(_dict(obj.get("meta")))
+    run.meta["origin"] = obj.get("origin") if isinstance(obj.get("origin"), str) else None
+    run.meta["workload"] = obj.get("workload") if isinstance(obj.get("workload"), str) else None
+    vm = run.meta.get("vm")
+    run.vm = str(vm) if isinstance(vm, (str, int)) and not isinstance(vm, bool) else None
+
+
+_KIND_NAMES = {"settings": "JSON object", "meta": "JSON object", "t0": "number"}
 
 
 def _fill_outcome(run: Run) -> None:

@@ -1,4 +1,4 @@
-"""What a log says about the guest and the link, as numbers (reference §14.10).
+"""What a log says about the guest and the link, as numbers (docs/qemu-migration.md §14.10).
 
 :func:`extract` reads one :class:`~migtune.model.Run` (any format) into an
 :class:`Evidence`: the same figures are read from a simulated run, so the fit compares
