@@ -218,6 +218,34 @@ def bench_agreement() -> None:
         )
 
 
+SETTLE = (
+    ("1 GiB random 512 MiB, XBZRLE 64 MiB, 50 MB/s", "ws=512M,rate=200M,pattern=random,bytes=256",
+     Settings(capabilities={"xbzrle": True}, xbzrle_cache_size=64 * MiB), 50e6),
+    ("1 GiB random 512 MiB, 100 MB/s", "ws=512M,rate=200M,pattern=random", Settings(), 100e6),
+)  # fmt: skip
+
+
+def bench_settle(limit: float = 900.0) -> None:
+    """Non-converging runs ended once settled (``stop_when_settled``, what-ifs) against
+    the same run simulated to the limit."""
+    print(f"settled runs extrapolated to {limit:.0f} s against simulated to the end:")
+    for name, wl, st, link in SETTLE:
+        out = []
+        for settle in (False, True):
+            t0 = time.process_time()
+            r = simulate(GiB, wl, st, link_rate=link, time_limit=limit, stop_when_settled=settle)
+            out.append((time.process_time() - t0, r))
+        (c_ref, ref), (c_fast, fast) = out
+        a, b = ref.outcome, fast.outcome
+        when = fast.stats["settled_from_s"]
+        at = f"at {when:.0f} s" if when else "never"
+        print(
+            f"  {name:46} settled {at:>9}  bytes "
+            f"{(b.transferred_bytes - a.transferred_bytes) / a.transferred_bytes:+.2%}  passes "
+            f"{b.passes}/{a.passes}  cpu {c_fast:.2f}/{c_ref:.2f} s"
+        )
+
+
 def page_pairs(n: int, runs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random old pages; new = old with ``runs`` random runs of 1..64 changed bytes."""
     old = rng.integers(0, 256, size=(n, 4096), dtype=np.uint8)
@@ -255,6 +283,7 @@ def main() -> None:
     args = ap.parse_args()
     bench_scenarios(args.quick)
     bench_agreement()
+    bench_settle()
     bench_demo()
     bench_codec()
 
