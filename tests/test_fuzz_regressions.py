@@ -154,6 +154,18 @@ def test_long_hmp_transcript(tmp_path):
     assert len(load_run(path).samples) == 1000
 
 
+def test_report_of_a_log_past_one_tib(tmp_path):
+    """Was quadratic in the report's throughput series (a 1.8 MB log took 178 s)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_stream import write_tib_log
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    path = tmp_path / "tib.log"
+    write_tib_log(str(path), 15_000)
+    assert timed_pipeline(path, html=True) == "ok"
+
+
 # --------------------------------------------------------------------------- hypothesis slice
 
 
