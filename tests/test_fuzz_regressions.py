@@ -37,12 +37,12 @@ FUZZ_FILES = sorted(p for p in FUZZ_DIR.iterdir() if p.is_file()) if FUZZ_DIR.is
 TIME_BOUND = 5.0  # seconds per input: generous for a loaded 2-core machine
 
 
-def _bench_fuzz():
-    """The fuzzer's mutation engine (benchmarks/ is not a package: load it by path)."""
-    path = REPO / "benchmarks" / "bench_fuzz.py"
-    spec = importlib.util.spec_from_file_location("bench_fuzz", path)
+def _benchmark(name: str):
+    """A benchmark script as a module (benchmarks/ is not a package: load it by path)."""
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_fuzz", module)
+    sys.modules.setdefault(name, module)
     spec.loader.exec_module(module)
     return module
 
@@ -156,13 +156,8 @@ def test_long_hmp_transcript(tmp_path):
 
 def test_report_of_a_log_past_one_tib(tmp_path):
     """Was quadratic in the report's throughput series (a 1.8 MB log took 178 s)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from bench_stream import write_tib_log
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     path = tmp_path / "tib.log"
-    write_tib_log(str(path), 15_000)
+    _benchmark("bench_stream").write_tib_log(str(path), 15_000)
     assert timed_pipeline(path, html=True) == "ok"
 
 
@@ -171,7 +166,7 @@ def test_report_of_a_log_past_one_tib(tmp_path):
 
 @pytest.fixture(scope="module")
 def fuzzer():
-    module = _bench_fuzz()
+    module = _benchmark("bench_fuzz")  # the fuzzer's mutation engine
     corpus = [
         p.read_bytes()
         for d in (REPO / "examples", FIXTURES)
