@@ -28,7 +28,6 @@ PROXMOX_UNLIMITED_BANDWIDTH = float(16 * 1024**3)
 _TOO_OLD_RE = re.compile(
     r"Installed QEMU version '([^']+)' is too old to run machine type '([^']+)'"
 )
-_MEMORY_RE = re.compile(r"\s*([0-9.]+)")
 
 
 def sniff(lines: Sequence[str]) -> float:
