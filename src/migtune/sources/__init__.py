@@ -69,13 +69,7 @@ def split_header_comments(lines: list[str]) -> tuple[list[str], list[str]]:
     still match the file, and the comments themselves.
     """
     comments: list[str] = []
-    body = list(lines)
-    for i, line in enumerate(lines):
-        if line.startswith("#"):
-            comments.append(line.lstrip("# ").rstrip())
-            body[i] = ""
-        elif line.strip():
-            break
+    body = list(blank_header_comments(iter(lines), comments))
     return body, comments
 
 
@@ -165,7 +159,7 @@ def _body(batches: Iterable[list[str]], errors: ErrorLines, comments: list[str])
 
 
 def blank_header_comments(lines: Iterator[str], comments: list[str]) -> Iterator[str]:
-    """Streaming :func:`split_header_comments`: the leading ``#`` block becomes blank lines."""
+    """The leading ``#`` block becomes blank lines, as a stream; ``comments`` gets its text."""
     for line in lines:
         if line.startswith("#"):
             comments.append(line.lstrip("# ").rstrip())
