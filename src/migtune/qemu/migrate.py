@@ -179,6 +179,13 @@ def attach(
     return driver.run(record, progress, {"attached": True}, None)
 
 
+def _guest_ram(q: QMP) -> int | None:
+    """The guest's RAM in bytes as QEMU reports it (``query-memory-size-summary``)."""
+    summary = q.cmd("query-memory-size-summary")
+    ram = summary.get("base-memory") if isinstance(summary, dict) else None
+    return ram if isinstance(ram, int) else None
+
+
 class _Driver(Supervisor):
     def __init__(
         self, source_qmp: str, to_uri: str | None, settings: Settings, policy: Policy,
@@ -216,12 +223,8 @@ class _Driver(Supervisor):
         )  # fmt: skip
         # Settings that make no sense for this guest (a cache as large as its RAM): refuse
         # before anything is set on either side.
-        summary = src.cmd("query-memory-size-summary")
-        guest_ram = summary.get("base-memory") if isinstance(summary, dict) else None
-        self.warnings += check_for_guest(
-            self.settings, guest_ram if isinstance(guest_ram, int) else None,
-            time_limit=self.time_limit,
-        )  # fmt: skip
+        guest_ram = _guest_ram(src)
+        self.warnings += check_for_guest(self.settings, guest_ram, time_limit=self.time_limit)
         state = src.migration_status()
         if state not in (None, "none", *TERMINAL):
             raise InputError(
@@ -258,7 +261,7 @@ class _Driver(Supervisor):
         if params:
             src.cmd("migrate-set-parameters", **params)
         effective = self._effective(src, version)
-        self._configure_policy(src, effective)
+        self._configure_policy(effective, guest_ram)
         initial = self.policy.initial_actions()
         for action in initial:  # recorded once the header is written
             action.t = 0.0
@@ -287,23 +290,19 @@ class _Driver(Supervisor):
         total = info.get("total-time")
         elapsed = total / 1000.0 if isinstance(total, (int, float)) else 0.0
         self.t0 = time.time() - elapsed  # times count from QEMU's own start of the migration
-        caps = src.cmd("query-migrate-capabilities")
-        effective = settings_from_qemu(src.cmd("query-migrate-parameters"), caps, "")
+        effective = self._effective(src, version)
         effective.migration_uri = None  # QEMU does not say where it migrates to
-        effective.qemu_version = version
-        self._configure_policy(src, effective)
+        self._configure_policy(effective, _guest_ram(src))
         with contextlib.suppress(QMPCommandError):  # so the recording gets MIGRATION events
             src.cmd(
                 "migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}]
             )
         return version, effective, "running"
 
-    def _configure_policy(self, src: QMP, effective: Settings) -> None:
-        summary = src.cmd("query-memory-size-summary")
-        ram = summary.get("base-memory")
+    def _configure_policy(self, effective: Settings, guest_ram: int | None) -> None:
         self.policy.configure(
             effective,
-            ram_bytes=ram if isinstance(ram, int) else None,
+            ram_bytes=guest_ram,
             allow_postcopy=self.allow_postcopy,
             requested=self.settings,
         )
