@@ -70,7 +70,13 @@ class Evidence:
         """Median seconds between syncs after the first pass."""
         ts = [t for t, n, _ in self.syncs if n >= 2]
         gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
-        return float(statistics.median(gaps)) if gaps else None
+        if gaps:
+            return float(statistics.median(gaps))
+        if self.status == "active" and [n for _, n, _ in self.syncs] == [2]:
+            # still in its second pass (a live prediction): the first pass, from the
+            # start to the first sync, is the one pass there is
+            return ts[0]
+        return None
 
     def overflow_share(self) -> float | None:
         x = self.xbzrle
@@ -244,7 +250,9 @@ def nonzero_estimate(ev: Evidence) -> tuple[int, str]:
 
 def observed_outcome(run: Run) -> Outcome:
     """The run's outcome: its result line (``lab run`` / ``migrate --record``) when it has
-    one, else read from the samples."""
+    one, else read from the samples.  A run without an outcome yet (a live prediction's
+    prefix) is ``active``, not converged: the fit reads it as "not finished by its last
+    sample", a lower bound on the total time (``fit.score``), never as a cancelled run."""
     res = run.meta.get("result") if isinstance(run.meta, dict) else None
     if isinstance(res, dict) and "converged" in res:
         xb = res.get("xbzrle")
