@@ -145,21 +145,28 @@ def _wire_rate(run: Run) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
+_THROTTLE_PARAMS = ("cpu-throttle-initial", "cpu-throttle-increment", "max-cpu-throttle")
+
+
 def _schedule(run: Run, start: float) -> list[tuple[float, str]]:
     """Setting changes made during the migration (Proxmox doubling, Nova steps, a
     policy's ``migrate-set-parameters``) as ``(t, "name=value")``."""
     out: list[tuple[float, str]] = []
     for e in run.events:
-        if e.kind not in ("downtime-change", "bandwidth-change") or e.t is None:
+        if e.kind not in ("downtime-change", "bandwidth-change", "settings") or e.t is None:
             continue
         data = e.data if isinstance(e.data, dict) else {}
         t = max(0.0, e.t - start)
+        if e.kind == "settings" and t <= 0:
+            continue  # set before the start: already in the header's settings
         params = data.get("params")
         if isinstance(params, dict):
             if "downtime-limit" in params:
                 out.append((t, f"downtime-limit={params['downtime-limit']}ms"))
             if "max-bandwidth" in params:
                 out.append((t, f"max-bandwidth={params['max-bandwidth']}"))
+            # a policy stepping auto-converge mid-run (``--policy migtune``)
+            out += [(t, f"{k}={params[k]}") for k in _THROTTLE_PARAMS if k in params]
         elif data.get("downtime_limit") is not None:
             out.append((t, f"downtime-limit={float(data['downtime_limit']) * 1000:.0f}ms"))
         elif data.get("max_bandwidth") is not None:
