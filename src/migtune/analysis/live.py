@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from migtune.model import Run, Settings, settings_from_dict, to_dict
+from migtune.model import Run
 from migtune.sources.recording import parse_recording
 from migtune.units import format_duration
 
@@ -47,9 +47,9 @@ class LivePrediction:
     horizon_s: float
     total_time_s: dict[str, float | None]  # min / median / max over converging members
     downtime_ms: dict[str, float | None]  # min / median / max over converging members
+    max_throttle_pct: dict[str, float | None] = field(default_factory=dict)
     low_confidence: bool = False
-    settings: dict[str, Any] = field(default_factory=dict)  # the settings simulated
-    change: dict[str, Any] = field(default_factory=dict)  # what differs from those in force
+    change: dict[str, Any] = field(default_factory=dict)  # Change.to_dict(): made at ``t``
     compute_s: float = 0.0  # how long calibration and simulation took
     notes: list[str] = field(default_factory=list)
 
@@ -116,8 +116,8 @@ class LivePrediction:
             "total_time_s": self.total_time_s,
             "eta_s": self.eta_s,
             "downtime_ms": self.downtime_ms,
+            "max_throttle_pct": self.max_throttle_pct,
             "low_confidence": self.low_confidence,
-            "settings": self.settings,
             "change": self.change,
             "compute_s": self.compute_s,
             "text": self.short(),
@@ -193,17 +193,21 @@ def _spread(vals: list[float]) -> dict[str, float | None]:
     return {"min": min(vals), "median": float(statistics.median(vals)), "max": max(vals)}
 
 
-def _changed(base: Settings, other: Settings) -> dict[str, Any]:
-    a, b = to_dict(base), to_dict(other)
-    out: dict[str, Any] = {}
-    for k, v in b.items():
-        if k == "capabilities":
-            caps = {c: s for c, s in v.items() if bool(a[k].get(c)) != bool(s)}
-            if caps:
-                out[k] = caps
-        elif k not in ("qemu_version", "extra", "migration_uri") and a.get(k) != v:
-            out[k] = v
-    return out
+@dataclass(frozen=True)
+class Change:
+    """Setting changes made at the moment of a prediction (what ``--policy migtune``
+    may do): ``set`` holds ``name=value`` assignments (``migrate-set-parameters``),
+    ``postcopy`` switches to post-copy."""
+
+    set: tuple[str, ...] = ()
+    postcopy: bool = False
+
+    def describe(self) -> str:
+        parts = list(self.set) + (["switch to post-copy"] if self.postcopy else [])
+        return ", ".join(parts) or "no change"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"set": list(self.set), "postcopy": self.postcopy}
 
 
 def calibrate_prefix(run: Run, machine: Any = None):
@@ -215,7 +219,7 @@ def calibrate_prefix(run: Run, machine: Any = None):
 
 def evaluate(
     cal: Any,
-    settings: Settings,
+    change: Change,
     now: float,
     passes: int | None,
     *,
@@ -223,24 +227,29 @@ def evaluate(
     postcopy_after_passes: int | None = None,
     postcopy_after: float | None = None,
 ) -> LivePrediction:
-    """Simulate ``settings`` over the plausible set of ``cal`` (a prefix's calibration)."""
+    """Simulate the run so far (its recorded setting changes replayed) and ``change``
+    applied at ``now``, over the plausible set of ``cal`` (a prefix's calibration)."""
     from migtune.sim.calibrate import what_if
 
     started = time.monotonic()
     horizon = time_limit if time_limit is not None and time_limit > now else None
+    later = [(now + 1e-3, a) for a in change.set]
+    c2 = dataclasses.replace(cal, schedule=sorted([*cal.schedule, *later]))
     kw: dict[str, Any] = {}
-    if settings.capabilities.get("postcopy-ram"):
-        if postcopy_after_passes is not None:
-            kw["postcopy_after_passes"] = postcopy_after_passes
-        elif postcopy_after is not None:
-            kw["postcopy_after"] = postcopy_after
-    pred = what_if(cal, settings, horizon=horizon, **kw)
+    if change.postcopy:
+        kw["postcopy_after"] = now + 1e-3
+    elif postcopy_after_passes is not None:
+        kw["postcopy_after_passes"] = postcopy_after_passes
+    elif postcopy_after is not None:
+        kw["postcopy_after"] = postcopy_after
+    pred = what_if(c2, cal.settings, horizon=horizon, **kw)
     done = [r for r in pred.members if r.outcome.converged]
     if time_limit is not None:
         done = [r for r in done if (r.outcome.total_time_s or 0.0) <= time_limit]
     # a member the calibration says is still running at ``now`` cannot finish before it
     totals = [max(now, r.outcome.total_time_s or 0.0) for r in done]
     downs = [r.outcome.downtime_ms for r in done if r.outcome.downtime_ms is not None]
+    throttle = [r.outcome.max_throttle_pct or 0.0 for r in done]
     return LivePrediction(
         t=now,
         passes=passes,
@@ -250,9 +259,9 @@ def evaluate(
         horizon_s=pred.horizon,
         total_time_s=_spread(totals),
         downtime_ms=_spread([float(d) for d in downs]),
+        max_throttle_pct=_spread(throttle),
         low_confidence=pred.low_confidence,
-        settings=to_dict(settings),
-        change=_changed(cal.settings, settings),
+        change=change.to_dict(),
         compute_s=round(time.monotonic() - started, 3),
         notes=list(pred.notes),
     )
@@ -262,54 +271,29 @@ def predict(
     run: Run,
     *,
     time_limit: float | None = None,
-    settings: Settings | None = None,
-    candidates: list[Settings] | None = None,
+    changes: list[Change] | None = None,
     postcopy_after_passes: int | None = None,
     postcopy_after: float | None = None,
     machine: Any = None,
 ) -> tuple[LivePrediction, list[LivePrediction]]:
-    """Calibrate from ``run`` (a prefix, still active) and predict the settings in force
-    (``settings`` when given: the driver knows them better than the header does), then
-    each of ``candidates``: (current, [candidate ...])."""
+    """Calibrate from ``run`` (a prefix, still active), predict it as it goes (the
+    settings in force, every change so far replayed), then with each of ``changes``
+    made now: (as it goes, [with each change ...])."""
     started = time.monotonic()
     last = next((s for s in reversed(run.samples) if s.t is not None), None)
-    now = 0.0 if last is None else float(last.total_time or last.t or 0.0)
-    if last is not None and last.t is not None:
-        now = float(last.t)
+    now = 0.0 if last is None or last.t is None else float(last.t)
     passes = last.passes if last is not None else None
     cal = calibrate_prefix(run, machine)
-    if settings is not None:
-        # what QEMU has in force now (a policy may have changed it): the calibration
-        # replays the recorded changes, the prediction starts from the present ones
-        cal = dataclasses.replace(cal, settings=_merged(cal.settings, settings))
-    current_settings = cal.settings
     kw = {
         "time_limit": time_limit,
         "postcopy_after_passes": postcopy_after_passes,
         "postcopy_after": postcopy_after,
     }
-    current = evaluate(cal, current_settings, now, passes, **kw)
+    current = evaluate(cal, Change(), now, passes, **kw)
     current.notes = [*cal.notes, *current.notes]
-    others = [evaluate(cal, s, now, passes, **kw) for s in candidates or []]
+    others = [evaluate(cal, c, now, passes, **kw) for c in changes or []]
     current.compute_s = round(time.monotonic() - started, 3)
     return current, others
-
-
-def _merged(calibrated: Settings, live: Settings) -> Settings:
-    """The live settings, keeping what the calibration inferred where they say nothing."""
-    out = dataclasses.replace(calibrated, capabilities=dict(calibrated.capabilities))
-    for f in dataclasses.fields(Settings):
-        v = getattr(live, f.name)
-        if f.name == "capabilities":
-            out.capabilities.update(v)
-        elif v is not None and f.name not in ("extra",):
-            setattr(out, f.name, v)
-    return out
-
-
-def settings_from_event(data: dict[str, Any]) -> Settings:
-    """The settings a prediction event simulated (for ``report`` and ``explain``)."""
-    return settings_from_dict(data.get("settings") or {})
 
 
 def predictions_of(run: Run) -> list[LivePrediction]:

@@ -1,0 +1,236 @@
+"""``--policy migtune``: steer a running migration by the model's prediction.
+
+Every platform policy steers blind (docs/platforms.md): Proxmox doubles the downtime
+limit after six polls in which the remaining data rose, Nova raises it on a clock,
+KubeVirt waits for a timeout.  This one asks the model.  At each sync the live
+prediction (:mod:`migtune.analysis.live`, run off the polling loop by
+:mod:`migtune.qemu.livewatch`) simulates the migration as it goes and with each change
+this policy may make; then:
+
+* the settings in force converge within the limits for every plausible workload:
+  nothing to do;
+* otherwise the *smallest* change the model says will converge for every plausible
+  workload is made (in this order: a higher downtime limit within ``max-downtime``;
+  the bandwidth cap raised to ``link``; auto-converge stepped up, when allowed; both;
+  post-copy, when allowed and ``--postcopy`` was given);
+* when neither the settings in force nor any allowed change converges for any
+  plausible workload, the migration is cancelled at once with a one-line reason
+  and the source keeps running, instead of at the time limit;
+* when the model is uncertain (some plausible workloads converge, some not) it takes
+  the change that makes most of them converge, and never cancels.
+
+Every decision is an action (a recording event) that carries the prediction that
+justified it.  Auto-converge can only be switched on before the migration starts
+(QEMU refuses capability changes during one), so with ``allow=auto-converge`` the
+capability is armed at 1 % (``max-cpu-throttle=1``, which barely slows the guest) and
+"enabling" it means raising ``max-cpu-throttle``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migtune.analysis.live import Change, LivePrediction
+from migtune.errors import InputError
+from migtune.model import Sample, Settings
+from migtune.qemu.policies import ABORT, POSTCOPY_STATES, SET_PARAMETERS, START_POSTCOPY, Action
+from migtune.qemu.policies import Policy as _Policy
+from migtune.units import format_duration, parse_duration, parse_rate
+
+ALLOWED = ("auto-converge", "postcopy")
+DORMANT = {"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-throttle": 1}
+THROTTLE_STEPS = (50, 99)  # max-cpu-throttle the policy may raise an armed auto-converge to
+
+
+def _allow(text: str) -> frozenset[str]:
+    items = frozenset(x.strip().lower() for x in text.replace(",", "+").split("+") if x.strip())
+    bad = sorted(items - set(ALLOWED) - {"none"})
+    if bad:
+        raise InputError(f"unknown {bad[0]!r} (allow: {'+'.join(ALLOWED)})")
+    return items - {"none"}
+
+
+class MigtunePolicy(_Policy):
+    name = "migtune"
+    POLL_INTERVAL = 0.5
+    PARAMS = {
+        "max_downtime": (parse_duration, 2.0, "the downtime allowance: highest limit it may set"),
+        "max_time": (parse_duration, None, "finish within this (default: --time-limit)"),
+        "allow": (_allow, frozenset(), "auto-converge+postcopy: what else it may use"),
+        "link": (parse_rate, None, "the link's rate: the bandwidth cap may be raised to it"),
+    }
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.pending: list[Action] = []
+        self.latest: LivePrediction | None = None
+        self.decisions = 0
+        self.cancelled = False
+        self.throttle_cap: int | None = None  # max-cpu-throttle now in force (armed AC)
+        self.downtime_ms: float | None = None
+        self.bandwidth: float | None = None
+
+    def describe(self) -> str:
+        p = dict(self.params)
+        p["allow"] = "+".join(sorted(p["allow"])) or None
+        given = {k: v for k, v in p.items() if v is not None}
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in given.items())
+
+    # -- before the start ----------------------------------------------------------------------
+    def capabilities(self, requested: Settings) -> dict[str, bool]:
+        """Capabilities to switch on before the migration (the driver asks)."""
+        if "auto-converge" in self.params["allow"] and not requested.capabilities.get(
+            "auto-converge"
+        ):
+            return {"auto-converge": True}
+        return {}
+
+    def configure(self, settings: Settings, **kw: Any) -> None:
+        super().configure(settings, **kw)
+        if self.params["max_time"] is not None:
+            limit = self.time_limit
+            self.time_limit = min(self.params["max_time"], limit or float("inf"))
+        self.downtime_ms = (settings.downtime_limit or 0.3) * 1000.0
+        self.bandwidth = settings.max_bandwidth
+        armed = "auto-converge" in self.params["allow"] and not self.requested.capabilities.get(
+            "auto-converge"
+        )
+        if settings.capabilities.get("auto-converge"):
+            self.throttle_cap = 1 if armed else int(settings.max_cpu_throttle or 99)
+        if self.downtime_ms > self.params["max_downtime"] * 1000.0:
+            raise InputError(
+                f"policy migtune: the downtime limit in force ({self.downtime_ms:.0f} ms) is "
+                f"above max-downtime ({self.params['max_downtime'] * 1000:.0f} ms)"
+            )
+        self._armed = armed
+
+    def initial_actions(self) -> list[Action]:
+        if getattr(self, "_armed", False):
+            return [Action(SET_PARAMETERS, "auto-converge armed at 1 % (policy migtune)", DORMANT)]
+        return []
+
+    # -- the changes it may make, smallest first ---------------------------------------------
+    def candidate_changes(self, sample: Sample | None = None) -> list[Change]:
+        if self.cancelled or self.in_postcopy:
+            return []
+        out: list[Change] = []
+        top = self.params["max_downtime"] * 1000.0
+        cur = self.downtime_ms or 300.0
+        steps = []
+        v = cur * 2
+        while v < top:
+            steps.append(v)
+            v *= 2
+        if cur < top:
+            steps.append(top)
+        down = [f"downtime-limit={int(ms)}ms" for ms in steps]
+        out += [Change((d,)) for d in down]
+        link = self.params["link"]
+        bw = None
+        if link and self.bandwidth not in (None, 0.0) and self.bandwidth < link:
+            bw = f"max-bandwidth={int(link)}"
+            out.append(Change((bw,)))
+        ac: list[str] = []
+        if self.throttle_cap is not None and "auto-converge" in self.params["allow"]:
+            for cap in THROTTLE_STEPS:
+                if cap > self.throttle_cap:
+                    init = 20 if self.throttle_cap <= 1 else None
+                    extra = (f"cpu-throttle-initial={init}", "cpu-throttle-increment=10")
+                    ac.append((*(extra if init else ()), f"max-cpu-throttle={cap}"))
+        out += [Change(tuple(a)) for a in ac]
+        top_down = (down[-1],) if down else ()
+        if bw and top_down:
+            out.append(Change((*top_down, bw)))
+        if ac and (top_down or bw):
+            out.append(Change((*top_down, *((bw,) if bw else ()), *ac[-1])))
+        if "postcopy" in self.params["allow"] and self.allow_postcopy:
+            out.append(Change(top_down, postcopy=True))
+        return out
+
+    # -- deciding ------------------------------------------------------------------------------
+    def on_prediction(
+        self, current: LivePrediction, alternatives: list[tuple[Change, LivePrediction]]
+    ) -> None:
+        """A prediction arrived: choose what to do (carried out at the next decide())."""
+        self.latest = current
+        if self.cancelled or self.in_postcopy:
+            return
+        if self._meets(current):
+            return
+        fits = [(c, p) for c, p in alternatives if self._meets(p)]
+        if fits:
+            change, pred = fits[0]  # the smallest that does
+            self._take(change, pred, "the model says it converges within the limits")
+            return
+        if current.verdict == "will-not-converge" and all(
+            p.converged_members == 0 for _, p in alternatives
+        ):
+            limit = self._limits_text()
+            self.cancelled = True
+            self.pending.append(
+                Action(
+                    ABORT,
+                    f"the model predicts no convergence {limit} with these settings or any "
+                    f"allowed change ({len(alternatives)} tried): cancelled early",
+                    prediction=current.to_dict(),
+                )
+            )
+            return
+        best = max(alternatives, key=lambda cp: cp[1].converged_members, default=None)
+        if best is not None and best[1].converged_members > current.converged_members:
+            self._take(
+                best[0],
+                best[1],
+                "uncertain: the change that most plausible workloads converge with",
+            )
+
+    def _limits_text(self) -> str:
+        parts = []
+        if self.time_limit is not None:
+            parts.append(f"within {format_duration(self.time_limit)}")
+        parts.append(f"with a downtime of at most {self.params['max_downtime'] * 1000:.0f} ms")
+        return " ".join(parts)
+
+    def _meets(self, p: LivePrediction) -> bool:
+        if p.verdict != "converges":
+            return False
+        down = p.downtime_ms.get("max") if p.downtime_ms else None
+        return down is None or down <= self.params["max_downtime"] * 1000.0
+
+    def _take(self, change: Change, pred: LivePrediction, why: str) -> None:
+        self.decisions += 1
+        text = f"{change.describe()}: {why} ({pred.short()})"
+        params: dict[str, Any] = {}
+        for a in change.set:
+            name, _, value = a.partition("=")
+            if name == "downtime-limit":
+                self.downtime_ms = parse_duration(value) * 1000.0
+                params[name] = int(round(self.downtime_ms))
+            elif name == "max-bandwidth":
+                self.bandwidth = float(value)
+                params[name] = int(float(value))
+            else:
+                params[name] = int(value)
+                if name == "max-cpu-throttle":
+                    self.throttle_cap = int(value)
+        if params:
+            self.pending.append(Action(SET_PARAMETERS, text, params, prediction=pred.to_dict()))
+        if change.postcopy:
+            self.pending.append(Action(START_POSTCOPY, text, prediction=pred.to_dict()))
+
+    def decide(self, sample: Sample, now: float) -> list[Action]:
+        self.observe(sample)
+        if sample.status in POSTCOPY_STATES:
+            self.pending = [a for a in self.pending if a.kind == ABORT]
+        if (
+            self.params["max_time"] is not None
+            and now > self.params["max_time"]
+            and not self.cancelled
+            and not self.in_postcopy
+        ):
+            self.cancelled = True
+            self.pending.append(
+                Action(ABORT, f"max-time of {format_duration(self.params['max_time'])} reached")
+            )
+        out, self.pending = self.pending, []
+        return out
