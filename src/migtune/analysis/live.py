@@ -306,3 +306,36 @@ def predictions_of(run: Run) -> list[LivePrediction]:
             except TypeError:
                 continue
     return out
+
+
+def timeline_rows(run: Run) -> list[dict[str, Any]]:
+    """What was predicted when, and what a policy did on the strength of it: one row per
+    prediction event and per action that carries a prediction (``explain``, ``report``)."""
+    rows: list[dict[str, Any]] = []
+    for e in run.events:
+        d = e.data if isinstance(e.data, dict) else {}
+        if e.kind == EVENT_KIND and "verdict" in d:
+            eta = d.get("eta_s") if isinstance(d.get("eta_s"), dict) else {}
+            rows.append(
+                {
+                    "t": e.t,
+                    "from_samples_to_s": d.get("t"),
+                    "kind": "prediction",
+                    "verdict": d.get("verdict"),
+                    "eta_s": eta.get("median"),
+                    "text": str(d.get("text") or e.message),
+                }
+            )
+        elif isinstance(d.get("prediction"), dict):
+            p = d["prediction"]
+            rows.append(
+                {
+                    "t": e.t,
+                    "from_samples_to_s": p.get("t"),
+                    "kind": "decision",
+                    "verdict": p.get("verdict"),
+                    "eta_s": (p.get("eta_s") or {}).get("median"),
+                    "text": e.message,
+                }
+            )
+    return rows
