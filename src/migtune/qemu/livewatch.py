@@ -90,6 +90,14 @@ class LiveWatch:
         self.warnings: list[str] = []
         self.failures = 0
 
+    def start(self) -> None:
+        """Start the worker now, so its imports are done by the end of the first pass."""
+        if self.mode == "process":
+            try:
+                self._ensure_worker()
+            except OSError as exc:
+                self._fail(f"the prediction worker could not start: {exc}")
+
     # -- fed by the supervisor ---------------------------------------------------------------
     def wants(self, sample: Sample) -> bool:
         """A new sync since the last job (from dirty-sync-count 2 on), pre-copy running."""
@@ -233,6 +241,7 @@ def _worker() -> None:
     text), one JSON reply a line on stdout."""
     text: list[str] = []
     for raw in sys.stdin:
+        job = None
         try:
             job = json.loads(raw)
             text.append(job.pop("append", ""))

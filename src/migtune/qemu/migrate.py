@@ -375,6 +375,7 @@ class _Driver(Supervisor):
                         postcopy_after=self.after,
                     )
                     self.snapshot = tee.getvalue
+                    self.live.start()
                 if self.flag.get("stop") and not self.attaching:  # Ctrl-C while configuring
                     raise MigrationCancelled(f"{self.flag['stop']} before the migration started")
                 tee.strict = False  # from now on a write error only stops the recording

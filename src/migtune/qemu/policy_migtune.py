@@ -14,8 +14,8 @@ this policy may make; then:
   the bandwidth cap raised to ``link``; auto-converge stepped up, when allowed; both;
   post-copy, when allowed and ``--postcopy`` was given);
 * when neither the settings in force nor any allowed change converges for any
-  plausible workload, the migration is cancelled at once with a one-line reason
-  and the source keeps running, instead of at the time limit;
+  plausible workload, in two predictions in a row, the migration is cancelled with a
+  one-line reason and the source keeps running, instead of at the time limit;
 * when the model is uncertain (some plausible workloads converge, some not) it takes
   the change that makes most of them converge, and never cancels.
 
@@ -39,6 +39,9 @@ from migtune.units import format_duration, parse_duration, parse_rate
 
 ALLOWED = ("auto-converge", "postcopy")
 DORMANT = {"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-throttle": 1}
+# Cancelling on one prediction would trust a single calibration; two in a row cost one
+# more sync (seconds) and guard against a fit that the next pass corrects.
+HOPELESS_PREDICTIONS = 2
 THROTTLE_STEPS = (50, 99)  # max-cpu-throttle the policy may raise an armed auto-converge to
 
 
@@ -65,6 +68,7 @@ class MigtunePolicy(_Policy):
         self.pending: list[Action] = []
         self.latest: LivePrediction | None = None
         self.decisions = 0
+        self.hopeless = 0  # predictions in a row in which nothing allowed converges
         self.cancelled = False
         self.throttle_cap: int | None = None  # max-cpu-throttle now in force (armed AC)
         self.downtime_ms: float | None = None
@@ -162,19 +166,27 @@ class MigtunePolicy(_Policy):
             change, pred = fits[0]  # the smallest that does
             self._take(change, pred, "the model says it converges within the limits")
             return
-        if current.verdict == "will-not-converge" and all(
+        hopeless = current.verdict == "will-not-converge" and all(
             p.converged_members == 0 for _, p in alternatives
-        ):
-            limit = self._limits_text()
+        )
+        self.hopeless = self.hopeless + 1 if hopeless else 0
+        if self.hopeless >= HOPELESS_PREDICTIONS:
+            tried = (
+                f"or any of the {len(alternatives)} allowed changes"
+                if alternatives
+                else "(and no other change is allowed)"
+            )
             self.cancelled = True
             self.pending.append(
                 Action(
                     ABORT,
-                    f"the model predicts no convergence {limit} with these settings or any "
-                    f"allowed change ({len(alternatives)} tried): cancelled early",
+                    f"cancelled early: the model predicts no convergence {self._limits_text()} "
+                    f"with the settings in force {tried}, {self.hopeless} predictions in a row",
                     prediction=current.to_dict(),
                 )
             )
+            return
+        if hopeless:
             return
         best = max(alternatives, key=lambda cp: cp[1].converged_members, default=None)
         if best is not None and best[1].converged_members > current.converged_members:
