@@ -180,7 +180,7 @@ class MigtunePolicy(_Policy):
             self.pending.append(
                 Action(
                     ABORT,
-                    f"cancelled early: the model predicts no convergence {self._limits_text()} "
+                    f"cancelled early: the model predicts no convergence {self._limits_text(current)} "
                     f"with the settings in force {tried}, {self.hopeless} predictions in a row",
                     prediction=current.to_dict(),
                 )
@@ -188,30 +188,34 @@ class MigtunePolicy(_Policy):
             return
         if hopeless:
             return
-        best = max(alternatives, key=lambda cp: cp[1].converged_members, default=None)
+        within = [(c, p) for c, p in alternatives if self._downtime_ok(p)]
+        best = max(within, key=lambda cp: cp[1].converged_members, default=None)
         if best is not None and best[1].converged_members > current.converged_members:
             self._take(
                 best[0],
                 best[1],
-                "uncertain: the change that most plausible workloads converge with",
+                "the model is uncertain; most plausible workloads converge with this change",
             )
 
-    def _limits_text(self) -> str:
+    def _limits_text(self, p: LivePrediction) -> str:
         parts = []
-        if self.time_limit is not None:
-            parts.append(f"within {format_duration(self.time_limit)}")
+        limit = self.time_limit if self.time_limit is not None else p.time_limit
+        if limit is not None:
+            parts.append(f"within {format_duration(limit)}")
         parts.append(f"with a downtime of at most {self.params['max_downtime'] * 1000:.0f} ms")
         return " ".join(parts)
 
     def _meets(self, p: LivePrediction) -> bool:
-        if p.verdict != "converges":
-            return False
+        return p.verdict == "converges" and self._downtime_ok(p)
+
+    def _downtime_ok(self, p: LivePrediction) -> bool:
         down = p.downtime_ms.get("max") if p.downtime_ms else None
         return down is None or down <= self.params["max_downtime"] * 1000.0
 
     def _take(self, change: Change, pred: LivePrediction, why: str) -> None:
         self.decisions += 1
         text = f"{change.describe()}: {why} ({pred.short()})"
+        justified = {**pred.to_dict(), "change": change.to_dict()}
         params: dict[str, Any] = {}
         for a in change.set:
             name, _, value = a.partition("=")
@@ -226,9 +230,9 @@ class MigtunePolicy(_Policy):
                 if name == "max-cpu-throttle":
                     self.throttle_cap = int(value)
         if params:
-            self.pending.append(Action(SET_PARAMETERS, text, params, prediction=pred.to_dict()))
+            self.pending.append(Action(SET_PARAMETERS, text, params, prediction=justified))
         if change.postcopy:
-            self.pending.append(Action(START_POSTCOPY, text, prediction=pred.to_dict()))
+            self.pending.append(Action(START_POSTCOPY, text, prediction=justified))
 
     def decide(self, sample: Sample, now: float) -> list[Action]:
         self.observe(sample)
