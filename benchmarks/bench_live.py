@@ -1,6 +1,6 @@
 """Benchmark: live prediction from the first part of a real migration (no QEMU needed).
 
-For every lab recording (``tests/fixtures/lab/*.jsonl`` by default), the recording is cut
+For every lab recording (``tests/fixtures/lab/**/*.jsonl`` by default), the recording is cut
 where the live driver would have predicted - at the end of the first pass (the first
 sample after QEMU's second dirty sync) and at half of the real duration - and
 :func:`migtune.analysis.live.predict` is run on the prefix exactly as ``migrate`` runs it
@@ -13,6 +13,10 @@ Figures printed:
   disagree; the progress line then says "may not converge");
 * ETA error at half time for the runs that converged: (predicted total - real total) /
   real time left at the cut, median of the absolute values (goal <= 15 %).
+
+Cuts still in the first pass are left out (the live prediction starts at its end), and
+so are cuts after which a policy changed the settings or cancelled the run (the
+prediction is of the settings in force, which the run did not keep).
 
 Run: ``python benchmarks/bench_live.py [FILES...] [--json]``
 """
@@ -51,6 +55,19 @@ def sync_time(run, count: int) -> float | None:
     return None
 
 
+def changed_after(run, cut: float) -> bool:
+    """A policy changed the settings (or cancelled) after ``cut``: what the run did is
+    not what the settings in force at ``cut`` would have done."""
+    for e in run.events:
+        if e.t is None or e.t <= cut:
+            continue
+        if e.kind in ("downtime-change", "bandwidth-change", "settings"):
+            return True
+        if e.kind == "cancelled" and "policy" in e.message:
+            return True
+    return False
+
+
 def bench_one(path: Path) -> dict:
     lines = path.read_text(encoding="utf-8").splitlines()
     full = recording_prefix(lines)
@@ -70,6 +87,10 @@ def bench_one(path: Path) -> dict:
             continue
         if first is None or cut < first:
             out["cuts"][name] = {"skipped": "still in the first pass: no live prediction yet"}
+            continue
+        if changed_after(full, cut):
+            # the prediction is of the settings in force; the run went on with others
+            out["cuts"][name] = {"skipped": "a policy changed the settings after this point"}
             continue
         prefix = recording_prefix(lines, cut)
         if not prefix.samples:
@@ -97,7 +118,33 @@ def bench_one(path: Path) -> dict:
             left = max(1e-3, total - pred.t)
             cell["eta_err"] = (pred.total_time_s["median"] - total) / left
         out["cuts"][name] = cell
+    out["first_decided"] = first_decided(lines, full, converged, total, limit)
     return out
+
+
+def first_decided(lines, full, converged: bool, total, limit) -> dict | None:
+    """The first prediction, sync by sync from the first pass's end, that is not
+    uncertain: when it came (share of the run's duration) and whether it was right."""
+    seen = set()
+    for s in full.samples:
+        if s.passes is None or s.passes < 2 or s.passes in seen or s.t is None:
+            continue
+        seen.add(s.passes)
+        if (total and s.t >= total) or changed_after(full, s.t) or s.status != "active":
+            return None
+        try:
+            pred, _ = predict(
+                recording_prefix(lines, s.t),
+                time_limit=limit,
+                postcopy_after_passes=postcopy_trigger(full),
+            )
+        except MigtuneError:
+            continue
+        if pred.verdict != "uncertain":
+            right = (pred.verdict == "converges") == converged
+            share = s.t / total if total else None
+            return {"t": s.t, "share": share, "right": right, "verdict": pred.verdict}
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    paths = args.files or sorted(DEFAULT.glob("*.jsonl"))
+    paths = args.files or sorted(DEFAULT.rglob("*.jsonl"))
     rows = [bench_one(p) for p in paths]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -134,6 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: converge-or-not right in {right}/{len(cells)}"
               f" ({100 * right / max(1, len(cells)):.0f} %), wrong {wrong}, uncertain {unsure}"
               f"; prediction time median {statistics.median([c['seconds'] for c in cells]) if cells else 0:.2f} s")  # fmt: skip
+    dec = [r["first_decided"] for r in rows if r.get("first_decided")]
+    if dec:
+        shares = [d["share"] for d in dec if d["share"] is not None]
+        print(f"first decided prediction (sync by sync): right in {sum(d['right'] for d in dec)}"
+              f"/{len(dec)}, made at a median {statistics.median(shares):.0%} of the run's "
+              f"duration; {len(rows) - len(dec)} runs never decided before they ended")  # fmt: skip
+        for r in rows:
+            d = r.get("first_decided")
+            if d and not d["right"]:
+                print(f"  wrong: {r['run']} at {d['t']:.1f} s said {d['verdict']}")
     errs = [
         abs(r["cuts"]["half"]["eta_err"]) for r in rows if "eta_err" in r["cuts"].get("half", {})
     ]

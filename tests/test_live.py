@@ -56,13 +56,16 @@ def test_prefix_is_a_still_active_run_read_as_a_lower_bound():
     assert max(s.t for s in run.samples) == cut
     ev = extract(run)
     assert ev.status == "active" and not ev.converged
-    # one sync: the first pass is the pass time the fit starts from
-    assert ev.pass_time() == pytest.approx(ev.syncs[0][0])
+    # one sync: the first pass is the pass the fit starts from, timed by QEMU's
+    # MIGRATION_PASS event, with what was sent again since the sync added back
+    t, dirty = ev.first_pass()
+    assert ev.pass_time() == t == pytest.approx(ev.pass_starts[2]) and t < cut
+    assert dirty > ev.syncs[0][2]
 
 
-def test_first_pass_predictions_of_a_clear_case_each_way():
+def test_predictions_of_a_clear_case_each_way():
     above = lines_of("above-link-1.jsonl")
-    run = recording_prefix(above, first_pass_end(recording_prefix(above)))
+    run = recording_prefix(above, 10.1)  # the second sync
     pred, _ = predict(run, time_limit=25.0)
     assert pred.verdict == "will-not-converge"
     assert pred.short() == "will not converge within 25.0 s with these settings"
@@ -181,8 +184,8 @@ def test_supervisor_records_and_shows_predictions():
     events = [json.loads(x) for x in buf.getvalue().splitlines()]
     preds = [e for e in events if e.get("event") == EVENT_KIND]
     assert len(preds) >= 2
-    assert preds[0]["data"]["verdict"] == "will-not-converge"
     assert preds[0]["message"].startswith("prediction at 6.5 s (pass 2):")
+    assert preds[-1]["data"]["verdict"] == "will-not-converge"
     assert sup.prediction_text == "will not converge within 25.0 s with these settings"
 
 
@@ -211,8 +214,9 @@ def test_explain_shows_what_was_predicted_when(tmp_path):
     run = load_run(str(path))
     assert len(predictions_of(run)) >= 4
     rows = timeline_rows(run)
-    assert rows[0]["kind"] == "prediction" and rows[0]["verdict"] == "will-not-converge"
+    assert rows[-1]["kind"] == "prediction" and rows[-1]["verdict"] == "will-not-converge"
+    assert rows[0]["from_samples_to_s"] == pytest.approx(6.53)
     x = explain(run)
     assert x.predictions == rows
     notes = [n for line in x.lines for n in line.notes if "live prediction" in n]
-    assert notes and "will not converge" in notes[0]
+    assert len(notes) == len(rows) and "will not converge" in notes[-1]

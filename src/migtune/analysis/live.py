@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from migtune.errors import MigtuneError
 from migtune.model import Run
 from migtune.sources.recording import parse_recording
 from migtune.units import format_duration
@@ -233,7 +234,8 @@ def evaluate(
 
     started = time.monotonic()
     horizon = time_limit if time_limit is not None and time_limit > now else None
-    later = [(now + 1e-3, a) for a in change.set]
+    # in the order given (a raised maximum before the initial throttle it allows)
+    later = [(now + 1e-3 * (i + 1), a) for i, a in enumerate(change.set)]
     c2 = dataclasses.replace(cal, schedule=sorted([*cal.schedule, *later]))
     kw: dict[str, Any] = {}
     if change.postcopy:
@@ -291,9 +293,31 @@ def predict(
     }
     current = evaluate(cal, Change(), now, passes, **kw)
     current.notes = [*cal.notes, *current.notes]
-    others = [evaluate(cal, c, now, passes, **kw) for c in changes or []]
+    others = []
+    for c in changes or []:
+        try:
+            others.append(evaluate(cal, c, now, passes, **kw))
+        except MigtuneError as exc:  # a change the simulator refuses is not a candidate
+            current.notes.append(f"{c.describe()}: not simulated ({exc})")
+            others.append(_unknown(now, passes, c, time_limit))
     current.compute_s = round(time.monotonic() - started, 3)
     return current, others
+
+
+def _unknown(now: float, passes: int | None, c: Change, limit: float | None) -> LivePrediction:
+    """A change that could not be simulated: no plausible workload counts as converging."""
+    empty: dict[str, float | None] = {"min": None, "median": None, "max": None}
+    return LivePrediction(
+        t=now,
+        passes=passes,
+        members=0,
+        converged_members=0,
+        time_limit=limit,
+        horizon_s=0.0,
+        total_time_s=empty,
+        downtime_ms=dict(empty),
+        change=c.to_dict(),
+    )
 
 
 def predictions_of(run: Run) -> list[LivePrediction]:

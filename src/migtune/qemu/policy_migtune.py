@@ -17,7 +17,10 @@ this policy may make; then:
   plausible workload, in two predictions in a row, the migration is cancelled with a
   one-line reason and the source keeps running, instead of at the time limit;
 * when the model is uncertain (some plausible workloads converge, some not) it takes
-  the change that makes most of them converge, and never cancels.
+  the change that makes most of them converge, and never cancels;
+* when the settings in force were predicted to converge by some time and the migration
+  is still running well past it, the model is too optimistic for this guest: the next
+  change that it says converges is made (feedback from what really happens).
 
 Every decision is an action (a recording event) that carries the prediction that
 justified it.  Auto-converge can only be switched on before the migration starts
@@ -69,6 +72,7 @@ class MigtunePolicy(_Policy):
         self.latest: LivePrediction | None = None
         self.decisions = 0
         self.hopeless = 0  # predictions in a row in which nothing allowed converges
+        self.deadline: float | None = None  # see _overdue
         self.cancelled = False
         self.throttle_cap: int | None = None  # max-cpu-throttle now in force (armed AC)
         self.downtime_ms: float | None = None
@@ -140,7 +144,8 @@ class MigtunePolicy(_Policy):
                 if cap > self.throttle_cap:
                     init = 20 if self.throttle_cap <= 1 else None
                     extra = (f"cpu-throttle-initial={init}", "cpu-throttle-increment=10")
-                    ac.append((*(extra if init else ()), f"max-cpu-throttle={cap}"))
+                    # the maximum first: QEMU's initial throttle may not exceed it
+                    ac.append((f"max-cpu-throttle={cap}", *(extra if init else ())))
         out += [Change(tuple(a)) for a in ac]
         top_down = (down[-1],) if down else ()
         if bw and top_down:
@@ -159,12 +164,19 @@ class MigtunePolicy(_Policy):
         self.latest = current
         if self.cancelled or self.in_postcopy:
             return
-        if self._meets(current):
+        overdue = self._overdue(current)
+        if self._meets(current) and not overdue:
             return
         fits = [(c, p) for c, p in alternatives if self._meets(p)]
         if fits:
             change, pred = fits[0]  # the smallest that does
-            self._take(change, pred, "the model says it converges within the limits")
+            why = "the model says it converges within the limits"
+            if overdue:
+                why = (
+                    f"the settings in force were predicted to converge by {overdue:.1f} s and "
+                    f"have not: the model is too optimistic here, one step more"
+                )
+            self._take(change, pred, why)
             return
         hopeless = current.verdict == "will-not-converge" and all(
             p.converged_members == 0 for _, p in alternatives
@@ -205,6 +217,17 @@ class MigtunePolicy(_Policy):
         parts.append(f"with a downtime of at most {self.params['max_downtime'] * 1000:.0f} ms")
         return " ".join(parts)
 
+    def _overdue(self, p: LivePrediction) -> float | None:
+        """The time by which the settings in force were predicted to have converged, when
+        that time has passed with the migration still running (None otherwise).  The
+        first "converges" prediction since the last change sets the deadline: its latest
+        total time, with a quarter and a second of slack."""
+        if self.deadline is None:
+            if self._meets(p) and p.total_time_s.get("max") is not None:
+                self.deadline = 1.25 * float(p.total_time_s["max"]) + 1.0
+            return None
+        return self.deadline if p.t > self.deadline else None
+
     def _meets(self, p: LivePrediction) -> bool:
         return p.verdict == "converges" and self._downtime_ok(p)
 
@@ -214,6 +237,7 @@ class MigtunePolicy(_Policy):
 
     def _take(self, change: Change, pred: LivePrediction, why: str) -> None:
         self.decisions += 1
+        self.deadline = None  # a new setting: the next prediction sets the next deadline
         text = f"{change.describe()}: {why} ({pred.short()})"
         justified = {**pred.to_dict(), "change": change.to_dict()}
         params: dict[str, Any] = {}
