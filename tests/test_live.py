@@ -220,3 +220,44 @@ def test_explain_shows_what_was_predicted_when(tmp_path):
     assert x.predictions == rows
     notes = [n for line in x.lines for n in line.notes if "live prediction" in n]
     assert len(notes) == len(rows) and "will not converge" in notes[-1]
+
+
+class _Metrics:
+    def __init__(self):
+        self.calls = []
+
+    def set_prediction(self, eta_s, converges, **kw):
+        self.calls.append((eta_s, converges, kw))
+
+
+def test_predictions_are_published_to_the_metrics_endpoint():
+    sup, _ = _supervisor(Policy())
+    sup.metrics = _Metrics()
+    for sample, text in replay(lines_of("above-link-1.jsonl")):
+        sup.snapshot = lambda text=text: text
+        sup._live_step(sample, sample.t)
+    assert sup.metrics.calls
+    eta, converges, kw = sup.metrics.calls[-1]
+    assert converges is False and eta is None and kw["downtime_s"] is None
+
+
+def test_a_policy_stepping_auto_converge_is_replayed_maximum_first():
+    lines = lines_of("above-link-1.jsonl")
+    step = {
+        "kind": "event",
+        "t": 8.0,
+        "event": "settings",
+        "message": "policy migtune",
+        "data": {
+            "kind": "set-parameters",
+            "params": {
+                "cpu-throttle-initial": 20,
+                "cpu-throttle-increment": 10,
+                "max-cpu-throttle": 99,
+            },
+        },
+    }
+    at = next(i for i, x in enumerate(lines) if json.loads(x).get("t", 0) > 8.0)
+    run = recording_prefix([*lines[:at], json.dumps(step), *lines[at:]], 12.0)
+    names = [a.split("=")[0] for _, a in extract(run).schedule]
+    assert names == ["max-cpu-throttle", "cpu-throttle-initial", "cpu-throttle-increment"]

@@ -279,6 +279,14 @@ class Supervisor:
         data["alternatives"] = [{**p.to_dict(), "change": c.to_dict()} for c, p in out.alternatives]
         assert self.rec is not None
         self.rec.event(now, EVENT_KIND, pred.message(), data)
+        metrics = getattr(self, "metrics", None)  # a Prometheus endpoint (migrate --metrics-port)
+        if metrics is not None:
+            eta, down = pred.eta_s, pred.downtime_ms["median"]
+            verdict = {"converges": True, "will-not-converge": False}.get(pred.verdict)
+            metrics.set_prediction(
+                eta["median"], verdict, eta_low_s=eta["min"], eta_high_s=eta["max"],
+                downtime_s=None if down is None else down / 1000.0,
+            )  # fmt: skip
 
     def _record_destination_events(self, dst: QMP | None) -> None:
         if dst is None or self.rec is None:
