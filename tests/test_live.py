@@ -115,6 +115,7 @@ def test_progress_words():
 
 def test_worker_process_predicts_at_each_sync_off_the_loop():
     lw = LiveWatch(time_limit=25.0)
+    lw.min_gap = 0.0  # the recording is replayed faster than it ran
     lw.start()
     asked, got = [], []
     try:
@@ -134,6 +135,16 @@ def test_worker_process_predicts_at_each_sync_off_the_loop():
     assert all(o.current is not None and o.current.t == o.asked_at for o in got)
     assert lw.warnings == []
     assert lw.proc is None  # closed
+
+
+def test_the_worker_waits_as_long_as_its_last_prediction_took():
+    lw = LiveWatch(time_limit=25.0, mode="inline")
+    lw.min_gap = 1.0
+    fed = [
+        s.t for s, text in replay(lines_of("above-link-1.jsonl")) if lw.feed(s, lambda t=text: t)
+    ]
+    # the replay takes far less than a second: only the first sync gets a prediction
+    assert fed == [pytest.approx(6.53)]
 
 
 def test_a_prediction_over_budget_is_abandoned_with_one_warning():

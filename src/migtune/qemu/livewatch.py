@@ -8,7 +8,8 @@ cancel never wait for it:
 
 * the worker is a separate Python process (``python -m migtune.qemu.livewatch``) in its
   own session, so a long calibration takes neither the GIL nor Ctrl-C from the driver;
-* one job at a time: a sync that comes while the worker is busy is skipped;
+* one job at a time: a sync that comes while the worker is busy, or sooner after the
+  last prediction than that one took (at least 1 s), is skipped;
 * a job that takes longer than ``budget`` seconds is abandoned and the worker killed
   (a fresh one starts at the next sync);
 * whatever goes wrong (the worker dies, an error in the model) is one warning, and the
@@ -34,6 +35,9 @@ from migtune.analysis.live import Change, LivePrediction, predict, recording_pre
 from migtune.model import Sample
 
 BUDGET = 60.0  # s a prediction may take before it is abandoned
+# The worker shares the machine with QEMU: after a prediction that took c seconds the
+# next one waits at least max(MIN_GAP, c), so it is busy at most half of the time.
+MIN_GAP = 1.0
 POSTCOPY_OR_DONE = ("postcopy-active", "postcopy-paused", "postcopy-recover", "postcopy-device",
                     "completed", "failed", "cancelled", "cancelling", "device")  # fmt: skip
 
@@ -89,6 +93,8 @@ class LiveWatch:
         self.done: list[Outcome] = []
         self.warnings: list[str] = []
         self.failures = 0
+        self.next_allowed = 0.0  # monotonic time before which no job starts (see MIN_GAP)
+        self.min_gap = MIN_GAP if mode == "process" else 0.0
 
     def start(self) -> None:
         """Start the worker now, so its imports are done by the end of the first pass."""
@@ -117,6 +123,8 @@ class LiveWatch:
         rule (a policy that wants a fresh answer)."""
         if self.failures >= 3 or self.busy_since is not None:
             return False
+        if not force and time.monotonic() < self.next_allowed:
+            return False
         if not force and not self.wants(sample):
             return False
         self.last_sync = sample.passes
@@ -126,6 +134,7 @@ class LiveWatch:
         job = {"id": self.job_id, **self.params, "changes": [c.to_dict() for c in self.changes]}
         text = snapshot()
         if self.mode == "inline":
+            self.busy_since = time.monotonic()
             self._finish(self._inline(job, text))
             return True
         try:
@@ -180,6 +189,9 @@ class LiveWatch:
             return {"id": job["id"], "error": f"{type(exc).__name__}: {exc}"}
 
     def _finish(self, reply: dict[str, Any]) -> None:
+        if self.busy_since is not None and self.min_gap > 0:
+            took = time.monotonic() - self.busy_since
+            self.next_allowed = time.monotonic() + max(self.min_gap, took)
         self.busy_since = None
         if reply.get("id") != self.job_id:
             return
