@@ -72,6 +72,8 @@ def test_the_changes_it_may_make_smallest_first():
     assert p.time_limit == 60.0
     s = Settings(downtime_limit=0.3, max_bandwidth=32 * MiB, capabilities={"auto-converge": True})
     p = configured("migtune:max-downtime=600ms,link=1Gbit/s,allow=auto-converge+postcopy", s)
+    assert not any("max-cpu-throttle" in x for c in p.candidate_changes() for x in c.set)
+    p.initial_actions()  # armed at 1 % before the start: from then on it can be raised
     sets = [c.set for c in p.candidate_changes()]
     assert sets[0] == ("downtime-limit=600ms",)
     assert ("max-bandwidth=125000000",) in sets

@@ -104,7 +104,8 @@ class MigtunePolicy(_Policy):
             "auto-converge"
         )
         if settings.capabilities.get("auto-converge"):
-            self.throttle_cap = 1 if armed else int(settings.max_cpu_throttle or 99)
+            # as QEMU has it (--attach); initial_actions() arms it at 1 % before a start
+            self.throttle_cap = int(settings.max_cpu_throttle or 99)
         if self.downtime_ms > self.params["max_downtime"] * 1000.0:
             raise InputError(
                 f"policy migtune: the downtime limit in force ({self.downtime_ms:.0f} ms) is "
@@ -113,7 +114,8 @@ class MigtunePolicy(_Policy):
         self._armed = armed
 
     def initial_actions(self) -> list[Action]:
-        if getattr(self, "_armed", False):
+        if getattr(self, "_armed", False) and self.throttle_cap is not None:
+            self.throttle_cap = DORMANT["max-cpu-throttle"]
             return [Action(SET_PARAMETERS, "auto-converge armed at 1 % (policy migtune)", DORMANT)]
         return []
 
