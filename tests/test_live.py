@@ -231,6 +231,11 @@ def test_explain_shows_what_was_predicted_when(tmp_path):
     assert x.predictions == rows
     notes = [n for line in x.lines for n in line.notes if "live prediction" in n]
     assert len(notes) == len(rows) and "will not converge" in notes[-1]
+    from migtune.report import build_report
+
+    html = build_report(run)
+    assert '<section id="predictions"><h2>Live predictions</h2>' in html
+    assert html.count("will not converge within 25.0 s") >= len(rows) - 1
 
 
 class _Metrics:
