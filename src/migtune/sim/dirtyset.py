@@ -83,13 +83,23 @@ class DirtySet:
         self._firsts[key] = out
         return out
 
-    def count_in(self, lo: int, hi: int) -> float:
-        """Pages still dirty in ``[lo, hi)`` (a density run counts its share)."""
+    def firsts_at(self, pages: tuple[int, ...], after_wrap: bool) -> list[int]:
+        """:meth:`first_at` of several pages (cached as one until the next rebuild)."""
+        key = (pages, after_wrap)
+        hit = self._firsts.get(key)
+        if hit is None:
+            hit = self._firsts[key] = [self.first_at(x, after_wrap) for x in pages]
+        return hit
+
+    def count_in(self, bounds: np.ndarray) -> np.ndarray:
+        """Pages still dirty in each range ``bounds[i] = (lo, hi)`` (a density run
+        counts its share)."""
         s, e, k = self.unsent()
         if not len(s):
-            return 0.0
+            return np.zeros(len(bounds))
+        lo, hi = bounds[:, 0][:, None], bounds[:, 1][:, None]
         ov = np.clip(np.minimum(e, hi) - np.maximum(s, lo), 0, None)
-        return float((ov * (k / (e - s))).sum())
+        return ov @ (k / (e - s))
 
     # -- the scan ---------------------------------------------------------------
     @property

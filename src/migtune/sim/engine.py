@@ -141,9 +141,12 @@ class Engine:
             self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
         self.xstat = XbzrleStats(self) if stat else None
         self._zones = self._price_zones() if stat else []
+        # zones are contiguous: their edges, once each
+        self._zone_edges = tuple(z[0] for z in self._zones) + (self.N,)
         self.c = Counters()
         self.dirty = self.N
         self.last_call_pages = 0
+        self.last_call_timed_out = False
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -413,9 +416,10 @@ class Engine:
         cache_on = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
         after = a >= self.ds.wrap_pos
         segs, shares = [], {}
-        for lo, hi, key in self._zones:
-            x0 = min(max(self.ds.first_at(lo, after), a), b)
-            x1 = min(max(self.ds.first_at(hi, after), a), b)
+        at = self.ds.firsts_at(self._zone_edges, after)
+        for i, (_, _, key) in enumerate(self._zones):
+            x0 = min(max(at[i], a), b)
+            x1 = min(max(at[i + 1], a), b)
             if x1 <= x0:
                 continue
             if key == "zero":

@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from migtune.sim import rules
 
 CACHED_PAGE_LIFETIME = 2  # §4.2 (as migtune.sim.cache)
@@ -192,6 +194,7 @@ class XbzrleStats:
             else:
                 pops.append(Population("ws", lay.ws_lo, lay.ws_hi, e.enc_size))
         self.pops = pops
+        self.bounds = np.array([(p.lo, p.hi) for p in pops], dtype=np.int64).reshape(-1, 2)
         writable = sum(p.pages for p in pops)
         self.per_slot = writable / self.slots if self.slots else 0.0
         self.syncs = self.syncs_at_wrap = 0
@@ -218,8 +221,9 @@ class XbzrleStats:
         """A bitmap sync: new dirty counts; pages re-flagged without a write since they
         were sent join the pool; the cache's generation moves on (§1.6, §4.2)."""
         self.syncs += 1
-        for p in self.pops:
-            p.dirty = float(ds.count_in(p.lo, p.hi))
+        dirty = ds.count_in(self.bounds).tolist()
+        for p, d in zip(self.pops, dirty, strict=True):
+            p.dirty = d
             p.pool = p.pool_now() + p.cand_now()
             p.lam_pool = p.lam
             p.cand, p.lam_cand = 0.0, p.lam
