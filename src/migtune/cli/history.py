@@ -202,9 +202,9 @@ def show_cmd(run_id: int, raw: bool, db: str | None, as_json: bool) -> int:
     if raw:
         if as_json:
             raise InputError("--raw prints the stored text as it is; not with --json")
-        out = click.get_binary_stream("stdout")
-        out.write(raw_text(run_id, db=db))
-        out.flush()
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw_text(run_id, db=db))
+        sys.stdout.buffer.flush()
         return 0
     d = show_run(run_id, db=db)
     if as_json:
