@@ -313,6 +313,8 @@ def render_calibration(r: Any) -> str:
             for k, v in (("time", errs.get("total_time")), ("bytes", errs.get("transferred")))
             if v is not None
         ]
+        if errs.get("converged_match") == 0.0:
+            parts.insert(0, "converged where it did not, or the other way")
         lines.append(
             f"  run #{f.run_id:<4} {_when(f.at):20} {f.calibration.observed.status:10} "
             f"alone: {f.calibration.describe_inferred()}"
