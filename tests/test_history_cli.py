@@ -203,3 +203,16 @@ def test_a_migration_without_a_recording_file_keeps_its_text(db):
 
     assert raw_text(run_id).decode().splitlines() == path.read_text().splitlines()
     assert show_run(run_id)["target_host"] == "10.0.0.2"
+
+
+def test_readme_documents_every_list_key_and_the_calibrate_keys(db, capsys):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## JSON output of `history`", 1)[1].split("\n## ", 1)[0]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert set(example) == set(LIST_KEYS)
+    main(["history", "add", str(LAB / "idle-1.jsonl"), "--vm", "v"])
+    capsys.readouterr()
+    d = _json(capsys, ["history", "calibrate", "--vm", "v", "--json"])
+    documented = section.split("`calibrate --json`:", 1)[1]
+    for key in d:
+        assert f"`{key}`" in documented, key
