@@ -216,3 +216,40 @@ def test_readme_documents_every_list_key_and_the_calibrate_keys(db, capsys):
     documented = section.split("`calibrate --json`:", 1)[1]
     for key in d:
         assert f"`{key}`" in documented, key
+
+
+def test_each_run_of_lab_matrix_is_added_as_its_scenario(db, monkeypatch, capsys):
+    """The matrix's hook, fed the matrix's own recorded runs (no QEMU here: what is
+    tested is that every row reaches the history, under VM lab-SCENARIO)."""
+    from migtune.lab import matrix
+    from migtune.lab.run import LabResult
+    from migtune.outcome import outcome_from_run
+    from migtune.qemu.migrate import MigrationResult
+    from migtune.sources import load_run
+    from migtune.workload import parse_workload
+
+    def replay(scenarios, *, on_row, **_kw):
+        rows = []
+        for sc in scenarios:
+            path = LAB / f"{sc.name}-1.jsonl"
+            run = load_run(path)
+            out = outcome_from_run(run, str(path))
+            mig = MigrationResult(out.status, out, run, str(path))
+            lab = LabResult(out, mig, parse_workload(run.meta["workload"]), run.ram_bytes,
+                            "tcg", "10.0.2", str(path))  # fmt: skip
+            rows.append(matrix.MatrixRow(sc, 1, lab, recording=str(path)))
+            on_row(rows[-1])
+        return rows
+
+    monkeypatch.setattr(matrix, "run_matrix", replay)
+    assert main(["lab", "matrix", "--only", "idle,below-link", "--json"]) == 0
+    capsys.readouterr()
+    rows = list_runs()
+    assert sorted((r["vm"], r["origin"], r["status"]) for r in rows) == [
+        ("lab-below-link", "lab", "completed"),
+        ("lab-idle", "lab", "completed"),
+    ]
+    assert main(["lab", "matrix", "--only", "above-link", "--no-history"]) == 0
+    assert len(list_runs()) == 2  # a new scenario, not added
+    assert main(["lab", "matrix", "--only", "above-link"]) == 0
+    assert len(list_runs()) == 3

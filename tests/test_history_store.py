@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -253,3 +254,27 @@ def test_since_accepts_durations_and_iso_times():
     assert parse_since("2026-11-29T10:00+02:00", now) == "2026-11-29T08:00:00+00:00"
     with pytest.raises(InputError, match="--since"):
         parse_since("last tuesday", now)
+
+
+def test_text_above_the_limit_keeps_only_size_and_hash(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    from migtune.cli.main import main
+    from migtune.history import entries, raw_text
+
+    src = LAB / "below-link-1.jsonl"
+    data = src.read_bytes()
+    kept = entries.compress_file(str(src), chunk=7)  # chunk boundaries do not matter
+    assert kept.size == len(data) and kept.sha256 == hashlib.sha256(data).hexdigest()
+    assert zlib.decompress(kept.blob) == data
+    monkeypatch.setattr(entries, "MAX_RAW_BYTES", len(data) - 1)
+    db = tmp_path / "h.db"
+    assert main(["history", "add", str(src), "--vm", "big", "--db", str(db)]) == 0
+    (row,) = list_runs(db=db)
+    assert row["raw_stored"] is False and row["raw_bytes"] == len(data)
+    assert row["raw_sha256"] == kept.sha256 and row["status"] == "completed"
+    with pytest.raises(InputError, match="too big to keep"):
+        raw_text(row["id"], db=db)
+    capsys.readouterr()
+    assert main(["history", "calibrate", "--vm", "big", "--db", str(db)]) == 2
+    assert "too big to keep" in capsys.readouterr().err

@@ -12,7 +12,14 @@ from typing import IO, Any
 
 from migtune import __version__
 from migtune.errors import InputError, MigtuneError
-from migtune.history.entries import LIST_KEYS, detailed, listed, parse_since, run_row
+from migtune.history.entries import (
+    LIST_KEYS,
+    compress_file,
+    detailed,
+    listed,
+    parse_since,
+    run_row,
+)
 from migtune.history.store import HistoryStore, open_store
 from migtune.model import Run
 
@@ -33,14 +40,6 @@ class AddResult:
             "duplicates": [{"file": f, "id": i} for f, i in self.duplicates],
             "errors": self.errors,
         }
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _load(path: str) -> Run:
@@ -68,8 +67,8 @@ def add_logs(paths: Iterable[str], *, vm: str | None = None, db: Db = None) -> A
                 if path == "-":
                     raise InputError("-: history add needs files (the text is stored)")
                 run = _load(path)
-                raw = _read_bytes(path)
-                row = run_row(run, raw, origin="add", vm=vm, source=os.path.abspath(path))
+                text = compress_file(path)
+                row = run_row(run, text, origin="add", vm=vm, source=os.path.abspath(path))
                 run_id, new = store.add_run(row)
             except MigtuneError as exc:
                 result.errors.append(str(exc))

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,12 +29,41 @@ MAX_RAW_BYTES = 256 * 1024**2
 _META_SKIP = {"path", "comments", "result"}  # the file name is `source`; the rest is in raw
 
 
-def compress(raw: bytes) -> tuple[bytes | None, str | None, int, str]:
-    """(stored blob, encoding, size, sha256) of a run's text."""
+@dataclass(frozen=True)
+class StoredText:
+    """A run's text as the history keeps it."""
+
+    blob: bytes | None  # zlib-compressed text; None when above MAX_RAW_BYTES
+    encoding: str | None
+    size: int  # bytes of the uncompressed text
+    sha256: str
+
+
+def compress(raw: bytes) -> StoredText:
     sha = hashlib.sha256(raw).hexdigest()
     if len(raw) > MAX_RAW_BYTES:
-        return None, None, len(raw), sha
-    return zlib.compress(raw, 6), "zlib", len(raw), sha
+        return StoredText(None, None, len(raw), sha)
+    return StoredText(zlib.compress(raw, 6), "zlib", len(raw), sha)
+
+
+def compress_file(path: str, chunk: int = 1 << 20) -> StoredText:
+    """:func:`compress` of a file read in chunks: a log of any size costs at most its
+    compressed size in memory (and nothing once past MAX_RAW_BYTES)."""
+    sha, size = hashlib.sha256(), 0
+    z: Any = zlib.compressobj(6)
+    parts: list[bytes] = []
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            sha.update(block)
+            size += len(block)
+            if z is not None and size > MAX_RAW_BYTES:
+                z, parts = None, []  # too big to keep: only size and hash
+            if z is not None:
+                parts.append(z.compress(block))
+    if z is None:
+        return StoredText(None, None, size, sha.hexdigest())
+    parts.append(z.flush())
+    return StoredText(b"".join(parts), "zlib", size, sha.hexdigest())
 
 
 def host_of(uri: str | None) -> str | None:
@@ -54,7 +84,7 @@ def this_host() -> str:
 
 def run_row(
     run: Run,
-    raw: bytes,
+    raw: bytes | StoredText,
     *,
     origin: str,
     vm: str | None = None,
@@ -66,7 +96,7 @@ def run_row(
 ) -> dict[str, Any]:
     """The history row of one run (``raw``: the text it was read from)."""
     o = outcome or outcome_from_run(run, recording=source)
-    blob, encoding, size, sha = compress(raw)
+    text = raw if isinstance(raw, StoredText) else compress(raw)
     started = iso_from_epoch(run.t0)
     added = now_iso()
     meta = {k: v for k, v in run.meta.items() if k not in _META_SKIP}
@@ -96,10 +126,10 @@ def run_row(
         "summary": json.dumps(o.to_dict(), default=str),
         "settings": json.dumps(to_dict(run.settings), default=str),
         "meta": json.dumps(meta, default=str),
-        "raw": blob,
-        "raw_encoding": encoding,
-        "raw_bytes": size,
-        "raw_sha256": sha,
+        "raw": text.blob,
+        "raw_encoding": text.encoding,
+        "raw_bytes": text.size,
+        "raw_sha256": text.sha256,
         "migtune_version": __version__,
     }
 

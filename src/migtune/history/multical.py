@@ -247,14 +247,14 @@ def _side(f: RunFit, rng: list[float] | None) -> dict[str, Any]:
     return {"run": f.run_id, "at": f.at, "range": rng}
 
 
-def drift_of(fits: list[RunFit], matrix: dict[str, list[bool]]) -> list[Drift]:
+def drift_of(fits: list[RunFit], together: bool) -> list[Drift]:
     """Where the runs disagree.  What QEMU measured (the dirty rate) is compared always;
     what was fitted (working set, write rate, idle or not) only when no single workload
-    reproduces every run: otherwise the fits differ only in what the logs cannot tell."""
-    together = any(all(row) for row in matrix.values())
+    reproduces every run (``together``): otherwise the fits differ only in what the logs
+    cannot tell."""
     out: list[Drift] = []
     if not together:
-        out += _unexplained_pair(fits, matrix)
+        out += _unexplained_pair(fits)
         idle = [f for f in fits if all(w.idle for w in f.calibration.plausible)]
         if idle and len(idle) < len(fits):
             busy = next(f for f in fits if f not in idle)
@@ -293,13 +293,15 @@ def drift_of(fits: list[RunFit], matrix: dict[str, list[bool]]) -> list[Drift]:
     return out
 
 
-def _unexplained_pair(fits: list[RunFit], matrix: dict[str, list[bool]]) -> list[Drift]:
-    """Two runs no workload reproduces both of (runs next to each other in time first)."""
+def _unexplained_pair(fits: list[RunFit]) -> list[Drift]:
+    """Two runs none of whose own plausible workloads reproduces both: runs next to each
+    other in time first, then the first and the last."""
     n = len(fits)
-    pairs = sorted(((i, j) for i in range(n) for j in range(i + 1, n)), key=lambda p: p[1] - p[0])
+    pairs = [(i, i + 1) for i in range(n - 1)] + ([(0, n - 1)] if n > 2 else [])
     for i, j in pairs:
-        if not any(row[i] and row[j] for row in matrix.values()):
-            a, b = fits[i], fits[j]
+        a, b = fits[i], fits[j]
+        candidates = [*a.calibration.plausible, *b.calibration.plausible]
+        if not any(a.reproduced_by(w) and b.reproduced_by(w) for w in candidates):
             return [
                 Drift(
                     "outcome",
@@ -313,14 +315,14 @@ def _unexplained_pair(fits: list[RunFit], matrix: dict[str, list[bool]]) -> list
     return []
 
 
-def combine(vm: str, fits: list[RunFit]):
+def combine(vm: str, fits: list[RunFit]) -> tuple[Calibration, bool, dict[int, dict], list[str]]:
     """The joint calibration: (calibration, every member reproduces every run, how its
-    best fit does on each run, notes, which workload reproduces which run)."""
+    best fit does on each run, notes)."""
     latest = fits[-1]
     pool = _pool(fits)
-    both = {w.spec(): [f.reproduced_by(w) for f in fits] for w in pool}
-    excess = {w.spec(): sum(max(0.0, f.score(w).score - f.best.score) for f in fits) for w in pool}
-    joint = sorted((w for w in pool if all(both[w.spec()])), key=lambda w: excess[w.spec()])
+    # latest run first: a candidate that fails it is out before the others are replayed
+    joint = [w for w in pool if all(f.reproduced_by(w) for f in reversed(fits))]
+    joint.sort(key=lambda w: sum(max(0.0, f.score(w).score - f.best.score) for f in fits))
     notes: list[str] = []
     reproduces_all = bool(joint)
     if joint:
@@ -336,7 +338,8 @@ def combine(vm: str, fits: list[RunFit]):
         members = []
         for f in reversed(fits):
             own = sorted(
-                (w for w in pool if f.reproduced_by(w)), key=lambda w: f.score(w).score
+                (w for w in f.calibration.plausible if f.reproduced_by(w)),
+                key=lambda w: f.score(w).score,
             ) or [f.calibration.workload]
             for w in own[: max(1, MAX_MEMBERS // len(fits))]:
                 if w not in members:
@@ -373,7 +376,7 @@ def combine(vm: str, fits: list[RunFit]):
             "own_best_score": round(f.best.score, 4),
             "errors": compare(_outcome_at_scale(s, f.setup.scale), f.calibration.observed),
         }
-    return cal, reproduces_all, per_run, notes, both
+    return cal, reproduces_all, per_run, notes
 
 
 def _outcome_at_scale(s: Scored, k: int):
@@ -393,8 +396,8 @@ def calibrate_vm(
         raise InputError("--last: must be at least 1")
     fits, skipped = _load_fits(vm, db, last)
     fits.sort(key=lambda f: (f.at, f.run_id))
-    cal, reproduces_all, per_run, notes, matrix = combine(vm, fits)
-    drift = drift_of(fits, matrix)
+    cal, reproduces_all, per_run, notes = combine(vm, fits)
+    drift = drift_of(fits, reproduces_all)
     if not reproduces_all:
         notes.append("runs that one workload cannot explain together: see drift")
     result = VmCalibration(

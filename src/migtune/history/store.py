@@ -48,7 +48,7 @@ def resolve(path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     """(the database path, whether it is the default one: only that one's directory is
     created on demand; a ``--db`` in a missing directory is a typo to report)."""
     if path is None or str(path) == "":
-        return default_path(), "MIGTUNE_DB" not in os.environ
+        return default_path(), not os.environ.get("MIGTUNE_DB")
     return Path(path).expanduser(), False
 
 
