@@ -45,7 +45,7 @@ DEFAULT_MAX_DOWNTIME = 2.0  # s: what most operators accept for a live migration
 ASSUMED_LINK_BITS = 10e9  # --ram/--workload without --link
 # candidates confirmed on the whole plausible set (the rest keep their screening figures)
 CONFIRM_FIRST = 6
-CONFIRM_MAX = 14
+CONFIRM_MAX = 24
 CONFIRM_ENOUGH = 3  # stop confirming once this many meet the limits
 
 
@@ -256,16 +256,25 @@ def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> No
             progress(done, total)
     order = sorted(cands, key=lambda c: _rank(c, max_downtime, max_time))
     meeting = 0
+    best = math.inf  # worst-case time of the best confirmed candidate that meets the limits
     for i, c in enumerate(order[:CONFIRM_MAX]):
-        if i >= CONFIRM_FIRST and meeting >= CONFIRM_ENOUGH:
+        screened = c.prediction.spread("total_time_s")["max"] or math.inf
+        screened_ok = ev.meets(c.prediction, max_downtime, max_time)
+        # past the first few, confirm only what could still beat the best so far: the
+        # best fit's time is about what the worst plausible case can reach at best
+        if (
+            i >= CONFIRM_FIRST
+            and meeting >= CONFIRM_ENOUGH
+            and (not screened_ok or screened >= best)
+        ):
             break
         c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=False)
         c.confirmed = True
-        # QEMU may pause the guest for as long as its own limit allows: one above the
-        # operator's limit never counts as meeting it, whatever the simulation shows
         within = max_downtime is None or (c.settings.downtime_limit or 0) <= max_downtime + 1e-9
         c.meets_limits = within and ev.meets(c.prediction, max_downtime, max_time)
-        meeting += c.meets_limits
+        if c.meets_limits:
+            meeting += 1
+            best = min(best, c.prediction.spread("total_time_s")["max"])
         done += len(ctx.workloads)
         if progress:
             progress(min(done, total), total)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from migtune.model import Settings
-from migtune.units import MiB, format_bits, format_bytes, format_duration
+from migtune.units import MiB, format_bits, format_bytes, format_duration, format_rate
 
 PLATFORMS = ("proxmox", "libvirt", "nova", "kubevirt", "qemu")
 FEATURES = ("xbzrle", "auto-converge", "postcopy", "multifd")
@@ -149,7 +149,7 @@ def describe(k: Knobs, platform: str) -> str:
     else:
         parts.append(f"downtime {format_duration(k.downtime)}")
     if k.max_bandwidth:
-        parts.append(f"cap {format_bits(k.max_bandwidth)}")
+        parts.append(f"cap {format_rate(k.max_bandwidth)}")
     if k.xbzrle_cache and platform != "proxmox":
         parts.append(f"XBZRLE {format_bytes(k.xbzrle_cache, 0)}")
     if k.auto_converge and platform != "proxmox":
