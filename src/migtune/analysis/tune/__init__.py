@@ -153,13 +153,14 @@ def tune(
     allow=DEFAULT_ALLOW,
     qemu_version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    only: Callable[[Knobs], bool] | None = None,
 ) -> TuneResult:
     """Rank what ``platform`` can set by its simulated effect; see the module docstring.
 
     ``link_rate`` (bytes/s, a link's raw rate) is the dedicated network to consider, or
     with ``ram_bytes``/``workload`` the link the migration runs on.  ``max_downtime`` and
     ``max_time`` are seconds (``None``: no limit).  ``progress(done, total)`` is called as
-    simulations finish.
+    simulations finish.  ``only(knobs)`` narrows the grid (a lab sweep of its own size).
     """
     if platform not in PLATFORMS:
         raise InputError(
@@ -207,7 +208,8 @@ def tune(
             notes.append("link: assumed 10 Gbit/s (give --link)")
         observed_link = link_rate * LINK_EFFICIENCY
         link_rate = None  # the link itself, not a dedicated network to consider
-        horizon = max(3600.0, 3 * ram / observed_link)
+        # ten full passes: a run still going by then has nothing to converge on
+        horizon = max(600.0, 10 * ram / observed_link)
         calib = {"ram_bytes": ram, "workload": w.spec(), "plausible": [w.spec()],
                  "link_rate": observed_link, "source": "given"}  # fmt: skip
         low = False
@@ -225,6 +227,8 @@ def tune(
     cands = []
     for tr in transports(observed_link, findings, link_rate, platform):
         for k in grid(platform, allowed, ram, base, max_downtime, cap):
+            if only is not None and not only(k):
+                continue
             s = settings_for(k, base, platform)
             s.qemu_version = version
             if tr.name != "observed":
