@@ -43,6 +43,9 @@ from migtune.workload import parse_workload
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "proxmox-32GiB-not-converging.log"
 FIXTURES = ROOT / "tests" / "fixtures" / "lab"
+# what tune predicted for each scenario (the sweep runs its candidates): not a log, so
+# not among the fixtures every log test reads
+PREDICTED = ROOT / "benchmarks" / "tune-lab"
 
 # name: (guest RAM, workload, bandwidth cap standing for the link)
 SCENARIOS = {
@@ -158,7 +161,8 @@ def run_tune(name: str) -> dict:
             for c in r.candidates
         ],
     }
-    (d / "tune.json").write_text(json.dumps(out, indent=1) + "\n")
+    PREDICTED.mkdir(exist_ok=True)
+    (PREDICTED / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     print(
         f"{name}: tune {wall:.1f} s -> {out['recommendation'] or 'none; closest ' + str(out['closest'])}"
     )
@@ -178,7 +182,7 @@ def _lab_settings(d: dict) -> Settings:
 
 def planned(name: str) -> list[tuple[str, Settings, str]]:
     ram, _, cap = SCENARIOS[name]
-    t = json.loads((_dir(name) / "tune.json").read_text())
+    t = json.loads((PREDICTED / f"{name}.json").read_text())
     runs = [(f"sweep-{i:02d}", _lab_settings(c["settings"]), "fixed")
             for i, c in enumerate(sorted(t["candidates"], key=lambda c: c["label"]))]  # fmt: skip
     best = next((c for c in t["candidates"] if c["label"] == t["recommendation"]), None)
@@ -212,9 +216,9 @@ def report(names: list[str]) -> None:
           "rec. downtime (limit 1 s) | proxmox | nova | kubevirt")  # fmt: skip
     for name in names:
         d = FIXTURES / f"tune-{name}"
-        if not (d / "tune.json").exists():
+        if not (PREDICTED / f"{name}.json").exists():
             continue
-        t = json.loads((d / "tune.json").read_text())
+        t = json.loads((PREDICTED / f"{name}.json").read_text())
         labels = {f"sweep-{i:02d}": c["label"]
                   for i, c in enumerate(sorted(t["candidates"], key=lambda c: c["label"]))}  # fmt: skip
         ok = []

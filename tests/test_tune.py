@@ -183,3 +183,40 @@ def test_from_a_lab_recording():
 def test_bad_input(kw, msg):
     with pytest.raises(InputError, match=msg):
         tune(**kw)
+
+
+# -- diagnose --predict -------------------------------------------------------------------
+def test_diagnose_predict_ranks_remedies_by_their_simulated_effect():
+    from migtune.analysis.diagnose import diagnose
+    from migtune.outputs.jsonout import diagnosis_dict
+
+    run = load_run(str(FIXTURES / "lab" / "calib-random-384.jsonl"))
+    plain = diagnose(run)
+    d = diagnose(run, predict=True)
+    assert plain.ids() == d.ids()
+    f = d.get("not-converging")
+    assert f is not None
+    preds = [r.predicted for r in f.recommendations]
+    assert any(p is not None for p in preds)
+    # the same remedies, now ordered: converging for every workload first, fastest first
+    assert sorted(r.setting for r in f.recommendations) == sorted(
+        r.setting for r in plain.get("not-converging").recommendations
+    )
+    full = [p for p in preds if p is not None and p["converged_share"] == 1]
+    assert preds[: len(full)] == full
+    worst = [p["total_time_s"]["max"] for p in full]
+    assert worst == sorted(worst)
+    # a longer downtime limit (4.1 s here) converges: the effect says how fast and how long
+    dl = next(r for r in f.recommendations if r.setting == "downtime-limit")
+    assert dl.predicted["effect"].startswith("converges in ~")
+    assert dl.predicted["downtime_ms"]["max"] <= 4100
+    # inside the guest: nothing to simulate
+    assert next(r for r in f.recommendations if r.setting == "workload").predicted is None
+    # JSON: the old keys, plus "predicted" (null without --predict)
+    rec_json = next(r for f2 in diagnosis_dict(d)["findings"] for r in f2["recommendations"])
+    assert {"setting", "action", "commands", "notes", "predicted"} <= set(rec_json)
+    assert all(
+        r["predicted"] is None
+        for f2 in diagnosis_dict(plain)["findings"]
+        for r in f2["recommendations"]
+    )

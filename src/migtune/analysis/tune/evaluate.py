@@ -63,9 +63,9 @@ def simulate_one(
         stop_when_settled=True,
         policy=policy,
         policy_ram_bytes=ctx.ram,
-        # a post-copy candidate switches after the first pass (virsh
+        # a post-copy candidate switches once the first pass is done, at sync 2 (virsh
         # --postcopy-after-precopy) unless its platform's policy decides when
-        postcopy_after_passes=1 if _fixed(policy) and s2.capabilities.get("postcopy-ram") else None,
+        postcopy_after_passes=2 if _fixed(policy) and s2.capabilities.get("postcopy-ram") else None,
     )
     ctx.sims += 1
     ctx.sim_seconds += res.wall_time
