@@ -86,3 +86,21 @@ def test_bad_input_is_one_line_and_exit_2(args, msg, capsys):
     assert rc == 2
     assert err.startswith("migtune: error: ") and err.count("\n") == 1
     assert msg in err
+
+
+def test_the_readme_documents_the_json_contract(capsys):
+    """Every key of the README's ``tune --json`` example is in the output."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Tuning: `migtune tune`", 1)[1].split("\n## ", 1)[0]
+    doc = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    rc = main(["tune", *SMALL, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert {k for k in doc if k != "..."} <= set(out)
+    rec = out["recommendation"]
+    assert {k for k in doc["recommendation"] if k != "..."} <= set(rec)
+    assert set(doc["recommendation"]["predicted"]) <= set(rec["predicted"])
+    assert set(doc["limits"]) <= set(out["limits"]) and set(doc["stats"]) <= set(out["stats"])
+    assert set(doc["recommendation"]["transport"]) == set(rec["transport"])
