@@ -220,6 +220,80 @@ def bench_agreement() -> None:
         )
 
 
+XBZRLE_GRID = [
+    # statistical XBZRLE pricing (sim/xbzstat.py) against page by page: 4 GiB guests,
+    # 128 MiB/s cap, 120 s; cache against working set, bytes per write, patterns, rates
+    # below and above what the cap lets through
+    ("random 1G 64M/s, cache 2G, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8", 2 * GiB),
+    ("random 1G 64M/s, cache 1G, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8", GiB),
+    ("random 1G 64M/s, cache 256M, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8",
+     GiB // 4),
+    ("random 1G 64M/s, cache 64M, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8",
+     GiB // 16),
+    ("random 1G 64M/s, cache 1G, 512 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=512", GiB),
+    ("random 1G 64M/s, cache 1G, 4096 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=4096",
+     GiB),
+    ("random 1G 256M/s, cache 1G, 64 B", "ws=1GiB,rate=256MiB/s,pattern=random,bytes=64", GiB),
+    ("random 1G 256M/s, cache 256M, 64 B", "ws=1GiB,rate=256MiB/s,pattern=random,bytes=64",
+     GiB // 4),
+    ("random 2G 200M/s, cache 512M, 16 B", "ws=2GiB,rate=200MiB/s,pattern=random,bytes=16",
+     GiB // 2),
+    ("random 512M 400M/s, cache 1G, 8 B", "ws=512MiB,rate=400MiB/s,pattern=random,bytes=8",
+     GiB),
+    ("hot/cold 1G 256M/s, cache 256M, 64 B",
+     "ws=1GiB,rate=256MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=64", GiB // 4),
+    ("hot/cold 1G 512M/s, cache 64M, 8 B",
+     "ws=1GiB,rate=512MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=8", GiB // 16),
+    ("seq 512M 128M/s, cache 1G, 300 B", "ws=512MiB,rate=128MiB/s,pattern=seq,bytes=300", GiB),
+    ("seq 1G 300M/s, cache 256M, 4096 B", "ws=1GiB,rate=300MiB/s,pattern=seq,bytes=4096",
+     GiB // 4),
+]  # fmt: skip
+
+
+def bench_xbzrle_agreement() -> None:
+    """Statistical XBZRLE pricing against page-level pricing, same runs."""
+    print("statistical XBZRLE pricing against page by page (4 GiB guest, 128 MiB/s cap, 120 s):")
+    print(f"  {'scenario':38} {'converged':>9} {'time':>7} {'bytes':>7} {'passes':>7} "
+          f"{'hits':>7} {'misses':>7} {'overflow':>8} {'cpu stat/pages':>15}")  # fmt: skip
+    errs: dict[str, list[float]] = {"time": [], "bytes": [], "hits": [], "miss": []}
+    same = 0
+
+    def rel(a, b):
+        return (a - b) / b if b else (0.0 if a == b else float("inf"))
+
+    for name, wl, cache in XBZRLE_GRID:
+        st = _xbz(cache, max_bandwidth=128 * MiB)
+        out = {}
+        for mode in ("statistics", "pages"):
+            t = time.process_time()
+            r = simulate(4 * GiB, wl, st, time_limit=120.0, xbzrle_pricing=mode)
+            out[mode] = (time.process_time() - t, r.outcome)
+        (cs, a), (cp, b) = out["statistics"], out["pages"]
+        xa, xb = a.xbzrle, b.xbzrle
+        row = {
+            "time": rel(a.total_time_s, b.total_time_s),
+            "bytes": rel(a.transferred_bytes, b.transferred_bytes),
+            "hits": rel(xa.pages, xb.pages),
+            "miss": rel(xa.cache_miss_rate, xb.cache_miss_rate),
+        }
+        for k, v in row.items():
+            errs[k].append(abs(v))
+        same += a.converged == b.converged
+        conv = f"{'yn'[not a.converged]}/{'yn'[not b.converged]}"
+        print(
+            f"  {name:38} {conv:>9} {row['time']:+7.1%} {row['bytes']:+7.1%} "
+            f"{a.passes:>3}/{b.passes:<3} {row['hits']:+7.1%} "
+            f"{xa.cache_miss_rate:.2f}/{xb.cache_miss_rate:.2f} "
+            f"{xa.overflow:>4}/{xb.overflow:<4} {cs:6.2f}/{cp:.2f} s"
+        )
+    med = {k: float(np.median(v)) for k, v in errs.items()}
+    print(
+        f"  converged-or-not agrees {same}/{len(XBZRLE_GRID)}; median |error| time "
+        f"{med['time']:.1%} (max {max(errs['time']):.1%}), bytes {med['bytes']:.1%} "
+        f"(max {max(errs['bytes']):.1%}), XBZRLE pages {med['hits']:.1%}"
+    )
+
+
 SETTLE = (
     ("1 GiB random 512 MiB, XBZRLE 64 MiB, 50 MB/s", "ws=512M,rate=200M,pattern=random,bytes=256",
      Settings(capabilities={"xbzrle": True}, xbzrle_cache_size=64 * MiB), 50e6),
