@@ -6,6 +6,9 @@ floor measured in the same run: the cost of an empty Python loop of the same num
 of steps that makes one small numpy call per step (what any step costs at least), so
 ratios stay comparable on a loaded machine.  Then ``migtune simulate --from`` on the
 demo log (wall time, and CPU per simulation it ran), then the XBZRLE encoder.
+XBZRLE is priced from statistics for guests that write more than 1 GiB
+(``sim/xbzstat.py``) and page by page below: the grid ``bench_xbzrle_agreement`` runs
+both on the same scenarios and prints how far they agree.
 
 Run: ``python benchmarks/bench_sim.py [--quick]`` (``--quick``: skip 1 TiB and 1 h runs)
 Targets (issue 9): one simulation of up to 1 TiB and 1 h simulated <= 1 s CPU;
@@ -67,6 +70,12 @@ SCENARIOS = [
     ("XBZRLE 1 TiB busy 20 min: 64 GiB at 1 GiB/s, 4 GiB cache", 1024 * GiB,
      "ws=64GiB,rate=1GiB/s,pattern=random,bytes=64,zero=0.2", _xbz(4 * GiB, max_bandwidth=0),
      1.25e9, None, 1200.0),
+    ("XBZRLE 1 TiB busy 1 h: 64 GiB at 1 GiB/s, 4 GiB cache", 1024 * GiB,
+     "ws=64GiB,rate=1GiB/s,pattern=random,bytes=64,zero=0.2", _xbz(4 * GiB, max_bandwidth=0),
+     1.25e9, None, HOUR),
+    ("XBZRLE 1 TiB mostly zero 1 h: 8 GiB hot/cold, 1 GiB cache", 1024 * GiB,
+     "ws=8GiB,rate=1GiB/s,pattern=hotcold,bytes=256,zero=0.99",
+     _xbz(GiB, max_bandwidth=0), 1.25e9, None, HOUR),
 ]  # fmt: skip
 
 
@@ -112,7 +121,8 @@ def floor_per_step(steps: int) -> float:
 
 def bench_scenarios(quick: bool) -> None:
     print(f"{'scenario':54} {'cpu':>7} {'sim time':>9} {'passes':>6} {'steps':>7} "
-          f"{'us/step':>8} {'floor':>6} {'x floor':>7} {'ns/page':>7} {'maxrss':>7}")  # fmt: skip
+          f"{'us/step':>8} {'floor':>6} {'x floor':>7} {'ns/page':>7} {'maxrss':>7} "
+          f"{'XBZRLE priced':>13}")  # fmt: skip
     for name, ram, wl, st, link, stop, limit in SCENARIOS:
         if quick and (ram > 64 * GiB or limit >= HOUR):
             continue
@@ -129,7 +139,7 @@ def bench_scenarios(quick: bool) -> None:
         print(
             f"{name:54} {cpu:6.2f}s {o.total_time_s:8.0f}s {o.passes:>6} {sc.steps:>7} "
             f"{per * 1e6:8.1f} {fl * 1e6:6.2f} {per / fl:7.0f} {cpu / max(1, pages) * 1e9:7.1f} "
-            f"{rss:5.0f}MiB {ok}"
+            f"{rss:5.0f}MiB {r.stats['xbzrle_pricing'] or '-':>13} {ok}"
         )
 
 
@@ -158,9 +168,12 @@ def bench_demo() -> None:
         sys.stdout = old
         devnull.close()
     per = ", ".join(f"{c:.2f}" for c in sc.cpu)
+    fl = floor_per_step(sc.steps)
     print(
         f"migtune {' '.join(DEMO)}: {wall:.2f} s wall (target 2 s); in process {cpu:.2f} s CPU, "
-        f"{sc.sims} simulations ({per} s CPU each), {sc.steps} steps"
+        f"{sc.sims} simulations ({per} s CPU each), {sc.steps} steps for {sc.calls} "
+        f"ram_save_iterate calls, {cpu / max(1, sc.steps) * 1e6:.0f} us/step "
+        f"(floor {fl * 1e6:.2f} us, {cpu / max(1, sc.steps) / fl:.0f}x)"
     )
 
 
@@ -358,6 +371,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 1 TiB and 1 h scenarios")
     args = ap.parse_args()
     bench_scenarios(args.quick)
+    bench_xbzrle_agreement()
     bench_agreement()
     bench_settle()
     bench_demo()

@@ -231,6 +231,8 @@ class XbzrleStats:
         self.sample = (
             SlotSample(pops, self.slots, np.random.default_rng([seed, 4242])) if pops else None
         )
+        self.pending: list | None = None  # spans not yet shown to the sample
+        self.batch_pages = max(1, (self.bounds[-1, 1] - self.bounds[0, 0]) // 32) if pops else 1
         # fractional counters carried between commits (the engine's are integers)
         self.carry: dict[str, float] = {}
 
@@ -254,6 +256,7 @@ class XbzrleStats:
         were sent join the pool (§1.6)."""
         if not self.pops:
             return
+        self.flush()
         dirty = ds.count_in(self.bounds).tolist()
         for p, d in zip(self.pops, dirty, strict=True):
             p.dirty = d
@@ -263,6 +266,7 @@ class XbzrleStats:
             p.lam_sync = p.lam
 
     def on_wrap(self) -> None:
+        self.flush()
         if self.sample is not None:
             self.sample.on_wrap()
         for p in self.pops:
@@ -310,7 +314,26 @@ class XbzrleStats:
 
     def sample_span(self, first: int, last: int, counts: dict, gen: int, update: bool) -> None:
         """The cache sample sees the pages ``first..last`` sent (``counts``: pages of each
-        population among them)."""
+        population among them).  Consecutive spans of one generation are gathered into
+        one (the sample's cost is per call) until they cover 1/32 of the pages."""
+        pend = self.pending
+        if pend is not None and (pend[3] != gen or pend[4] != update or first < pend[1]):
+            self.flush()
+            pend = None
+        if pend is None:
+            self.pending = pend = [first, last, {}, gen, update]
+        pend[1] = last
+        for i, k in counts.items():
+            pend[2][i] = pend[2].get(i, 0) + k
+        if last - pend[0] >= self.batch_pages:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the gathered span to the cache sample."""
+        pend, self.pending = self.pending, None
+        if pend is None:
+            return
+        first, last, counts, gen, update = pend
         share = np.zeros(len(self.pops))
         for p in self.pops:
             k = counts.get(p.index, 0)
