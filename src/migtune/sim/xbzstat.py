@@ -126,11 +126,16 @@ class SlotSample:
         self.sends = self.sends * fade + got
 
 
-def unchanged_share(pool: float, dirty: float) -> float:
-    """Share of the population's dirty pages not written since they were last sent."""
+def unchanged_share(pool: float, dirty: float, round_writes: float) -> float:
+    """Share of the population's dirty pages not written since they were last sent.
+
+    ``pool`` of the ``dirty`` pages were flagged by the last syncs only because they
+    were written before being sent in the same generation.  The scan reaches each
+    again a round after it sent it (it is behind the cursor): unchanged if none of the
+    round's ``round_writes`` writes per page hit it."""
     if dirty <= 0:
         return 0.0
-    return min(1.0, max(0.0, pool / dirty))
+    return min(1.0, max(0.0, pool / dirty)) * math.exp(-max(0.0, round_writes))
 
 
 def wrapped_share(writes: float) -> float:
@@ -169,10 +174,8 @@ class Population:
     lam: float = 0.0  # writes per page so far (cumulative)
     lam_sync: float = 0.0  # ... at the last sync
     dirty: float = 0.0  # its pages in the migration bitmap
-    pool: float = 0.0  # of those, unwritten since last sent (valued at ``lam_pool``)
-    lam_pool: float = 0.0
-    cand: float = 0.0  # sent after a write since the sync: next sync's pool (at ``lam_cand``)
-    lam_cand: float = 0.0
+    pool: float = 0.0  # of those, flagged only for a write before they were last sent
+    cand: float = 0.0  # sent after a write since the sync: the next sync's pool
     lam_wrap: float = 0.0  # writes per page at the last completed round
     round_writes: float = 0.0  # writes per page in the last round
 
@@ -180,11 +183,9 @@ class Population:
     def pages(self) -> int:
         return self.hi - self.lo
 
-    def pool_now(self) -> float:
-        return self.pool * math.exp(self.lam_pool - self.lam)
-
-    def cand_now(self) -> float:
-        return self.cand * math.exp(self.lam_cand - self.lam)
+    def writes_per_round(self) -> float:
+        """Writes per page in a round (the last one; this one so far before that)."""
+        return self.round_writes if self.round_writes > 0 else self.lam - self.lam_wrap
 
 
 @dataclass
@@ -260,9 +261,8 @@ class XbzrleStats:
         dirty = ds.count_in(self.bounds).tolist()
         for p, d in zip(self.pops, dirty, strict=True):
             p.dirty = d
-            p.pool = p.pool_now() + p.cand_now()
-            p.lam_pool = p.lam
-            p.cand, p.lam_cand = 0.0, p.lam
+            p.pool = min(d, p.pool + p.cand)
+            p.cand = 0.0
             p.lam_sync = p.lam
 
     def on_wrap(self) -> None:
@@ -276,7 +276,7 @@ class XbzrleStats:
     # -- pricing -------------------------------------------------------------------
     def shares(self, p: Population, cn: float) -> Shares:
         """The shares of one population's next pages (the cache is on)."""
-        u = unchanged_share(p.pool_now(), p.dirty)
+        u = unchanged_share(p.pool, p.dirty, p.writes_per_round())
         h = self.sample.hit_share(p.index)
         wrap = wrapped_share(p.round_writes)
         unch = h * (u + (1.0 - u) * wrap)
@@ -293,14 +293,11 @@ class XbzrleStats:
         through the cache): update the pool; returns the expected counters."""
         if n <= 0:
             return {}
-        pool_now = p.pool_now()
-        unch_sent = n * unchanged_share(pool_now, p.dirty)
+        unch_sent = n * unchanged_share(p.pool, p.dirty, p.writes_per_round())
+        pool_sent = n * min(1.0, p.pool / p.dirty) if p.dirty > 0 else 0.0
         # those sent after a write since the sync are flagged again at the next one
-        fresh = (n - unch_sent) * -math.expm1(-(p.lam - p.lam_sync))
-        p.cand = p.cand_now() + fresh
-        p.lam_cand = p.lam
-        p.pool = max(0.0, pool_now - unch_sent)
-        p.lam_pool = p.lam
+        p.cand += (n - unch_sent) * -math.expm1(-(p.lam - p.lam_sync))
+        p.pool = max(0.0, p.pool - pool_sent)
         p.dirty = max(0.0, p.dirty - n)
         if sh is None:
             return {}
