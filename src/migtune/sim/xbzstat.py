@@ -104,11 +104,24 @@ class SlotSample:
         i0, i1 = np.searchsorted(self.page, [first, last + 1])
         if i1 <= i0:
             return
-        pop = self.pop[i0:i1]
-        sent = self.rng.random(i1 - i0) < sent_share[pop]
-        pages, rows, pop = self.page[i0:i1][sent], self.row[i0:i1][sent], pop[sent]
-        if not len(pages):
+        # a population's sampled pages are one stretch of the (address-ordered) sample
+        cuts = np.searchsorted(self.pop[i0:i1], np.arange(len(self.sends) + 1)) + i0
+        picks = []
+        for i, share in enumerate(sent_share.tolist()):
+            j0, j1 = int(cuts[i]), int(cuts[i + 1])
+            m = j1 - j0
+            if share <= 0 or m <= 0:
+                continue
+            if share > 0.2:
+                picks.append(j0 + np.flatnonzero(self.rng.random(m) < share))
+            else:  # few of many: draw how many, then which (cost grows with those sent)
+                k = int(self.rng.binomial(m, share))
+                if k:
+                    picks.append(j0 + np.unique(self.rng.integers(0, m, size=k)))
+        if not picks:
             return
+        idx = np.concatenate(picks) if len(picks) > 1 else picks[0]
+        pages, rows, pop = self.page[idx], self.row[idx], self.pop[idx]
         hit = np.empty(len(pages), dtype=bool)
         # the scan is ascending: a slot comes back only ``slots`` pages later
         a = 0
