@@ -151,7 +151,9 @@ def simulate(
         )
         dirtier.rate_factor = rate_factor
         spec = w.spec()
-    eng = Engine(pages, dirtier, s, version, m, exact=exact_xbzrle, xbzrle_pricing=xbzrle_pricing)
+    eng = Engine(
+        pages, dirtier, s, version, m, exact=exact_xbzrle, xbzrle_pricing=xbzrle_pricing, seed=seed
+    )
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
     steer = None
