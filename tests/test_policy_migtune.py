@@ -212,3 +212,31 @@ def test_simulated_run_gets_the_downtime_limit_it_needs(tmp_path):
 def test_simulated_run_that_converges_is_left_alone(tmp_path):
     lines = simulated(tmp_path, "ws=64MiB,rate=1024pages/s,pattern=random")
     assert steer(parse_policy("migtune:max-downtime=2s"), lines) == []
+
+
+# -- in the simulation loop (simulate(policy=...)): the run reacts to its decisions ----------
+
+SMALL = 256 * MiB
+HOT_64 = "ws=64MiB,rate=16384pages/s,pattern=random"  # 64 MiB/s on 64 MiB, 32 MiB/s link
+
+
+def test_in_the_simulator_it_finds_the_downtime_limit_that_converges():
+    s = Settings(downtime_limit=0.3, max_bandwidth=32 * MiB)
+    fixed = simulate(SMALL, HOT_64, s, time_limit=40)
+    assert fixed.outcome.status == "cancelled"
+    r = simulate(SMALL, HOT_64, s, time_limit=40, policy="migtune:max-downtime=4s,max-time=40s")
+    assert r.outcome.status == "completed" and r.outcome.total_time_s < 10.0
+    sets = [a for a in r.stats["policy_actions"] if a["kind"] == SET_PARAMETERS]
+    assert sets and all(a["params"]["downtime-limit"] <= 4000 for a in sets)
+    assert sets[0]["prediction"]["verdict"] == "converges"
+    assert r.outcome.downtime_ms <= 4000
+
+
+def test_in_the_simulator_it_cancels_what_cannot_converge_early():
+    s = Settings(downtime_limit=0.3, max_bandwidth=32 * MiB)
+    spec = "migtune:max-downtime=300ms,max-time=40s"
+    r = simulate(SMALL, HOT_64, s, time_limit=40, policy=spec)
+    [abort] = r.stats["policy_actions"]
+    assert abort["kind"] == ABORT and abort["t"] < 20.0
+    assert abort["reason"].startswith("cancelled early")
+    assert r.outcome.status == "cancelled" and r.outcome.total_time_s == pytest.approx(abort["t"])

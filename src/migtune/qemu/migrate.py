@@ -376,6 +376,7 @@ class _Driver(Supervisor):
                     )
                     self.snapshot = tee.getvalue
                     self.live.start()
+                    self.policy.live_fed = True  # predictions come from the worker
                 if self.flag.get("stop") and not self.attaching:  # Ctrl-C while configuring
                     raise MigrationCancelled(f"{self.flag['stop']} before the migration started")
                 tee.strict = False  # from now on a write error only stops the recording

@@ -34,8 +34,8 @@ from __future__ import annotations
 from typing import Any
 
 from migtune.analysis.live import Change, LivePrediction
-from migtune.errors import InputError
-from migtune.model import Sample, Settings
+from migtune.errors import InputError, MigtuneError
+from migtune.model import Event, Run, Sample, Settings
 from migtune.qemu.policies import ABORT, POSTCOPY_STATES, SET_PARAMETERS, START_POSTCOPY, Action
 from migtune.qemu.policies import Policy as _Policy
 from migtune.units import format_duration, parse_duration, parse_rate
@@ -45,7 +45,8 @@ DORMANT = {"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-thro
 # Cancelling on one prediction would trust a single calibration; two in a row cost one
 # more sync (seconds) and guard against a fit that the next pass corrects.
 HOPELESS_PREDICTIONS = 2
-THROTTLE_STEPS = (50, 99)  # max-cpu-throttle the policy may raise an armed auto-converge to
+THROTTLE_STEPS = (50, 99)
+INLINE_GAP = 2.0  # simulated seconds between predictions made inside the simulator  # max-cpu-throttle the policy may raise an armed auto-converge to
 
 
 def _allow(text: str) -> frozenset[str]:
@@ -73,6 +74,12 @@ class MigtunePolicy(_Policy):
         self.decisions = 0
         self.hopeless = 0  # predictions in a row in which nothing allowed converges
         self.deadline: float | None = None  # see _overdue
+        # set by the driver, which predicts off its loop; otherwise (the simulator's
+        # policy hook) the policy predicts from the samples it sees
+        self.live_fed = False
+        self.seen = Run(format="qmp")
+        self._last_sync = 0
+        self._next_inline = 0.0
         self.cancelled = False
         self.throttle_cap: int | None = None  # max-cpu-throttle now in force (armed AC)
         self.downtime_ms: float | None = None
@@ -262,6 +269,8 @@ class MigtunePolicy(_Policy):
 
     def decide(self, sample: Sample, now: float) -> list[Action]:
         self.observe(sample)
+        if not self.live_fed:
+            self._predict_inline(sample, now)
         if sample.status in POSTCOPY_STATES:
             self.pending = [a for a in self.pending if a.kind == ABORT]
         if (
@@ -275,4 +284,36 @@ class MigtunePolicy(_Policy):
                 Action(ABORT, f"max-time of {format_duration(self.params['max_time'])} reached")
             )
         out, self.pending = self.pending, []
+        for a in out:  # what it did is part of the run the next calibration replays
+            kind = "downtime-change" if "downtime-limit" in a.params else "settings"
+            self.seen.events.append(Event(now, kind, a.reason, {"params": dict(a.params)}))
         return out
+
+    # -- in the simulator (migtune.sim.steer): no driver feeds predictions ----------------------
+    def _predict_inline(self, sample: Sample, now: float) -> None:
+        """Predict synchronously from the samples this policy saw, at each new sync.
+
+        Only when nothing feeds it predictions (``live_fed`` False): a simulated run
+        steered through ``simulate(policy=...)``.  The driver sets ``live_fed`` and
+        predicts off its polling loop instead; this would block it."""
+        from migtune.analysis.live import predict
+
+        if not self.seen.samples:
+            self.seen.settings = self.settings
+            self.seen.events.append(Event(0.0, "ram-start", "simulated migration"))
+        self.seen.samples.append(sample)
+        if sample.total:
+            self.seen.ram_bytes = sample.total
+        sync = sample.passes or 0
+        if sync < 2 or sync <= self._last_sync or sample.status != "active":
+            return
+        if now < self._next_inline:
+            return  # as the driver's worker would: not at every short pass
+        self._last_sync, self._next_inline = sync, now + INLINE_GAP
+        self.seen.status = "active"
+        try:
+            changes = self.candidate_changes(sample)
+            current, alts = predict(self.seen, time_limit=self.time_limit, changes=changes)
+        except MigtuneError:
+            return  # no prediction this time: nothing to act on
+        self.on_prediction(current, list(zip(changes, alts, strict=True)))
