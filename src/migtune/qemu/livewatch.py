@@ -51,6 +51,28 @@ class Outcome:
     error: str | None = None
     asked_at: float = 0.0  # seconds into the migration the job was started at
 
+    def event_data(self, now: float) -> dict[str, Any]:
+        """The ``prediction`` event's data (see :mod:`migtune.sources.recording`)."""
+        assert self.current is not None
+        data = self.current.to_dict()
+        data["available_t"] = round(now, 3)
+        data["alternatives"] = [
+            {**p.to_dict(), "change": c.to_dict()} for c, p in self.alternatives
+        ]
+        return data
+
+    def publish(self, metrics: Any) -> None:
+        """Hand the prediction to a metrics endpoint (``set_prediction``): the time left
+        with its range, converges (None while uncertain), the expected pause."""
+        assert self.current is not None
+        pred = self.current
+        eta, down = pred.eta_s, pred.downtime_ms["median"]
+        verdict = {"converges": True, "will-not-converge": False}.get(pred.verdict)
+        metrics.set_prediction(
+            eta["median"], verdict, eta_low_s=eta["min"], eta_high_s=eta["max"],
+            downtime_s=None if down is None else down / 1000.0,
+        )  # fmt: skip
+
 
 def run_job(job: dict[str, Any], lines: list[str]) -> dict[str, Any]:
     """Calibrate from ``lines`` (a recording so far) and predict: the worker's one task."""

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from migtune.analysis.live import EVENT_KIND
 from migtune.errors import InputError, MigrationFailed, MigtuneError
 from migtune.model import Sample
 from migtune.outputs.recording import RecordingWriter
 from migtune.qemu import restore
-from migtune.qemu.livewatch import LiveWatch
+from migtune.qemu.livewatch import LiveWatch, Outcome
 from migtune.qemu.policies import (
     ABORT,
     PAUSE,
@@ -269,24 +270,13 @@ class Supervisor:
         for text in live.warnings:
             self.note_once(f"live prediction: {text}")
 
-    def _record_prediction(self, out: Any, now: float) -> None:
-        from migtune.analysis.live import EVENT_KIND
-
-        pred = out.current
-        self.prediction_text = pred.short()
-        data = pred.to_dict()
-        data["available_t"] = round(now, 3)
-        data["alternatives"] = [{**p.to_dict(), "change": c.to_dict()} for c, p in out.alternatives]
+    def _record_prediction(self, out: Outcome, now: float) -> None:
+        self.prediction_text = out.current.short()
         assert self.rec is not None
-        self.rec.event(now, EVENT_KIND, pred.message(), data)
+        self.rec.event(now, EVENT_KIND, out.current.message(), out.event_data(now))
         metrics = getattr(self, "metrics", None)  # a Prometheus endpoint (migrate --metrics-port)
         if metrics is not None:
-            eta, down = pred.eta_s, pred.downtime_ms["median"]
-            verdict = {"converges": True, "will-not-converge": False}.get(pred.verdict)
-            metrics.set_prediction(
-                eta["median"], verdict, eta_low_s=eta["min"], eta_high_s=eta["max"],
-                downtime_s=None if down is None else down / 1000.0,
-            )  # fmt: skip
+            out.publish(metrics)
 
     def _record_destination_events(self, dst: QMP | None) -> None:
         if dst is None or self.rec is None:
