@@ -10,7 +10,8 @@ XBZRLE is priced from statistics for guests that write more than 1 GiB
 (``sim/xbzstat.py``) and page by page below: the grid ``bench_xbzrle_agreement`` runs
 both on the same scenarios and prints how far they agree.
 
-Run: ``python benchmarks/bench_sim.py [--quick]`` (``--quick``: skip 1 TiB and 1 h runs)
+Run: ``python benchmarks/bench_sim.py [--quick] [--confirm]`` (``--quick``: skip 1 TiB
+and 1 h runs; ``--confirm``: the demo's what-if again page by page, ~1 min)
 Targets (issue 9): one simulation of up to 1 TiB and 1 h simulated <= 1 s CPU;
 ``simulate --from examples/proxmox-32GiB-not-converging.log --set downtime-limit=2s``
 <= 2 s wall; XBZRLE encoding >= 200 MB/s (issue 4).
@@ -175,6 +176,32 @@ def bench_demo() -> None:
         f"ram_save_iterate calls, {cpu / max(1, sc.steps) * 1e6:.0f} us/step "
         f"(floor {fl * 1e6:.2f} us, {cpu / max(1, sc.steps) / fl:.0f}x)"
     )
+
+
+def bench_demo_confirm() -> None:
+    """The demo's what-if members priced from statistics and page by page (the
+    screening model confirmed on the runs the user sees; ~1 min of CPU)."""
+    from migtune.settings import apply_assignment
+    from migtune.sim.calibrate import calibrate, what_if
+    from migtune.sources import load_run
+
+    cal = calibrate(load_run(ROOT / DEMO[2]))
+    s = apply_assignment(cal.settings, DEMO[4])
+    out = {}
+    for mode in ("auto", "pages"):
+        t = time.process_time()
+        out[mode] = (what_if(cal, s, xbzrle_pricing=mode), time.process_time() - t)
+    (fast, cf), (ref, cr) = out["auto"], out["pages"]
+    print(f"demo what-if, statistics ({cf:.1f} s CPU) against page by page ({cr:.1f} s CPU):")
+    errs = []
+    for w, a, b in zip(fast.workloads, fast.members, ref.members, strict=True):
+        a, b = a.outcome, b.outcome
+        dt = (a.total_time_s - b.total_time_s) / b.total_time_s
+        db = (a.transferred_bytes - b.transferred_bytes) / b.transferred_bytes
+        errs.append(max(abs(dt), abs(db)))
+        print(f"  {w.spec():72} converged {'yn'[not a.converged]}/{'yn'[not b.converged]} "
+              f"time {dt:+.2%} bytes {db:+.2%} passes {a.passes}/{b.passes}")  # fmt: skip
+    print(f"  verdicts: {fast.verdict()!r} / {ref.verdict()!r}; largest error {max(errs):.2%}")
 
 
 MiB = 1024**2
@@ -369,12 +396,17 @@ def bench_codec() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the 1 TiB and 1 h scenarios")
+    ap.add_argument(
+        "--confirm", action="store_true", help="also the demo's what-if page by page (~1 min)"
+    )
     args = ap.parse_args()
     bench_scenarios(args.quick)
     bench_xbzrle_agreement()
     bench_agreement()
     bench_settle()
     bench_demo()
+    if args.confirm:
+        bench_demo_confirm()
     bench_codec()
 
 
