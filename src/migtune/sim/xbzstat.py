@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from migtune.sim import rules
+from migtune.sim.runs import distinct
 
 CACHED_PAGE_LIFETIME = 2  # §4.2 (as migtune.sim.cache)
 SAMPLE_SLOTS = 8192  # cache slots simulated exactly (all of them when fewer) ...
@@ -117,7 +118,7 @@ class SlotSample:
             else:  # few of many: draw how many, then which (cost grows with those sent)
                 k = int(self.rng.binomial(m, share))
                 if k:
-                    picks.append(j0 + np.unique(self.rng.integers(0, m, size=k)))
+                    picks.append(j0 + distinct(self.rng.integers(0, m, size=k)))
         if not picks:
             return
         idx = np.concatenate(picks) if len(picks) > 1 else picks[0]
