@@ -198,10 +198,14 @@ class Engine:
 
         while self.schedule and self.schedule[0][0] <= self.t - self.start:
             t, assignment = self.schedule.pop(0)
-            self.s = apply_assignment(self.s, assignment)
-            self.budget = rules.window_budget(self.s.max_bandwidth or 0)
-            self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
+            self.set_settings(apply_assignment(self.s, assignment))
             self.events.append((self.t, "settings", f"set {assignment}", {"set": assignment}))
+
+    def set_settings(self, s) -> None:
+        """New parameters in force (a schedule entry or a policy's migrate-set-parameters)."""
+        self.s = s
+        self.budget = rules.window_budget(self.s.max_bandwidth or 0)
+        self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
 
     # -- counters ------------------------------------------------------------------
     def transferred(self) -> int:

@@ -212,8 +212,9 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
     finish(e, None)
 
 
-def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> None:
-    """§1.2/§1.3/§14.6.  ``sample(e)`` is called whenever a poll is due."""
+def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None, steer=None) -> None:
+    """§1.2/§1.3/§14.6.  ``sample(e)`` is called whenever a poll is due; ``steer``, a
+    :class:`~migtune.sim.steer.Steering`, lets a platform's policy act at its polls."""
     m = e.machine
     e.status = "setup"
     sample(e)
@@ -229,10 +230,13 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
     while True:
         sample(e)
         e.apply_schedule()
+        if steer is not None:
+            steer.poll(e)
         if settler is not None and settler.check(e, postcopy_trigger is not None):
-            settler.extrapolate(e, time_limit, sample)
-            settler = None
+            settler = _settle(e, settler, time_limit, sample, steer)
         give_up = e.stop_after_passes is not None and e.sync_count > e.stop_after_passes
+        if steer is not None and steer.abort:
+            give_up = True
         if e.t - e.start >= time_limit or give_up:
             e.status = "cancelled"
             e.throttle = 0
@@ -247,7 +251,7 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
         if rules.sync_due(pending, e.threshold):
             e.sync()
             pending = e.dirty * e.P
-        if postcopy_trigger is not None and postcopy_trigger(e):
+        if (postcopy_trigger is not None and postcopy_trigger(e)) or (steer and steer.postcopy):
             postcopy(e, e.s.max_postcopy_bandwidth or 0)
             break
         if rules.completion_ready(pending, e.threshold, e.version):
@@ -267,6 +271,26 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
             e.guest_to(e.t)
             e.close_window_if_due()
     sample(e)
+
+
+def _settle(e: Engine, settler: Settler, time_limit: float, sample, steer) -> Settler | None:
+    """Extrapolate a settled run up to the limit, or only as far as the policy is sure
+    to stay quiet; then simulate on from there (a fresh :class:`Settler`)."""
+    until = time_limit if steer is None else min(time_limit, steer.quiet_until(e))
+    if until <= e.t - e.start + 1.0:
+        return settler
+    first = e.settled_from
+    settler.extrapolate(e, until, sample)
+    if first is not None:
+        e.settled_from = first
+    if until >= time_limit:
+        return None
+    # a new rate period and window from here, as if the skipped rounds had been run
+    e.time_last_sync_ms = e.now_ms()
+    e.period_new = 0
+    e.bytes_xfer_prev = e.period_counter()
+    e.win_start, e.win_bytes0, e.win_pages0 = e.t, e.c.all_bytes, e.pages_total()
+    return Settler()
 
 
 def make_sampler(interval: float, records: list):
