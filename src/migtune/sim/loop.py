@@ -262,6 +262,8 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None, steer
             nxt = min(next_tick, e.start + time_limit, getattr(sample, "next_due", lambda: 1e18)())
             if e.schedule:
                 nxt = min(nxt, e.start + e.schedule[0][0])
+            if steer is not None:  # the policy's next poll
+                nxt = min(nxt, e.start + steer.next_poll)
             calls = fusable_calls(e, nxt)
         iterate(e, calls)
         e.close_window_if_due()
