@@ -148,6 +148,7 @@ class Engine:
         self.dirty = self.N
         self.last_call_pages = 0
         self.last_call_timed_out = False
+        self.fused_calls = 1  # ram_save_iterate calls the current step may run
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -421,6 +422,9 @@ class Engine:
         cache_on = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
         after = a >= self.ds.wrap_pos
         segs, shares = [], {}
+        if cache_on:  # the pages this step is likely to reach
+            ahead = max(64, self.last_call_pages * self.fused_calls)
+            self.xstat.peek(self.ds.page_at(a), self.ds.page_at(min(b, a + ahead) - 1))
         at = self.ds.firsts_at(self._zone_edges, after)
         for i, (_, _, key) in enumerate(self._zones):
             x0 = min(max(at[i], a), b)

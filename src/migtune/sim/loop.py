@@ -87,6 +87,7 @@ def iterate(e: Engine, calls: int = 1) -> None:
     nothing can happen between (:func:`fusable_calls`): they end with the call in which
     the dirty set falls under the threshold, after which the loop syncs."""
     t_iter = e.t
+    e.fused_calls = calls
     dt = rules.MAX_WAIT_MS / 1000
     # from this many pages on, the pending bytes are under the threshold
     crossing = math.floor(e.dirty - e.threshold / e.P) + 1
