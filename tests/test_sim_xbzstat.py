@@ -107,16 +107,16 @@ def test_statistical_xbzrle_agrees_with_page_level(workload, cache, ram, limit):
     assert a.xbzrle.overflow == pytest.approx(b.xbzrle.overflow, rel=0.1, abs=2000)
 
 
-def test_auto_pricing_by_guest_size_and_traces_stay_page_level(tmp_path):
+def test_statistics_by_default_and_traces_stay_page_level(tmp_path):
     s = _xbz(64 * MiB, max_bandwidth=128 * MiB)
     small = simulate(512 * MiB, "ws=64MiB,rate=16MiB/s,bytes=8", s, time_limit=10)
-    big = simulate(8 * GiB, "ws=2GiB,rate=16MiB/s,bytes=8", s, time_limit=10)
-    assert small.stats["xbzrle_pricing"] == "pages"
-    assert big.stats["xbzrle_pricing"] == "statistics"
+    assert small.stats["xbzrle_pricing"] == "statistics"
     trace = tmp_path / "t.npz"
     np.savez(trace, t=np.linspace(0, 1, 100, endpoint=False), pages=np.arange(100))
     traced = simulate(8 * GiB, "idle", s, trace=trace, time_limit=5, xbzrle_pricing="statistics")
     assert traced.stats["xbzrle_pricing"] == "pages"
+    exact = simulate(256 * MiB, "ws=16MiB,rate=8MiB/s", s, time_limit=5, exact_xbzrle=True)
+    assert exact.stats["xbzrle_pricing"] == "pages"
     off = simulate(8 * GiB, "ws=2GiB,rate=16MiB/s", Settings(), time_limit=5)
     assert off.stats["xbzrle_pricing"] is None
     with pytest.raises(InputError):

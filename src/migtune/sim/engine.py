@@ -30,9 +30,6 @@ from migtune.sim.writelog import CountLog, ExplicitLog, TimedLog
 from migtune.sim.xbzrle import prefix_write_size
 from migtune.sim.xbzstat import XbzrleStats
 
-# ``xbzrle_pricing="auto"``: statistics when the guest writes more pages than this (1 GiB)
-AUTO_STATISTICS_PAGES = 1 << 18
-
 
 @dataclass
 class Counters:
@@ -65,7 +62,7 @@ class Engine:
         page_size=4096,
         exact=False,
         explicit_writes=False,
-        xbzrle_pricing="auto",
+        xbzrle_pricing="statistics",
         seed=0,
     ):
         self.N, self.P = int(pages), page_size
@@ -95,15 +92,8 @@ class Engine:
         # - every write's page (:class:`ExplicitLog`: traces, exact mode; and
         #   ``explicit_writes``, the page-level reference the others are checked against)
         spec = isinstance(dirtier, Dirtier) and not explicit_writes
-        if xbzrle_pricing not in ("auto", "statistics", "pages"):
-            raise InputError(
-                f"XBZRLE pricing: 'auto', 'statistics' or 'pages' (got {xbzrle_pricing!r})"
-            )
-        if xbzrle_pricing == "auto":
-            # page by page costs ~50-100 ns a page sent: cheap below this many writable
-            # pages, and there it is the reference; statistics above
-            big = self.rhi - self.rlo > AUTO_STATISTICS_PAGES
-            xbzrle_pricing = "statistics" if big else "pages"
+        if xbzrle_pricing not in ("statistics", "pages"):
+            raise InputError(f"XBZRLE pricing: 'statistics' or 'pages' (got {xbzrle_pricing!r})")
         # statistical XBZRLE (migtune.sim.xbzstat): a spec workload's pages are priced by
         # shares, so the dirty log only needs the set of pages written, as without XBZRLE
         stat = spec and self.xbzrle_on and not exact and xbzrle_pricing == "statistics"
