@@ -42,7 +42,7 @@ SAMPLE_SLOTS = 8192  # cache slots simulated exactly (all of them when fewer) ..
 SAMPLE_PAGES = 1 << 20  # ... with at most this many pages mapping to them
 # the hit share is averaged (exponentially) over this share of a round's sampled sends
 SAMPLE_MEMORY = 0.05
-PEEK_PAGES = 4096  # sampled pages looked at ahead of a step
+PEEK_PAGES = 512  # sampled pages looked at ahead of a step
 PEEK_PRIOR = 4.0  # weight of the running hit share against the pages ahead
 
 
@@ -103,15 +103,15 @@ class SlotSample:
 
     def owned(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """Per population: sampled pages in ``first..last`` (the next ones the scan
-        reaches) that hold their slot now, and how many there are (the first
-        ``PEEK_PAGES`` of them)."""
-        i0, i1 = np.searchsorted(self.page, [first, last + 1])
-        i1 = min(int(i1), int(i0) + PEEK_PAGES)
+        reaches) that hold their slot now, and how many there are (at most
+        ``PEEK_PAGES`` of them, spread over the span)."""
+        i0, i1 = (int(x) for x in np.searchsorted(self.page, [first, last + 1]))
         n = len(self.sends)
         if i1 <= i0:
             return np.zeros(n), np.zeros(n)
-        pop = self.pop[i0:i1]
-        own = self.owner[self.row[i0:i1]] == self.page[i0:i1]
+        every = -(-(i1 - i0) // PEEK_PAGES)  # evenly spread over the span
+        pop = self.pop[i0:i1:every]
+        own = self.owner[self.row[i0:i1:every]] == self.page[i0:i1:every]
         return np.bincount(pop[own], minlength=n), np.bincount(pop, minlength=n)
 
     def send(self, first: int, last: int, sent_share, generation: int, update: bool) -> None:
