@@ -78,7 +78,9 @@ def fusable_calls(e: Engine, next_event: float) -> int:
     if e.budget and e.budget < 4 * e.link * window:
         return 1
     dt = rules.MAX_WAIT_MS / 1000
-    k_time = int((next_event - e.t) / dt) - 1
+    # up to the call during which the event falls due: the loop notices it after that
+    # call, fused or not
+    k_time = math.ceil((next_event - e.t) / dt - 1e-9)
     return max(1, min(FUSE_MAX, k_time))
 
 
