@@ -108,3 +108,16 @@ def test_small_density_union_is_the_numpy_one(monkeypatch):
         big = runs._union_density(a, b)
         monkeypatch.undo()
         assert all(np.array_equal(x, y) for x, y in zip(small, big, strict=True))
+
+
+def test_coalesce_joins_touching_runs_of_equal_density_only():
+    s = np.arange(0, 4000, 100, dtype=np.int64)
+    e = s + 100
+    k = np.full(len(s), 50, dtype=np.int64)
+    k[10] = 20  # a different density: a run of its own
+    k[20] = 100  # full: exact, never joined
+    out = runs.coalesce((s, e, k))
+    assert runs.size(out) == int(k.sum())
+    assert out[0].tolist() == [0, 1000, 1100, 2000, 2100]
+    few = (s[:5], e[:5], k[:5])
+    assert runs.coalesce(few) is few  # few runs are left as they are

@@ -194,7 +194,7 @@ class DirtySet:
         """A bitmap sync: OR the guest's dirty log in; returns the pages newly dirty."""
         if not len(log[0]):
             return 0
-        merged = runs.union(self.unsent(), log)
+        merged = runs.coalesce(runs.union(self.unsent(), log))
         new = max(0, runs.size(merged) - self.count)
         if new:
             self._rebuild(merged, self.cursor)

@@ -247,6 +247,31 @@ def union_all(parts: list) -> Runs:
     return out
 
 
+# density runs whose densities agree within this share are kept as one (a run set of
+# many stretches with nearly the same density costs a sync per stretch, for nothing)
+COALESCE_SHARE = 0.01
+COALESCE_ABOVE = 32  # runs; fewer are left as they are
+
+
+def coalesce(r, share: float = COALESCE_SHARE):
+    """Touching density runs with densities in the same ``share``-wide band (log scale)
+    made one run, their pages added: where a few syncs ago the scan stood no longer
+    matters once the densities on both sides agree."""
+    if len(r) == 2 or len(r[0]) <= COALESCE_ABOVE:
+        return r
+    s, e, k = r
+    length = e - s
+    dense = k < length
+    band = np.floor(np.log(np.maximum(k, 1) / length) / math.log1p(share)).astype(np.int64)
+    join = np.zeros(len(s), dtype=bool)
+    join[1:] = (s[1:] == e[:-1]) & dense[1:] & dense[:-1] & (band[1:] == band[:-1])
+    if not join.any():
+        return r
+    heads = np.flatnonzero(~join)
+    last = np.concatenate((heads[1:] - 1, [len(s) - 1]))
+    return s[heads], e[last], np.add.reduceat(k, heads)
+
+
 def difference(a: Runs, b: Runs) -> Runs:
     """Exact sets only."""
     if not len(a[0]) or not len(b[0]):
