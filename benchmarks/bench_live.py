@@ -68,7 +68,7 @@ def changed_after(run, cut: float) -> bool:
     return False
 
 
-def bench_one(path: Path) -> dict:
+def bench_one(path: Path, quick: bool = False) -> dict:
     lines = path.read_text(encoding="utf-8").splitlines()
     full = recording_prefix(lines)
     res = recording_prefix.__globals__["parse_recording"](lines).meta.get("result") or {}
@@ -78,7 +78,9 @@ def bench_one(path: Path) -> dict:
     limit = float(limit) if isinstance(limit, int | float) else None
     out = {"run": path.stem, "converged": converged, "total_s": total, "cuts": {}}
     first = first_pass_end(full)
-    cuts = {"first-pass": first, "second-sync": sync_time(full, 3)}
+    cuts = (
+        {"first-pass": first} if quick else {"first-pass": first, "second-sync": sync_time(full, 3)}
+    )
     if total:
         cuts["half"] = total / 2
     for name, cut in cuts.items():
@@ -110,6 +112,7 @@ def bench_one(path: Path) -> dict:
             "verdict": pred.verdict,
             "decided": decided,
             "right": decided and (pred.verdict == "converges") == converged,
+            "majority_right": pred.converges == converged,
             "text": pred.short(),
             "seconds": round(time.monotonic() - started, 2),
             "total_pred": pred.total_time_s,
@@ -118,7 +121,8 @@ def bench_one(path: Path) -> dict:
             left = max(1e-3, total - pred.t)
             cell["eta_err"] = (pred.total_time_s["median"] - total) / left
         out["cuts"][name] = cell
-    out["first_decided"] = first_decided(lines, full, converged, total, limit)
+    if not quick:
+        out["first_decided"] = first_decided(lines, full, converged, total, limit)
     return out
 
 
@@ -151,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="only the first-pass and half cuts")
     args = ap.parse_args(argv)
     paths = args.files or sorted(DEFAULT.rglob("*.jsonl"))
-    rows = [bench_one(p) for p in paths]
+    rows = [bench_one(p, args.quick) for p in paths]
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -175,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'-' if err is None else f'{err:+.0%}':>8}")  # fmt: skip
     for name in ("first-pass", "second-sync", "half"):
         cells = [r["cuts"][name] for r in rows if "right" in r["cuts"].get(name, {})]
+        if not cells:
+            continue
         right = sum(1 for c in cells if c["right"])
         wrong = sum(1 for c in cells if c["decided"] and not c["right"])
         unsure = len(cells) - right - wrong
+        lean = sum(1 for c in cells if c["majority_right"])
         print(f"{name}: converge-or-not right in {right}/{len(cells)}"
               f" ({100 * right / max(1, len(cells)):.0f} %), wrong {wrong}, uncertain {unsure}"
+              f"; the majority of plausible workloads right in {lean}/{len(cells)}"
               f"; prediction time median {statistics.median([c['seconds'] for c in cells]) if cells else 0:.2f} s")  # fmt: skip
     dec = [r["first_decided"] for r in rows if r.get("first_decided")]
     if dec:
