@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 import zlib
 from collections.abc import Iterator
@@ -94,6 +95,20 @@ def inspect(path: Path) -> int | None:
         return None
     if not head.startswith(SQLITE_MAGIC):
         raise InputError(f"{path}: not a migtune history database (not an SQLite file); left as is")
+    for attempt in range(3):
+        try:
+            return _identify(path)
+        except InputError:
+            # A writer that checkpointed while the file was read without locks
+            # (immutable) can make a sound file look torn; it leaves its WAL file
+            # behind while it works, and with one there the next read takes locks.
+            if attempt == 2 or not Path(f"{path}-wal").exists():
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _identify(path: Path) -> int | None:
     try:
         conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
