@@ -151,6 +151,11 @@ CASES = [
     (["history", "calibrate"], BAD_INPUT, "--vm: missing"),
     (["history", "calibrate", "--vm", "x", "--last", "0"], BAD_INPUT, "--last: 0 is not"),
     (["history", "calibrate", "--vm", "x", "--db", "{EMPTY}"], BAD_INPUT, "no run of VM 'x'"),
+    # tune
+    (["tune"], BAD_INPUT, "--from: missing"),
+    (["tune", "--from", README], BAD_INPUT, "README.md: unrecognised log format"),
+    (["tune", "--from", LOG, "--max-downtime", "banana"], BAD_INPUT, "cannot read duration"),
+    (["tune", "--ram", "4GiB", "--workload", "ws=1GiB", "--platform", "zzz"], BAD_INPUT, "'zzz'"),
     # report
     (["report"], BAD_INPUT, "RUN: missing"),
     (["report", "{DIR}"], BAD_INPUT, "RUN: file"),
