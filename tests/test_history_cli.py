@@ -253,3 +253,21 @@ def test_each_run_of_lab_matrix_is_added_as_its_scenario(db, monkeypatch, capsys
     assert len(list_runs()) == 2  # a new scenario, not added
     assert main(["lab", "matrix", "--only", "above-link"]) == 0
     assert len(list_runs()) == 3
+
+
+def test_a_run_alone_scores_its_own_best_fit_as_calibrate_did(db):
+    """The replay conditions rebuilt from a Calibration are calibrate's own: the best
+    fit scores on them exactly as calibrate scored it (else joint fits are judged on
+    other conditions than single ones)."""
+    from migtune.history.multical import _fit, _outcome_at_scale
+    from migtune.sources import load_run
+
+    logs = [LAB / "below-link-1.jsonl", LAB / "xbzrle-cache-small-1.jsonl",
+            EXAMPLES / "proxmox-4GiB-pre64-xbzrle-completed.log"]  # fmt: skip
+    for path in logs:  # the last: sampled every second, fitted on a guest 2 times smaller
+        fit = _fit(1, "t", load_run(path))
+        cal = fit.calibration
+        replay = _outcome_at_scale(fit.best, fit.setup.scale)
+        assert fit.best.class_ok == cal.replay_class_ok
+        assert replay.total_time_s == cal.replay.outcome.total_time_s
+        assert replay.transferred_bytes == cal.replay.outcome.transferred_bytes

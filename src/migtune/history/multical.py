@@ -121,16 +121,18 @@ class VmCalibration:
 
 def _fit(run_id: int, at: str, run: Any) -> RunFit:
     cal = calibrate(run)
+    # the conditions calibrate() replayed its candidates under, rebuilt from its result
     setup = Setup(
-        cal.ram_bytes,
-        cal.settings,
-        cal.qemu_version,
-        cal.link_rate,
-        list(cal.schedule),
-        cal.postcopy_after,
-        cal.time_limit,
-        cal.machine,
-        search_scale(cal.ram_bytes),
+        ram=cal.ram_bytes,
+        settings=cal.settings,
+        qemu_version=cal.qemu_version,
+        link=cal.link_rate,
+        schedule=list(cal.schedule),
+        postcopy_after=cal.postcopy_after,
+        limit=cal.time_limit,
+        machine=cal.machine,
+        scale=search_scale(cal.ram_bytes),
+        sample_interval=getattr(cal, "sample_interval", None),
     )
     fit = RunFit(run_id, at, cal, setup, best=None)  # type: ignore[arg-type]
     fit.best = fit.score(cal.workload)
