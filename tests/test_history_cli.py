@@ -119,6 +119,9 @@ def test_calibrate_repeats_of_one_workload_agree(db, capsys):
     # stored, and shown with the runs it used
     show = _json(capsys, ["history", "show", "2", "--json"])
     assert [c["id"] for c in show["calibrations"]] == [1]
+    doc = _json(capsys, ["history", "export", "--format", "json"])
+    assert [c["run_ids"] for c in doc["calibrations"]] == [[1, 2]]
+    assert all([c["id"] for c in r["calibrations"]] == [1] for r in doc["runs"])
 
 
 def test_calibrate_says_when_the_workload_drifted(db, capsys):

@@ -197,8 +197,7 @@ class HistoryStore:
         if since is not None:
             where.append("at >= ?")
             args.append(since)
-        cols = "id, " + ", ".join(c for c in _run_columns(self.db) if c not in ("id", "raw"))
-        sql = f"SELECT {cols}, raw IS NOT NULL AS raw_stored FROM runs"
+        sql = f"SELECT {self._columns()} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY at DESC, id DESC"
@@ -208,12 +207,13 @@ class HistoryStore:
         return list(reversed(rows))
 
     def run(self, run_id: int) -> dict[str, Any] | None:
-        rows = list(self._query("SELECT * FROM runs WHERE id = ?", [run_id]))
-        if not rows:
-            return None
-        row = dict(rows[0])
-        row["raw_stored"] = row.pop("raw") is not None
-        return row
+        rows = list(self._query(f"SELECT {self._columns()} FROM runs WHERE id = ?", [run_id]))
+        return dict(rows[0]) if rows else None
+
+    def _columns(self) -> str:
+        """Every column but the text itself (it can be megabytes), and whether it is kept."""
+        cols = [c.name for c in self.db["runs"].columns if c.name != "raw"]
+        return ", ".join(cols) + ", raw IS NOT NULL AS raw_stored"
 
     def raw_text(self, run_id: int) -> bytes | None:
         found = self.db.execute(
@@ -244,10 +244,6 @@ class HistoryStore:
         cur = self.db.conn.cursor()
         cur.row_factory = sqlite3.Row
         yield from cur.execute(sql, args)
-
-
-def _run_columns(db: Database) -> list[str]:
-    return [c.name for c in db["runs"].columns]
 
 
 def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True):
