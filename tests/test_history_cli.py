@@ -274,3 +274,18 @@ def test_a_run_alone_scores_its_own_best_fit_as_calibrate_did(db):
         assert fit.best.class_ok == cal.replay_class_ok
         assert replay.total_time_s == cal.replay.outcome.total_time_s
         assert replay.transferred_bytes == cal.replay.outcome.transferred_bytes
+
+
+def test_a_recording_cut_by_a_full_disk_is_kept_whole_from_memory(db, tmp_path):
+    from migtune.cli.history import record_quietly
+    from migtune.history import raw_text
+    from migtune.sources import load_run
+
+    path = LAB / "below-link-2.jsonl"
+    full = path.read_text()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(full.splitlines(keepends=True)[:5]))  # the disk filled here
+    run = load_run(path)
+    run.lines = full.splitlines()  # what the migration driver kept in memory
+    run_id = record_quietly(run, origin="migrate", recording=str(cut))
+    assert raw_text(run_id).decode().splitlines() == full.splitlines()
