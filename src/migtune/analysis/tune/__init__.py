@@ -45,7 +45,7 @@ DEFAULT_MAX_DOWNTIME = 2.0  # s: what most operators accept for a live migration
 ASSUMED_LINK_BITS = 10e9  # --ram/--workload without --link
 # candidates confirmed on the whole plausible set (the rest keep their screening figures)
 CONFIRM_FIRST = 6
-CONFIRM_MAX = 24
+CONFIRM_MAX = 12
 CONFIRM_ENOUGH = 3  # stop confirming once this many meet the limits
 
 
@@ -59,6 +59,8 @@ class Candidate:
     prediction: Prediction | None = None
     meets_limits: bool = False
     confirmed: bool = False  # simulated on every plausible workload (else screened only)
+    # not simulated: the same settings with a higher downtime limit did not converge
+    inferred: bool = False
     commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -79,6 +81,7 @@ class Candidate:
             "workloads": n,
             "horizon_s": p.horizon,
             "confirmed": self.confirmed,
+            "inferred": self.inferred,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,8 +256,18 @@ def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> No
     """Screen every candidate, then confirm the most promising on every workload."""
     total = len(cands) + CONFIRM_FIRST * len(ctx.workloads)
     done = 0
-    for c in cands:
-        c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=True)
+    # Without a policy, a lower downtime limit only makes converging harder: candidates
+    # that differ only in it are screened from the highest limit down, and once one does
+    # not converge, the lower ones are known not to either (their figures are its own).
+    failed: dict[tuple, Prediction] = {}
+    for c in sorted(cands, key=lambda c: -(c.settings.downtime_limit or 0)):
+        family = (c.policy, c.transport, repr(dataclasses.replace(c.knobs, downtime=None)))
+        if c.policy == "fixed" and family in failed:
+            c.prediction, c.inferred = failed[family], True
+        else:
+            c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=True)
+            if c.prediction.converged_count == 0:
+                failed[family] = c.prediction
         done += 1
         if progress:
             progress(done, total)
@@ -266,14 +279,11 @@ def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> No
         screened_ok = ev.meets(c.prediction, max_downtime, max_time)
         # past the first few, confirm only what could still beat the best so far: the
         # best fit's time is about what the worst plausible case can reach at best
-        if (
-            i >= CONFIRM_FIRST
-            and meeting >= CONFIRM_ENOUGH
-            and (not screened_ok or screened >= best)
-        ):
+        beats = screened_ok and screened * ev.TIME_BUCKET < best
+        if i >= CONFIRM_FIRST and meeting >= CONFIRM_ENOUGH and not beats:
             break
         c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=False)
-        c.confirmed = True
+        c.confirmed, c.inferred = True, False
         within = max_downtime is None or (c.settings.downtime_limit or 0) <= max_downtime + 1e-9
         c.meets_limits = within and ev.meets(c.prediction, max_downtime, max_time)
         if c.meets_limits:

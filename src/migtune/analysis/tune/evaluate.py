@@ -40,6 +40,9 @@ class Context:
     low_confidence: bool = False
     sims: int = 0  # simulations run so far
     sim_seconds: float = 0.0  # their CPU time
+    # predictions already made: candidates that differ only in what the simulation does
+    # not see (the commands of a transport with the same rate) share them
+    seen: dict = dataclasses.field(default_factory=dict)
 
 
 def screen_scale(ram: int) -> int:
@@ -94,6 +97,16 @@ def predict(
 ) -> Prediction:
     """Simulate ``settings`` on the best fit at screening scale, or on every plausible
     workload at the calibration's scale."""
+    key = (repr(dataclasses.replace(settings, migration_type=None, migration_uri=None)), link,
+           policy, screen)  # fmt: skip
+    if key not in ctx.seen:
+        ctx.seen[key] = _predict(ctx, settings, link, policy, screen)
+    return ctx.seen[key]
+
+
+def _predict(
+    ctx: Context, settings: Settings, link: float, policy: str, screen: bool
+) -> Prediction:
     if screen:
         ws = ctx.workloads[:1]
         scale = screen_scale(ctx.ram)
