@@ -13,6 +13,7 @@ recordings, which are kept in ``tests/fixtures/lab/tune-<scenario>/``.
 
 Run:
   python benchmarks/bench_tune.py                       # speed
+  python benchmarks/bench_tune.py --inputs              # every example and real log
   flock /tmp/migtune-qemu.lock python benchmarks/bench_tune.py --lab t1 --stage record
   python benchmarks/bench_tune.py --lab t1 --stage tune
   flock /tmp/migtune-qemu.lock python benchmarks/bench_tune.py --lab t1 --stage sweep --minutes 8
@@ -106,6 +107,32 @@ def speed() -> None:
         print(f"{platform + '+log':<10} {s['candidates']:>10}  {s['confirmed']:>9}  "
               f"{s['simulations']:>11}  {per * 1000:6.1f} ms  {wall:9.1f} s  {verdict}"
               "  (wall includes calibration)")  # fmt: skip
+
+
+def inputs() -> None:
+    """tune on every example and public real log: exit code, answer, wall time."""
+    from migtune.cli.tune import PLATFORM_OF_FORMAT
+    from migtune.errors import MigtuneError
+
+    files = sorted(p for p in (ROOT / "examples").iterdir() if p.is_file())
+    files += sorted((ROOT / "tests" / "fixtures" / "real").glob("*.txt"))
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            run = load_run(str(path))
+            platform = PLATFORM_OF_FORMAT.get(run.format, "qemu")
+            r = tune(run, platform=platform)
+            code = 0 if r.recommendation else 6
+            best = r.recommendation or r.closest
+            p = best.predicted() if best else {}
+            t = p.get("total_time_s", {})
+            answer = (f"{'recommend' if code == 0 else 'closest'}: {best.label}; total "
+                      f"{format_duration(t.get('min'))}-{format_duration(t.get('max'))}, "
+                      f"{p.get('converged_share', 0):.0%} converge" if best else "no candidate")  # fmt: skip
+        except MigtuneError as exc:
+            code, answer = exc.exit_code, f"error: {exc}"
+        wall = time.perf_counter() - t0
+        print(f"{path.name:<55} exit {code}  {wall:6.1f} s  {answer}", flush=True)
 
 
 # -- lab -----------------------------------------------------------------------------------
@@ -257,8 +284,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab", help="scenario name(s), comma-separated, or 'all'")
     ap.add_argument("--stage", choices=("record", "tune", "sweep", "report"), default="report")
+    ap.add_argument("--inputs", action="store_true", help="tune every example and real log")
     ap.add_argument("--minutes", type=float, default=8.0, help="sweep: stop starting runs after")
     a = ap.parse_args()
+    if a.inputs:
+        inputs()
+        return 0
     if not a.lab:
         speed()
         return 0

@@ -28,6 +28,7 @@ from migtune.analysis.tune.grid import (
     Transport,
     describe,
     grid,
+    is_default,
     policy_for,
     settings_for,
     transports,
@@ -249,7 +250,8 @@ def tune(
     stats = {"candidates": len(cands), "confirmed": sum(c.confirmed for c in cands),
              "simulations": ctx.sims, "simulation_s": round(ctx.sim_seconds, 3)}  # fmt: skip
     return TuneResult(platform, ranked, rec, closest, give, limits, calib, observed,
-                      why_line(rec or closest, observed, rec is not None), notes, stats)  # fmt: skip
+                      why_line(rec or closest, observed, rec is not None,
+                               _defaults(ranked, platform)), notes, stats)  # fmt: skip
 
 
 def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> None:
@@ -324,8 +326,18 @@ def limit_to_give(c: Candidate, max_downtime, max_time) -> dict[str, Any]:
     return out
 
 
-def why_line(c: Candidate | None, observed: dict | None, meets: bool) -> str:
-    """One line: what the candidate would do against what was observed."""
+def _defaults(cands: list[Candidate], platform: str) -> Candidate | None:
+    """The candidate that is the platform's own default, if the grid has it."""
+    return next(
+        (c for c in cands if c.transport.name == "observed" and is_default(c.knobs, platform)), None
+    )
+
+
+def why_line(
+    c: Candidate | None, observed: dict | None, meets: bool, default: Candidate | None = None
+) -> str:
+    """One line: what the candidate would do against what was observed (or, without a
+    log, against the platform's defaults)."""
     if c is None or c.prediction is None:
         return "no candidate"
     p = c.prediction
@@ -337,6 +349,15 @@ def why_line(c: Candidate | None, observed: dict | None, meets: bool) -> str:
                 f" with a downtime of at most {format_duration((dt['max'] or 0) / 1000)}")  # fmt: skip
     else:
         mine = f"converges for {p.converged_count} of {n} plausible workloads"
+    if observed is None and default is not None and default is not c:
+        dp = default.prediction
+        if dp is not None and dp.converged_count == 0:
+            theirs = f"does not converge within {format_duration(dp.horizon)}"
+        elif dp is not None:
+            theirs = f"takes up to {format_duration(dp.spread('total_time_s')['max'])}"
+        else:
+            theirs = "was not simulated"
+        return f"it {mine}; with the platform's defaults ({default.label}) it {theirs}"
     if observed is None:
         return ("recommended: " if meets else "closest: ") + mine
     if observed.get("converged"):
