@@ -64,7 +64,8 @@ def simulate_one(
         time_limit=ctx.horizon,
         machine=ctx.machine,
         stop_when_settled=True,
-        policy=policy,
+        # ``fixed`` never acts: no need to poll it
+        policy=None if _fixed(policy) else policy,
         policy_ram_bytes=ctx.ram,
         # a post-copy candidate switches once the first pass is done, at sync 2 (virsh
         # --postcopy-after-precopy) unless its platform's policy decides when
