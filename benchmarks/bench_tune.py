@@ -27,6 +27,7 @@ the sweep, its real downtime never above the limit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -235,49 +236,72 @@ def sweep(name: str, minutes: float) -> None:
 
 
 def _outcome(path: Path):
-    return outcome_from_run(load_run(str(path)))
+    run = load_run(str(path))
+    o = outcome_from_run(run)
+    if o.total_time_s is None and run.samples:  # cancelled: QEMU's clock stops with it
+        o = dataclasses.replace(o, total_time_s=run.samples[-1].t)
+    return o
+
+
+def _load(path: Path) -> float | None:
+    """The 1-minute load average the lab wrote at the start of a recording."""
+    try:
+        head = json.loads(path.read_text().split("\n", 1)[0])
+        return head["meta"]["machine"]["loadavg"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _cell(p: Path) -> str:
+    if not p.exists():
+        return "not run"
+    o = _outcome(p)
+    if not o.converged:
+        return f"{o.status} at {format_duration(o.total_time_s)}"
+    return f"{format_duration(o.total_time_s)}, {o.downtime_ms:.0f} ms"
 
 
 def report(names: list[str]) -> None:
-    print("scenario  workload / cap | rec. converged | rec. time | best sweep time | ratio | "
-          "rec. downtime (limit 1 s) | proxmox | nova | kubevirt")  # fmt: skip
+    """A markdown table: one row per scenario."""
+    print("| scenario | recommendation (predicted worst case) | converged | real time | "
+          "best real in the sweep | ratio | real downtime (limit 1 s) | same settings in the "
+          "sweep | sweep meeting the limits | Proxmox | Nova | KubeVirt | load |")  # fmt: skip
+    print("|" + "---|" * 13)
     for name in names:
         d = FIXTURES / f"tune-{name}"
         if not (PREDICTED / f"{name}.json").exists():
             continue
         t = json.loads((PREDICTED / f"{name}.json").read_text())
-        labels = {f"sweep-{i:02d}": c["label"]
-                  for i, c in enumerate(sorted(t["candidates"], key=lambda c: c["label"]))}  # fmt: skip
-        ok = []
+        cands = sorted(t["candidates"], key=lambda c: c["label"])
+        labels = {f"sweep-{i:02d}": c["label"] for i, c in enumerate(cands)}
+        ok, ran, loads = [], 0, []
         for label in labels:
             p = d / f"{label}.jsonl"
             if p.exists():
+                ran += 1
+                loads.append(_load(p))
                 o = _outcome(p)
                 if o.converged and (o.downtime_ms or 0) <= MAX_DOWNTIME * 1000:
                     ok.append((o.total_time_s, labels[label]))
         best = min(ok, default=None)
-
-        def cell(label: str, d: Path = d) -> str:
-            p = d / f"{label}.jsonl"
-            if not p.exists():
-                return "not run"
-            o = _outcome(p)
-            if not o.converged:
-                return f"{o.status} after {format_duration(o.total_time_s)}"
-            return f"{format_duration(o.total_time_s)}, downtime {o.downtime_ms:.0f} ms"
-
         rec = d / "recommended.jsonl"
         ro = _outcome(rec) if rec.exists() else None
+        same = next((k for k, v in labels.items() if v == t["recommendation"]), None)
+        pred = next((c["predicted"] for c in cands if c["label"] == t["recommendation"]), None)
         ratio = f"{ro.total_time_s / best[0]:.2f}x" if ro and ro.converged and best else "-"
         ram, workload, cap = SCENARIOS[name]
-        print(f"{name} {ram // MiB} MiB {workload} cap {cap // MiB} MiB/s | "
-              f"{t['recommendation'] or 'none: ' + str(t['closest'])} | "
-              f"{'yes' if ro and ro.converged else 'no' if ro else 'not run'} | "
+        loads = [x for x in loads if x is not None]
+        where = f"{name}: {ram // MiB} MiB, `{workload}`, cap {cap // MiB} MiB/s"
+        said = (f"{t['recommendation']} ({format_duration(pred['total_time_s']['max'])})"
+                if pred else f"none (closest {t['closest']})")  # fmt: skip
+        print(f"| {where} | {said} | {'yes' if ro and ro.converged else 'no' if ro else 'not run'} | "
               f"{format_duration(ro.total_time_s) if ro and ro.converged else '-'} | "
-              f"{format_duration(best[0]) + ' (' + best[1] + ')' if best else 'none converged'} | "
-              f"{ratio} | {f'{ro.downtime_ms:.0f} ms' if ro and ro.converged else '-'} | "
-              f"{cell('policy-proxmox')} | {cell('policy-nova')} | {cell('policy-kubevirt')} | "
-              f"sweep: {len(ok)} of {len(labels)} met the limits")  # fmt: skip
+              f"{format_duration(best[0]) + ' (' + best[1] + ')' if best else 'none'} | {ratio} | "
+              f"{f'{ro.downtime_ms:.0f} ms' if ro and ro.converged else '-'} | "
+              f"{_cell(d / f'{same}.jsonl') if same else '-'} | {len(ok)} of {ran} run "
+              f"({len(labels)} planned) | {_cell(d / 'policy-proxmox.jsonl')} | "
+              f"{_cell(d / 'policy-nova.jsonl')} | {_cell(d / 'policy-kubevirt.jsonl')} | "
+              f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} |")  # fmt: skip
 
 
 def main() -> int:
