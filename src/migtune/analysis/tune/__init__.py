@@ -282,7 +282,7 @@ def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> No
         # past the first few, confirm only what could still beat the best so far: the
         # best fit's time is about what the worst plausible case can reach at best
         beats = screened_ok and screened * ev.TIME_BUCKET < best
-        if i >= CONFIRM_FIRST and meeting >= CONFIRM_ENOUGH and not beats:
+        if i >= CONFIRM_FIRST and (not screened_ok or (meeting >= CONFIRM_ENOUGH and not beats)):
             break
         c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=False)
         c.confirmed, c.inferred = True, False
