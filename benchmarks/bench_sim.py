@@ -10,7 +10,8 @@ XBZRLE is priced from statistics for guests that write more than 1 GiB
 (``sim/xbzstat.py``) and page by page below: the grid ``bench_xbzrle_agreement`` runs
 both on the same scenarios and prints how far they agree.
 
-Run: ``python benchmarks/bench_sim.py [--quick]`` (``--quick``: skip 1 TiB and 1 h runs)
+Run: ``python benchmarks/bench_sim.py [--quick] [--confirm]`` (``--quick``: skip 1 TiB
+and 1 h runs; ``--confirm``: the demo's what-if again page by page, ~1 min)
 Targets (issue 9): one simulation of up to 1 TiB and 1 h simulated <= 1 s CPU;
 ``simulate --from examples/proxmox-32GiB-not-converging.log --set downtime-limit=2s``
 <= 2 s wall; XBZRLE encoding >= 200 MB/s (issue 4).
@@ -177,6 +178,32 @@ def bench_demo() -> None:
     )
 
 
+def bench_demo_confirm() -> None:
+    """The demo's what-if members priced from statistics and page by page (the
+    screening model confirmed on the runs the user sees; ~1 min of CPU)."""
+    from migtune.settings import apply_assignment
+    from migtune.sim.calibrate import calibrate, what_if
+    from migtune.sources import load_run
+
+    cal = calibrate(load_run(ROOT / DEMO[2]))
+    s = apply_assignment(cal.settings, DEMO[4])
+    out = {}
+    for mode in ("statistics", "pages"):
+        t = time.process_time()
+        out[mode] = (what_if(cal, s, xbzrle_pricing=mode), time.process_time() - t)
+    (fast, cf), (ref, cr) = out["statistics"], out["pages"]
+    print(f"demo what-if, statistics ({cf:.1f} s CPU) against page by page ({cr:.1f} s CPU):")
+    errs = []
+    for w, a, b in zip(fast.workloads, fast.members, ref.members, strict=True):
+        a, b = a.outcome, b.outcome
+        dt = (a.total_time_s - b.total_time_s) / b.total_time_s
+        db = (a.transferred_bytes - b.transferred_bytes) / b.transferred_bytes
+        errs.append(max(abs(dt), abs(db)))
+        print(f"  {w.spec():72} converged {'yn'[not a.converged]}/{'yn'[not b.converged]} "
+              f"time {dt:+.2%} bytes {db:+.2%} passes {a.passes}/{b.passes}")  # fmt: skip
+    print(f"  verdicts: {fast.verdict()!r} / {ref.verdict()!r}; largest error {max(errs):.2%}")
+
+
 MiB = 1024**2
 AGREEMENT = [
     # the faster write logs against drawing every write's page (Engine(explicit_writes))
@@ -203,7 +230,10 @@ def bench_agreement() -> None:
 
     from migtune.sim.engine import Engine
 
-    print("agreement with the page-level engine (median over 3 seeds; ref spread in brackets):")
+    print(
+        "write logs drawn from counts against every write drawn (XBZRLE page by page; "
+        "median over 3 seeds; ref spread in brackets):"
+    )
     for name, wl, st, limit in AGREEMENT:
         ram = 64 * GiB if "16 GiB" in name else 512 * MiB
         rows = {}
@@ -211,7 +241,8 @@ def bench_agreement() -> None:
             api.Engine = functools.partial(Engine, explicit_writes=explicit)
             try:
                 rows[explicit] = [simulate(ram, wl, st, time_limit=limit, seed=k,
-                                           link_rate=1.25e9 if ram > GiB else None).outcome
+                                           link_rate=1.25e9 if ram > GiB else None,
+                                           xbzrle_pricing="pages").outcome
                                   for k in range(3)]  # fmt: skip
             finally:
                 api.Engine = Engine
@@ -369,12 +400,17 @@ def bench_codec() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the 1 TiB and 1 h scenarios")
+    ap.add_argument(
+        "--confirm", action="store_true", help="also the demo's what-if page by page (~1 min)"
+    )
     args = ap.parse_args()
     bench_scenarios(args.quick)
     bench_xbzrle_agreement()
     bench_agreement()
     bench_settle()
     bench_demo()
+    if args.confirm:
+        bench_demo_confirm()
     bench_codec()
 
 

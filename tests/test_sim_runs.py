@@ -85,3 +85,39 @@ def test_density_runs_place_pages_evenly():
     pages = ds.pages(0, 25)
     assert pages.tolist() == [ds.page_at(x) for x in range(25)]
     assert pages[0] == 100 and pages[-1] < 200 and (np.diff(pages) == 4).all()
+
+
+def test_small_density_union_is_the_numpy_one(monkeypatch):
+    # the Python-list union for a few runs gives exactly the numpy one's runs
+    rng = np.random.default_rng(5)
+
+    def rand_set():
+        k = int(rng.integers(1, 8))
+        pts = np.sort(rng.choice(1000, size=2 * k, replace=False)).astype(np.int64)
+        s, e = pts[0::2], pts[1::2]
+        if rng.random() < 0.5:
+            return s, e, np.array([int(rng.integers(1, x + 1)) for x in e - s], np.int64)
+        return s, e
+
+    for _ in range(500):
+        a, b = rand_set(), rand_set()
+        if len(a) == 2 and len(b) == 2:
+            continue
+        small = runs._union_density_small(a, b)
+        monkeypatch.setattr(runs, "SMALL_UNION", -1)
+        big = runs._union_density(a, b)
+        monkeypatch.undo()
+        assert all(np.array_equal(x, y) for x, y in zip(small, big, strict=True))
+
+
+def test_coalesce_joins_touching_runs_of_equal_density_only():
+    s = np.arange(0, 4000, 100, dtype=np.int64)
+    e = s + 100
+    k = np.full(len(s), 50, dtype=np.int64)
+    k[10] = 20  # a different density: a run of its own
+    k[20] = 100  # full: exact, never joined
+    out = runs.coalesce((s, e, k))
+    assert runs.size(out) == int(k.sum())
+    assert out[0].tolist() == [0, 1000, 1100, 2000, 2100]
+    few = (s[:5], e[:5], k[:5])
+    assert runs.coalesce(few) is few  # few runs are left as they are

@@ -86,7 +86,7 @@ def simulate(
     sample_interval: float | None = None,
     rate_factor=None,
     exact_xbzrle: bool = False,
-    xbzrle_pricing: str = "auto",
+    xbzrle_pricing: str = "statistics",
     policy=None,
     policy_ram_bytes: int | None = None,
 ) -> SimResult:
@@ -103,10 +103,10 @@ def simulate(
     ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
     guest managed on a busy host).  ``exact_xbzrle`` keeps real page bytes and runs the
     real encoder for every delta (lab-sized guests; checks the size model).
-    ``xbzrle_pricing``: ``"statistics"`` prices XBZRLE for a workload spec by the shares
-    of hits, misses and unchanged pages (:mod:`migtune.sim.xbzstat`); ``"pages"`` page
-    by page (the reference; traces and exact mode always are); ``"auto"`` (default)
-    statistics when the guest writes more than 1 GiB of pages, else pages.  ``schedule`` lists ``(t, "name=value")``
+    ``xbzrle_pricing``: ``"statistics"`` (default) prices XBZRLE for a workload spec by
+    the shares of hits, misses and unchanged pages (:mod:`migtune.sim.xbzstat`);
+    ``"pages"`` page by page (the reference; traces and exact mode always are).
+    ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
     ``policy`` (a :class:`~migtune.qemu.policies.Policy` or its spec, ``"nova:timeout=10s"``)
     steers the run as ``migrate --policy`` does (:mod:`migtune.sim.steer`); it is told

@@ -94,7 +94,8 @@ class DirtySet:
     def count_in(self, bounds: np.ndarray) -> np.ndarray:
         """Pages still dirty in each range ``bounds[i] = (lo, hi)`` (a density run
         counts its share)."""
-        s, e, k = self.unsent()
+        # right after a rebuild (a sync) every run is unsent: no need to reorder them
+        s, e, k = (self.s, self.e, self.k) if self.pos == 0 else self.unsent()
         if not len(s):
             return np.zeros(len(bounds))
         lo, hi = bounds[:, 0][:, None], bounds[:, 1][:, None]
@@ -193,7 +194,7 @@ class DirtySet:
         """A bitmap sync: OR the guest's dirty log in; returns the pages newly dirty."""
         if not len(log[0]):
             return 0
-        merged = runs.union(self.unsent(), log)
+        merged = runs.coalesce(runs.union(self.unsent(), log))
         new = max(0, runs.size(merged) - self.count)
         if new:
             self._rebuild(merged, self.cursor)

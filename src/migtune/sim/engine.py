@@ -25,13 +25,11 @@ from migtune.sim.cache import PageCache, cache_slots, distinct_slot_runs
 from migtune.sim.dirtyset import DirtySet
 from migtune.sim.machine import Machine
 from migtune.sim.plan import Plan, SegmentPlan
+from migtune.sim.segments import SegmentPricer
 from migtune.sim.workloads import Dirtier
 from migtune.sim.writelog import CountLog, ExplicitLog, TimedLog
 from migtune.sim.xbzrle import prefix_write_size
 from migtune.sim.xbzstat import XbzrleStats
-
-# ``xbzrle_pricing="auto"``: statistics when the guest writes more pages than this (1 GiB)
-AUTO_STATISTICS_PAGES = 1 << 18
 
 
 @dataclass
@@ -65,7 +63,7 @@ class Engine:
         page_size=4096,
         exact=False,
         explicit_writes=False,
-        xbzrle_pricing="auto",
+        xbzrle_pricing="statistics",
         seed=0,
     ):
         self.N, self.P = int(pages), page_size
@@ -95,15 +93,8 @@ class Engine:
         # - every write's page (:class:`ExplicitLog`: traces, exact mode; and
         #   ``explicit_writes``, the page-level reference the others are checked against)
         spec = isinstance(dirtier, Dirtier) and not explicit_writes
-        if xbzrle_pricing not in ("auto", "statistics", "pages"):
-            raise InputError(
-                f"XBZRLE pricing: 'auto', 'statistics' or 'pages' (got {xbzrle_pricing!r})"
-            )
-        if xbzrle_pricing == "auto":
-            # page by page costs ~50-100 ns a page sent: cheap below this many writable
-            # pages, and there it is the reference; statistics above
-            big = self.rhi - self.rlo > AUTO_STATISTICS_PAGES
-            xbzrle_pricing = "statistics" if big else "pages"
+        if xbzrle_pricing not in ("statistics", "pages"):
+            raise InputError(f"XBZRLE pricing: 'statistics' or 'pages' (got {xbzrle_pricing!r})")
         # statistical XBZRLE (migtune.sim.xbzstat): a spec workload's pages are priced by
         # shares, so the dirty log only needs the set of pages written, as without XBZRLE
         stat = spec and self.xbzrle_on and not exact and xbzrle_pricing == "statistics"
@@ -141,13 +132,12 @@ class Engine:
         if self.log is None:
             self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
         self.xstat = XbzrleStats(self, seed) if stat else None
-        self._zones = self._price_zones() if stat else []
-        # zones are contiguous: their edges, once each
-        self._zone_edges = tuple(z[0] for z in self._zones) + (self.N,)
+        self.pricer = SegmentPricer(self) if stat else None
         self.c = Counters()
         self.dirty = self.N
         self.last_call_pages = 0
         self.last_call_timed_out = False
+        self.fused_calls = 1  # ram_save_iterate calls the current step may run
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -299,7 +289,7 @@ class Engine:
         """Plans for the scan positions ``[a, b)``, one at a time (each is priced after
         the previous one was committed: the XBZRLE cache changes)."""
         if self.xstat is not None:
-            yield self.segment_plan(a, b)
+            yield self.pricer.plan(a, b)
             return
         if not self.prices_per_page():
             cz, cn = self.costs
@@ -354,7 +344,7 @@ class Engine:
         if n <= 0:
             return
         if isinstance(p, SegmentPlan):
-            self.commit_segments(p, n)
+            self.pricer.commit(p, n)
             return
         idx = None if p.idx is None else p.idx[:n]
         if p.pos is None:
@@ -396,90 +386,6 @@ class Engine:
             self.add_bytes(main, True, nbytes - main)
         else:
             self.add_bytes(nbytes, True)
-        self.t += p.time_upto(n)
-
-    # -- statistical XBZRLE (migtune.sim.xbzstat) ---------------------------------------
-    def _price_zones(self):
-        """Page ranges priced alike, in page order: the populations, the other non-zero
-        pages (never written: whole pages), the zero pages."""
-        zones, at = [], 0
-        for p in self.xstat.pops:
-            if p.lo > at:
-                zones.append((at, p.lo, "other"))
-            zones.append((p.lo, p.hi, p))
-            at = p.hi
-        nz = self.layout.nonzero_end()
-        if nz > at:
-            zones.append((at, nz, "other"))
-        zones.append((max(at, nz), self.N, "zero"))
-        return [z for z in zones if z[1] > z[0]]
-
-    def segment_plan(self, a: int, b: int) -> SegmentPlan:
-        """Scan positions ``[a, b)`` (one side of the wrap) priced by zone shares."""
-        m = self.machine
-        cz, cn = self.costs
-        cache_on = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
-        after = a >= self.ds.wrap_pos
-        segs, shares = [], {}
-        at = self.ds.firsts_at(self._zone_edges, after)
-        for i, (_, _, key) in enumerate(self._zones):
-            x0 = min(max(at[i], a), b)
-            x1 = min(max(at[i + 1], a), b)
-            if x1 <= x0:
-                continue
-            if key == "zero":
-                segs.append((x1 - x0, cz, m.page_cpu, 0.0, key))
-            elif isinstance(key, str) or not cache_on:
-                segs.append((x1 - x0, cn, m.page_cpu, 1.0, key))
-            else:
-                sh = self.xstat.shares(key, cn)
-                hit = sh.hit_unch + sh.hit_enc + sh.hit_over
-                segs.append((x1 - x0, sh.cost, m.page_cpu + hit * m.xbzrle_cpu, sh.full, key))
-                shares[key.name] = sh
-        plan = SegmentPlan(self.link, a, segs)
-        plan.cache_on, plan.shares = cache_on, shares
-        return plan
-
-    def commit_segments(self, p: SegmentPlan, n: int) -> None:
-        """Send the first ``n`` pages of a segment plan: expected counts, carried as
-        fractions between commits (the counters stay integers)."""
-        if p.cache_on:
-            first, last = self.ds.page_at(p.pos), self.ds.page_at(p.pos + n - 1)
-        self.ds.advance(n)
-        self.dirty = self.ds.count
-        c, xs = self.c, self.xstat
-        counts: dict[int, int] = {}
-        nzero = p.zeros(n)
-        c.duplicate += nzero
-        tot = {"hits": 0.0, "miss": 0.0, "over": 0.0, "enc": 0.0, "unch": 0.0, "bytes": 0.0}
-        for seg, k in p._walk(n):
-            key = seg[4]
-            if key == "zero":
-                continue
-            if isinstance(key, str):
-                tot["miss"] += k if p.cache_on else 0
-                continue
-            sh = p.shares.get(key.name) if p.cache_on else None
-            got = xs.sent(key, k, sh)
-            counts[key.index] = counts.get(key.index, 0) + k
-            for name, v in got.items():
-                tot[name] += v
-            if sh is not None:
-                tot["bytes"] += k * (sh.hit_enc * (key.enc + 3) + sh.hit_over * self.P)
-        unch = enc = 0
-        if p.cache_on:
-            xs.sample_span(first, last, counts, self.sync_count, not self.last_stage)
-            hits, miss = xs.take("hits", tot["hits"]), xs.take("miss", tot["miss"])
-            over, enc = xs.take("over", tot["over"]), xs.take("enc", tot["enc"])
-            unch = min(xs.take("unch", tot["unch"]), max(0, n - nzero - enc))
-            c.xb_pages += hits
-            c.xb_miss += miss
-            c.xb_overflow += over
-            c.xb_bytes += xs.take("bytes", tot["bytes"])
-        c.normal += max(0, n - nzero - unch - enc)
-        if not self.last_stage:
-            c.target_pages += n - unch
-        self.add_bytes(int(round(p.bytes_upto(n))), True)
         self.t += p.time_upto(n)
 
     def _reset_wcount(self, idx, pos, n) -> None:

@@ -78,7 +78,9 @@ def fusable_calls(e: Engine, next_event: float) -> int:
     if e.budget and e.budget < 4 * e.link * window:
         return 1
     dt = rules.MAX_WAIT_MS / 1000
-    k_time = int((next_event - e.t) / dt) - 1
+    # up to the call during which the event falls due: the loop notices it after that
+    # call, fused or not
+    k_time = math.ceil((next_event - e.t) / dt - 1e-9)
     return max(1, min(FUSE_MAX, k_time))
 
 
@@ -87,6 +89,7 @@ def iterate(e: Engine, calls: int = 1) -> None:
     nothing can happen between (:func:`fusable_calls`): they end with the call in which
     the dirty set falls under the threshold, after which the loop syncs."""
     t_iter = e.t
+    e.fused_calls = calls
     dt = rules.MAX_WAIT_MS / 1000
     # from this many pages on, the pending bytes are under the threshold
     crossing = math.floor(e.dirty - e.threshold / e.P) + 1
@@ -262,6 +265,8 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None, steer
             nxt = min(next_tick, e.start + time_limit, getattr(sample, "next_due", lambda: 1e18)())
             if e.schedule:
                 nxt = min(nxt, e.start + e.schedule[0][0])
+            if steer is not None:  # the policy's next poll
+                nxt = min(nxt, e.start + steer.next_poll)
             calls = fusable_calls(e, nxt)
         iterate(e, calls)
         e.close_window_if_due()

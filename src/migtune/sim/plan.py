@@ -122,7 +122,17 @@ class SegmentPlan:
         # segments: (count, bytes per page, CPU per page, whole-page share, key)
         self.link, self.pos = link, pos
         self.segs = [s for s in segments if s[0] > 0]
-        self.n = sum(s[0] for s in self.segs)
+        # running totals at the start of each segment: pages, bytes, time, whole pages
+        n = b = t = f = 0.0
+        self.at = []
+        for s in self.segs:
+            self.at.append((n, b, t, f))
+            n += s[0]
+            b += s[0] * s[1]
+            t += s[0] * (s[1] / link + s[2])
+            f += s[0] * s[3]
+        self.n = int(n)
+        self.totals = (n, b, t, f)
 
     def _walk(self, k: int):
         """(segment, pages of it) for the first ``k`` pages."""
@@ -133,48 +143,55 @@ class SegmentPlan:
             yield s, take
             k -= take
 
+    def _upto(self, k: int, what: int) -> float:
+        """Running total ``what`` (1 bytes, 2 time, 3 whole pages) over the first ``k``."""
+        if k <= 0:
+            return 0.0
+        if k >= self.n:
+            return self.totals[what]
+        for s, at in zip(self.segs, self.at, strict=True):
+            if k <= at[0] + s[0]:
+                per = s[1] if what == 1 else (s[1] / self.link + s[2]) if what == 2 else s[3]
+                return at[what] + (k - at[0]) * per
+        return self.totals[what]
+
     def zeros(self, k: int) -> int:
         return sum(t for s, t in self._walk(k) if s[4] == "zero")
 
     def fulls(self, k: int) -> int:
-        return int(round(sum(t * s[3] for s, t in self._walk(k))))
+        return int(round(self._upto(k, 3)))
 
     def bytes_upto(self, k: int) -> float:
-        return sum(t * s[1] for s, t in self._walk(k))
+        return self._upto(k, 1)
 
     def time_upto(self, k: int) -> float:
-        return sum(t * (s[1] / self.link + s[2]) for s, t in self._walk(k))
+        return self._upto(k, 2)
 
-    def _first_over(self, limit: float, per) -> int | None:
+    def _first_over(self, limit: float, what: int) -> int | None:
         if limit < 0:
             return 1 if self.n else None
-        done = 0
-        acc = 0.0
-        for s in self.segs:
-            c = per(s)
-            if c > 0 and acc + s[0] * c > limit:
-                return done + int((limit - acc) // c) + 1
-            acc += s[0] * c
-            done += s[0]
+        if self.totals[what] <= limit:
+            return None
+        for s, at in zip(self.segs, self.at, strict=True):
+            per = s[1] if what == 1 else s[1] / self.link + s[2]
+            if per > 0 and at[what] + s[0] * per > limit:
+                return int(at[0]) + int((limit - at[what]) // per) + 1
         return None
 
     def first_over_bytes(self, limit: float) -> int | None:
-        return self._first_over(limit, lambda s: s[1])
+        return self._first_over(limit, 1)
 
     def first_over_time(self, limit: float) -> int | None:
-        return self._first_over(limit, lambda s: s[1] / self.link + s[2])
+        return self._first_over(limit, 2)
 
     def flush_at_or_after(self, k: int, done_full: int, every: int) -> int | None:
         """As :meth:`Plan.flush_at_or_after`, with whole pages spread at their share."""
         k = max(1, k)
-        before = done_full + sum(t * s[3] for s, t in self._walk(k - 1))
+        before = done_full + self._upto(k - 1, 3)
         target = (math.floor(before) // every + 1) * every
         need = target - done_full
-        done, acc = 0, 0.0
-        for s in self.segs:
-            if s[3] > 0 and acc + s[0] * s[3] >= need:
-                m = done + max(1, math.ceil((need - acc) / s[3] - 1e-9))
+        for s, at in zip(self.segs, self.at, strict=True):
+            if s[3] > 0 and at[3] + s[0] * s[3] >= need:
+                m = int(at[0]) + max(1, math.ceil((need - at[3]) / s[3] - 1e-9))
                 return max(m, k)
-            acc += s[0] * s[3]
-            done += s[0]
         return None

@@ -59,9 +59,59 @@ def density_at(r, x: np.ndarray) -> np.ndarray:
     return out
 
 
+# up to this many runs in all, a union is done on Python lists (numpy's per-call cost
+# dominates for the few runs a sync usually merges); the result is the same
+SMALL_UNION = 24
+
+
+def _density_list(r) -> list[tuple[int, int, float]]:
+    c = counts(r).tolist()
+    return [(s, e, k / (e - s)) for s, e, k in zip(r[0].tolist(), r[1].tolist(), c, strict=True)]
+
+
+def _union_density_small(a, b):
+    """:func:`_union_density` for a few runs, on Python lists (same arithmetic)."""
+    ra, rb = _density_list(a), _density_list(b)
+    pts = sorted({x for s, e, _ in ra + rb for x in (s, e)})
+    out_s, out_e, out_k = [], [], []
+    ia = ib = 0
+    acc = 0.0
+    prev_total = 0
+    for lo, hi in zip(pts, pts[1:], strict=False):
+        while ia < len(ra) and ra[ia][1] <= lo:
+            ia += 1
+        while ib < len(rb) and rb[ib][1] <= lo:
+            ib += 1
+        da = ra[ia][2] if ia < len(ra) and ra[ia][0] <= lo else 0.0
+        db = rb[ib][2] if ib < len(rb) and rb[ib][0] <= lo else 0.0
+        dens = 1.0 - (1.0 - da) * (1.0 - db)
+        length = hi - lo
+        acc += length * dens
+        total = round(acc)
+        k = total - prev_total
+        prev_total = total
+        if dens >= 1.0:
+            k = length
+        k = min(max(k, 0), length)
+        if k <= 0:
+            continue
+        full = k == length
+        if full and out_s and out_e[-1] == lo and out_k[-1] == out_e[-1] - out_s[-1]:
+            out_e[-1] = hi  # touching exact stretches make one run
+            out_k[-1] += k
+            continue
+        out_s.append(lo)
+        out_e.append(hi)
+        out_k.append(k)
+    i64 = np.int64
+    return np.array(out_s, i64), np.array(out_e, i64), np.array(out_k, i64)
+
+
 def _union_density(a, b):
     """Union of run sets at least one of which has density runs: on each stretch
     between two boundaries, independent sets give ``1 - (1 - da)(1 - db)``."""
+    if len(a[0]) + len(b[0]) <= SMALL_UNION:
+        return _union_density_small(a, b)
     pts = distinct(np.concatenate((a[0], a[1], b[0], b[1])))
     lo, hi = pts[:-1], pts[1:]
     length = hi - lo
@@ -195,6 +245,31 @@ def union_all(parts: list) -> Runs:
     for p in dense:
         out = _union_density(out, p) if len(out[0]) else p
     return out
+
+
+# density runs whose densities agree within this share are kept as one (a run set of
+# many stretches with nearly the same density costs a sync per stretch, for nothing)
+COALESCE_SHARE = 0.01
+COALESCE_ABOVE = 32  # runs; fewer are left as they are
+
+
+def coalesce(r, share: float = COALESCE_SHARE):
+    """Touching density runs with densities in the same ``share``-wide band (log scale)
+    made one run, their pages added: where a few syncs ago the scan stood no longer
+    matters once the densities on both sides agree."""
+    if len(r) == 2 or len(r[0]) <= COALESCE_ABOVE:
+        return r
+    s, e, k = r
+    length = e - s
+    dense = k < length
+    band = np.floor(np.log(np.maximum(k, 1) / length) / math.log1p(share)).astype(np.int64)
+    join = np.zeros(len(s), dtype=bool)
+    join[1:] = (s[1:] == e[:-1]) & dense[1:] & dense[:-1] & (band[1:] == band[:-1])
+    if not join.any():
+        return r
+    heads = np.flatnonzero(~join)
+    last = np.concatenate((heads[1:] - 1, [len(s) - 1]))
+    return s[heads], e[last], np.add.reduceat(k, heads)
 
 
 def difference(a: Runs, b: Runs) -> Runs:

@@ -35,12 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from migtune.sim import rules
+from migtune.sim.runs import distinct
 
 CACHED_PAGE_LIFETIME = 2  # §4.2 (as migtune.sim.cache)
 SAMPLE_SLOTS = 8192  # cache slots simulated exactly (all of them when fewer) ...
 SAMPLE_PAGES = 1 << 20  # ... with at most this many pages mapping to them
 # the hit share is averaged (exponentially) over this share of a round's sampled sends
 SAMPLE_MEMORY = 0.05
+PEEK_PAGES = 512  # sampled pages looked at ahead of a step
+PEEK_PRIOR = 4.0  # weight of the running hit share against the pages ahead
 
 
 def send_to_slots(owner, age, rows, pages, generation: int, update: bool) -> np.ndarray:
@@ -98,6 +101,19 @@ class SlotSample:
     def hit_share(self, i: int) -> float:
         return float(self.hits[i] / self.sends[i]) if self.sends[i] >= 1.0 else 0.0
 
+    def owned(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per population: sampled pages in ``first..last`` (the next ones the scan
+        reaches) that hold their slot now, and how many there are (at most
+        ``PEEK_PAGES`` of them, spread over the span)."""
+        i0, i1 = (int(x) for x in np.searchsorted(self.page, [first, last + 1]))
+        n = len(self.sends)
+        if i1 <= i0:
+            return np.zeros(n), np.zeros(n)
+        every = -(-(i1 - i0) // PEEK_PAGES)  # evenly spread over the span
+        pop = self.pop[i0:i1:every]
+        own = self.owner[self.row[i0:i1:every]] == self.page[i0:i1:every]
+        return np.bincount(pop[own], minlength=n), np.bincount(pop, minlength=n)
+
     def send(self, first: int, last: int, sent_share, generation: int, update: bool) -> None:
         """The scan sent pages ``first..last``; ``sent_share[i]`` of population i's
         pages there."""
@@ -117,7 +133,7 @@ class SlotSample:
             else:  # few of many: draw how many, then which (cost grows with those sent)
                 k = int(self.rng.binomial(m, share))
                 if k:
-                    picks.append(j0 + np.unique(self.rng.integers(0, m, size=k)))
+                    picks.append(j0 + distinct(self.rng.integers(0, m, size=k)))
         if not picks:
             return
         idx = np.concatenate(picks) if len(picks) > 1 else picks[0]
@@ -246,6 +262,7 @@ class XbzrleStats:
             SlotSample(pops, self.slots, np.random.default_rng([seed, 4242])) if pops else None
         )
         self.pending: list | None = None  # spans not yet shown to the sample
+        self.ahead = None  # (holding their slot, seen) per population, next step
         self.batch_pages = max(1, (self.bounds[-1, 1] - self.bounds[0, 0]) // 32) if pops else 1
         # fractional counters carried between commits (the engine's are integers)
         self.carry: dict[str, float] = {}
@@ -287,10 +304,18 @@ class XbzrleStats:
             p.lam_wrap = p.lam
 
     # -- pricing -------------------------------------------------------------------
+    def peek(self, first: int, last: int) -> None:
+        """Look at the sampled pages of the next step before pricing it: a page hits
+        if it holds its slot when the scan reaches it (§4.2)."""
+        self.ahead = self.sample.owned(first, last) if self.sample is not None else None
+
     def shares(self, p: Population, cn: float) -> Shares:
         """The shares of one population's next pages (the cache is on)."""
         u = unchanged_share(p.pool, p.dirty, p.writes_per_round())
         h = self.sample.hit_share(p.index)
+        if self.ahead is not None:
+            own, seen = self.ahead[0][p.index], self.ahead[1][p.index]
+            h = (own + PEEK_PRIOR * h) / (seen + PEEK_PRIOR)
         wrap = wrapped_share(p.round_writes)
         unch = h * (u + (1.0 - u) * wrap)
         changed_hits = h - unch

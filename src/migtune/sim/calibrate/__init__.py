@@ -180,7 +180,7 @@ def calibrate(
     fit: bool = True,
     machine: Machine | None = None,
     full_replay: bool = False,
-    xbzrle_pricing: str = "auto",
+    xbzrle_pricing: str = "statistics",
 ) -> Calibration:
     """Learn a set of plausible workloads from a run; replay the unchanged settings.
 

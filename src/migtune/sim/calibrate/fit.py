@@ -55,8 +55,8 @@ class Setup:
     # seconds between the simulation's query-migrate samples: as the log was sampled
     # (read through the same ``extract``), never below the lab's 0.5 s (None: default)
     sample_interval: float | None = None
-    # how XBZRLE is priced (simulate's ``xbzrle_pricing``: auto, statistics, pages)
-    xbzrle_pricing: str = "auto"
+    # how XBZRLE is priced (simulate's ``xbzrle_pricing``: statistics or pages)
+    xbzrle_pricing: str = "statistics"
 
     def full(self) -> Setup:
         return dataclasses.replace(self, scale=1)
