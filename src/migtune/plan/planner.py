@@ -1,0 +1,213 @@
+"""``plan_evacuation``: the order, concurrency and settings that drain a host fastest
+within its limits, with the baselines it is compared against (docs/plan.md).
+
+Steps: read the fleet; per VM, resolve the plausible workloads and the candidate
+settings; simulate each VM along its rate grid (one Dask task per VM, identical jobs
+once); build min / median / max profiles; score every strategy on the pessimistic
+profiles (one Dask task per strategy); play the best one and the baselines forward
+under all three profiles for the ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migtune.errors import InputError
+from migtune.plan import platforms
+from migtune.plan.curves import VmCurves, VmJob, profile, rate_grid, simulate_vm
+from migtune.plan.fleet import VmSpec, load_fleet
+from migtune.plan.runner import Progress, Runner
+from migtune.plan.sources import candidates, plausible_workloads
+from migtune.plan.strategies import (
+    STATS,
+    Evaluation,
+    Strategy,
+    VmInput,
+    evaluate,
+    evaluate_task,
+    strategies,
+)
+from migtune.settings import validate
+from migtune.units import format_duration, format_rate
+
+DEFAULT_MAX_TIME = 3600.0  # s: a migration still running after this is given up
+DEFAULT_PARALLEL = 4
+
+
+@dataclass
+class PlannedVm:
+    spec: VmSpec
+    platform: str
+    downtime_budget: float  # s: the limit its settings use
+    downtime_limit: float | None  # s: the limit it must meet (None: none given)
+    max_time: float
+    workloads: tuple[str, ...]
+    settings: dict[str, Any]  # candidate -> Settings
+    curves: VmCurves | None = None
+    flags: list[str] = field(default_factory=list)  # impossible limits, as sentences
+
+
+@dataclass
+class EvacuationPlan:
+    link_rate: float
+    max_parallel: int
+    platform: str
+    deadline: float | None
+    max_downtime: float | None
+    vms: list[PlannedVm]
+    best: Evaluation
+    baselines: list[Evaluation]
+    tried: int  # strategies scored
+    simulations: int  # simulator runs
+    runner: str
+    workers: int
+
+    @property
+    def ok(self) -> bool:
+        """Every VM converges within its limits and the drain meets the deadline."""
+        b = self.best
+        return not b.failed and not b.over_downtime and not b.deadline_missed
+
+    def vm(self, name: str) -> PlannedVm:
+        return next(v for v in self.vms if v.spec.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from migtune.plan.report import plan_dict
+
+        return plan_dict(self)
+
+
+def _prepare(
+    fleet: list[VmSpec], path: str, *, platform: str, max_downtime: float | None,
+    max_time: float, link: float, max_parallel: int, qemu_version: str,
+) -> list[PlannedVm]:  # fmt: skip
+    out = []
+    for vm in fleet:
+        where = f"{path}:{vm.line}"
+        plat = vm.platform or platform
+        budget = vm.max_downtime if vm.max_downtime is not None else max_downtime
+        flags = []
+        if budget is None:
+            budget = platforms.base_downtime(plat)
+        if budget < 0.001:
+            flags.append(
+                f"max-downtime {format_duration(budget)} is below 1 ms, the least QEMU "
+                "can be told: no migration can meet it"
+            )
+            budget = 0.001
+        budget = min(budget, 2000.0)
+        vm_time = vm.max_time if vm.max_time is not None else max_time
+        top = min(link, vm.max_bandwidth) if vm.max_bandwidth else link
+        if vm_time <= 0 or vm.ram_bytes / top > vm_time:
+            flags.append(
+                f"max-time {format_duration(vm_time)} is shorter than one pass over its RAM "
+                f"at {format_rate(top)}"
+            )
+            vm_time = max(vm_time, 1.0)
+        cands = candidates(plat, vm, budget)
+        for _, s in cands:
+            try:
+                validate(s)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc.message}") from None
+        given = vm.max_downtime if vm.max_downtime is not None else max_downtime
+        out.append(PlannedVm(vm, plat, budget, given, vm_time,
+                             plausible_workloads(vm, where), dict(cands)))  # fmt: skip
+    return out
+
+
+def _inputs(vms: list[PlannedVm], link: float) -> list[VmInput]:
+    out = []
+    for v in vms:
+        assert v.curves is not None
+        profiles = {c: {s: profile(ch, s) for s in STATS} for c, ch in v.curves.curves.items()}
+        caps = {c: (v.settings[c].max_bandwidth or None) for c in profiles}
+        top = min(link, v.spec.max_bandwidth) if v.spec.max_bandwidth else link
+        out.append(VmInput(v.spec.name, v.spec.index, v.spec.ram_bytes, v.max_time,
+                           v.downtime_limit, profiles, caps, top))  # fmt: skip
+    return out
+
+
+def plan_evacuation(
+    fleet: str | Path | list[VmSpec],
+    *,
+    link_rate: float,
+    max_parallel: int = DEFAULT_PARALLEL,
+    max_downtime: float | None = None,
+    deadline: float | None = None,
+    max_time: float = DEFAULT_MAX_TIME,
+    platform: str = "qemu",
+    qemu_version: str = "10.0",
+    serial: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+) -> EvacuationPlan:
+    """Plan draining a host: ``fleet`` is a fleet file or its parsed rows; the link in
+    bytes/s; limits in seconds.  Simulations run on Dask (a LocalCluster of ``workers``
+    processes, or ``scheduler``) unless ``serial``."""
+    if link_rate <= 0:
+        raise InputError("--link: must be more than 0")
+    if max_parallel < 1:
+        raise InputError("--max-parallel: must be at least 1")
+    if deadline is not None and deadline <= 0:
+        raise InputError("--deadline: must be more than 0 s")
+    if max_time <= 0:
+        raise InputError("--max-time: must be more than 0 s")
+    if platform not in platforms_list():
+        raise InputError(f"--platform: {platform!r} is not one of {', '.join(platforms_list())}")
+    path = str(fleet) if not isinstance(fleet, list) else "fleet"
+    rows = load_fleet(fleet) if not isinstance(fleet, list) else fleet
+    vms = _prepare(rows, path, platform=platform, max_downtime=max_downtime,
+                   max_time=max_time, link=link_rate, max_parallel=max_parallel,
+                   qemu_version=qemu_version)  # fmt: skip
+    jobs = []
+    for v in vms:
+        cands = tuple(
+            (c, s, rate_grid(link_rate, link_rate / max_parallel, s.max_bandwidth or None))
+            for c, s in v.settings.items()
+        )
+        jobs.append(VmJob(v.spec.name, v.spec.ram_bytes, v.workloads, cands, v.max_time,
+                          qemu_version))  # fmt: skip
+    unique: dict[tuple, int] = {}
+    for j in jobs:
+        unique.setdefault(j.key(), len(unique))
+    todo = [next(j for j in jobs if j.key() == k) for k in unique]
+    with Runner(serial=serial, workers=workers, scheduler=scheduler, progress=progress) as run:
+        results = run.map(simulate_vm, todo, "simulating VMs")
+        for v, j in zip(vms, jobs, strict=True):
+            r = results[unique[j.key()]]
+            v.curves = VmCurves(v.spec.name, r.curves, r.needs_rate, r.needs_downtime,
+                                r.simulations)  # fmt: skip
+        inputs = _inputs(vms, link_rate)
+        tried = strategies(max_parallel)
+        scores = run.map(evaluate_task, tried, "scoring strategies", inputs, link_rate, deadline)
+        best_i = min(range(len(tried)), key=lambda i: (scores[i][0], i))
+        description, n_workers = run.description, run.n_workers
+    best = evaluate(tried[best_i], inputs, link_rate, deadline, STATS)
+    baselines = [evaluate(s, inputs, link_rate, deadline, STATS) for s in tried[:3]]
+    return EvacuationPlan(
+        link_rate=link_rate,
+        max_parallel=max_parallel,
+        platform=platform,
+        deadline=deadline,
+        max_downtime=max_downtime,
+        vms=vms,
+        best=best,
+        baselines=baselines,
+        tried=len(tried),
+        simulations=sum(r.simulations for r in results),
+        runner=description,
+        workers=n_workers,
+    )
+
+
+def platforms_list() -> tuple[str, ...]:
+    from migtune.plan.fleet import PLATFORMS
+
+    return PLATFORMS
+
+
+__all__ = ["EvacuationPlan", "PlannedVm", "Strategy", "plan_evacuation"]
