@@ -30,7 +30,7 @@ from migtune.plan.strategies import (
     strategies,
 )
 from migtune.settings import validate
-from migtune.units import format_duration, format_rate
+from migtune.units import format_duration
 
 DEFAULT_MAX_TIME = 3600.0  # s: a migration still running after this is given up
 DEFAULT_PARALLEL = 4
@@ -99,13 +99,8 @@ def _prepare(
             budget = 0.001
         budget = min(budget, 2000.0)
         vm_time = vm.max_time if vm.max_time is not None else max_time
-        top = min(link, vm.max_bandwidth) if vm.max_bandwidth else link
-        if vm_time <= 0 or vm.ram_bytes / top > vm_time:
-            flags.append(
-                f"max-time {format_duration(vm_time)} is shorter than one pass over its RAM "
-                f"at {format_rate(top)}"
-            )
-            vm_time = max(vm_time, 1.0)
+        if vm_time <= 0:
+            flags.append("max-time 0: no migration can finish in no time")
         cands = candidates(plat, vm, budget)
         for _, s in cands:
             try:
@@ -114,7 +109,7 @@ def _prepare(
                 raise InputError(f"{where}: {exc.message}") from None
         given = vm.max_downtime if vm.max_downtime is not None else max_downtime
         out.append(PlannedVm(vm, plat, budget, given, vm_time,
-                             plausible_workloads(vm, where), dict(cands)))  # fmt: skip
+                             plausible_workloads(vm, where), dict(cands), flags=flags))  # fmt: skip
     return out
 
 
@@ -169,8 +164,9 @@ def plan_evacuation(
             (c, s, rate_grid(link_rate, link_rate / max_parallel, s.max_bandwidth or None))
             for c, s in v.settings.items()
         )
-        jobs.append(VmJob(v.spec.name, v.spec.ram_bytes, v.workloads, cands, v.max_time,
-                          qemu_version))  # fmt: skip
+        # the simulator needs some time: a VM given none fails in the timeline anyway
+        jobs.append(VmJob(v.spec.name, v.spec.ram_bytes, v.workloads, cands,
+                          max(v.max_time, 1.0), qemu_version))  # fmt: skip
     unique: dict[tuple, int] = {}
     for j in jobs:
         unique.setdefault(j.key(), len(unique))
