@@ -56,6 +56,9 @@ class _Bar:
 @click.argument("fleet", metavar="VMS.csv|VMS.toml", type=click.Path(dir_okay=False))
 @click.option("--link", type=RATE, default="10Gbit/s", show_default=True, metavar="RATE",
               help="The link every migration shares.")  # fmt: skip
+@click.option("--stream-rate", type=RATE, metavar="RATE",
+              help="The most one migration stream moves whatever the link (one "
+              "migration thread, TLS, an SSH tunnel); default: no such limit.")  # fmt: skip
 @click.option("--max-parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               metavar="N", help="At most this many migrations at once (the baselines "
               "run exactly this many).")  # fmt: skip
@@ -118,6 +121,7 @@ def evacuate_cmd(**kw: Any) -> int:
             workers=kw["workers"],
             scheduler=kw["scheduler"],
             progress=bar,
+            stream_rate=kw["stream_rate"],
         )
     if kw["as_json"]:
         click.echo(json.dumps(plan.to_dict(), indent=2))

@@ -22,8 +22,12 @@ from migtune.model import Settings
 from migtune.settings import QEMU_MAX_DOWNTIME_LIMIT
 from migtune.sim.api import simulate
 from migtune.sim.calibrate.fit import Setup, search_scale, shrunk
+from migtune.sim.machine import Machine
 from migtune.workload import parse_workload
 
+# A migration still not done after this many passes at a constant rate is counted as
+# not converging: the planner does not bet on it (and its simulation stops there).
+GIVE_UP_PASSES = 40
 # how far past the link the "what would it need" search looks (x2, x4, ... x16)
 NEED_RATE_STEPS = (2, 4, 8, 16)
 NEED_DOWNTIME_STEPS = (4, 16, 64, 256, 1024)
@@ -85,6 +89,20 @@ def rate_grid(link: float, floor_share: float, cap: float | None) -> tuple[float
     return tuple(rates)
 
 
+def scaled_machine(k: int) -> Machine:
+    """The host as seen by a guest shrunk ``k`` times: the guest OS's own background
+    writes and the device state shrink with it, so they weigh on the shrunk link as
+    they weigh on the real one."""
+    m = Machine()
+    if k == 1:
+        return m
+    return m.replace(
+        guest_background_rate=m.guest_background_rate / k,
+        guest_background_pages=max(1, m.guest_background_pages // k),
+        device_state_bytes=max(4096, m.device_state_bytes // k),
+    )
+
+
 def _one(job: VmJob, spec: str, settings: Settings, rate: float, link: float) -> Point:
     """Simulate at ``rate`` imposed as the stream's cap on a link that is not slower."""
     s = dataclasses.replace(settings, capabilities=dict(settings.capabilities))
@@ -94,7 +112,8 @@ def _one(job: VmJob, spec: str, settings: Settings, rate: float, link: float) ->
                   job.time_limit, None, k)  # fmt: skip
     ram, w, s2, link2, _ = shrunk(setup, parse_workload(spec))
     res = simulate(ram, w, s2, qemu_version=job.qemu_version, link_rate=link2,
-                   time_limit=job.time_limit, stop_when_settled=True)  # fmt: skip
+                   time_limit=job.time_limit, stop_when_settled=True,
+                   stop_after_passes=GIVE_UP_PASSES, machine=scaled_machine(k))  # fmt: skip
     o = res.outcome
     total = o.total_time_s if o.converged else None
     first = res.passes[1]["t"] if len(res.passes) > 1 else (o.total_time_s or job.time_limit)

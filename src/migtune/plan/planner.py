@@ -54,6 +54,7 @@ class EvacuationPlan:
     link_rate: float
     max_parallel: int
     platform: str
+    stream_rate: float | None
     deadline: float | None
     max_downtime: float | None
     vms: list[PlannedVm]
@@ -113,12 +114,19 @@ def _prepare(
     return out
 
 
-def _inputs(vms: list[PlannedVm], link: float) -> list[VmInput]:
+def stream_cap(settings_cap: float | None, stream_rate: float | None) -> float | None:
+    """What holds one stream back: its ``max-bandwidth`` or what one migration stream
+    can move at all (``stream_rate``), whichever is lower (None: neither)."""
+    caps = [c for c in (settings_cap, stream_rate) if c]
+    return min(caps) if caps else None
+
+
+def _inputs(vms: list[PlannedVm], link: float, stream_rate: float | None = None) -> list[VmInput]:
     out = []
     for v in vms:
         assert v.curves is not None
         profiles = {c: {s: profile(ch, s) for s in STATS} for c, ch in v.curves.curves.items()}
-        caps = {c: (v.settings[c].max_bandwidth or None) for c in profiles}
+        caps = {c: stream_cap(v.settings[c].max_bandwidth, stream_rate) for c in profiles}
         top = min(link, v.spec.max_bandwidth) if v.spec.max_bandwidth else link
         out.append(VmInput(v.spec.name, v.spec.index, v.spec.ram_bytes, v.max_time,
                            v.downtime_limit, profiles, caps, top))  # fmt: skip
@@ -139,9 +147,11 @@ def plan_evacuation(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    stream_rate: float | None = None,
 ) -> EvacuationPlan:
     """Plan draining a host: ``fleet`` is a fleet file or its parsed rows; the link in
-    bytes/s; limits in seconds.  Simulations run on Dask (a LocalCluster of ``workers``
+    bytes/s; limits in seconds; ``stream_rate`` the most one migration stream moves
+    whatever the link (one migration thread, TLS or an SSH tunnel; None: no limit).  Simulations run on Dask (a LocalCluster of ``workers``
     processes, or ``scheduler``) unless ``serial``."""
     if link_rate <= 0:
         raise InputError("--link: must be more than 0")
@@ -151,6 +161,8 @@ def plan_evacuation(
         raise InputError("--deadline: must be more than 0 s")
     if max_time <= 0:
         raise InputError("--max-time: must be more than 0 s")
+    if stream_rate is not None and stream_rate <= 0:
+        raise InputError("--stream-rate: must be more than 0")
     if platform not in platforms_list():
         raise InputError(f"--platform: {platform!r} is not one of {', '.join(platforms_list())}")
     path = str(fleet) if not isinstance(fleet, list) else "fleet"
@@ -161,7 +173,13 @@ def plan_evacuation(
     jobs = []
     for v in vms:
         cands = tuple(
-            (c, s, rate_grid(link_rate, link_rate / max_parallel, s.max_bandwidth or None))
+            (
+                c,
+                s,
+                rate_grid(
+                    link_rate, link_rate / max_parallel, stream_cap(s.max_bandwidth, stream_rate)
+                ),
+            )  # fmt: skip
             for c, s in v.settings.items()
         )
         # the simulator needs some time: a VM given none fails in the timeline anyway
@@ -177,7 +195,7 @@ def plan_evacuation(
             r = results[unique[j.key()]]
             v.curves = VmCurves(v.spec.name, r.curves, r.needs_rate, r.needs_downtime,
                                 r.simulations)  # fmt: skip
-        inputs = _inputs(vms, link_rate)
+        inputs = _inputs(vms, link_rate, stream_rate)
         tried = strategies(max_parallel)
         scores = run.map(evaluate_task, tried, "scoring strategies", inputs, link_rate, deadline)
         best_i = min(range(len(tried)), key=lambda i: (scores[i][0], i))
@@ -188,6 +206,7 @@ def plan_evacuation(
         link_rate=link_rate,
         max_parallel=max_parallel,
         platform=platform,
+        stream_rate=stream_rate,
         deadline=deadline,
         max_downtime=max_downtime,
         vms=vms,

@@ -126,6 +126,7 @@ def plan_dict(plan: EvacuationPlan) -> dict[str, Any]:
         "link_rate": plan.link_rate,
         "max_parallel": plan.max_parallel,
         "platform": plan.platform,
+        "stream_rate": plan.stream_rate,
         "deadline_s": plan.deadline,
         "max_downtime_s": plan.max_downtime,
         "strategy": {

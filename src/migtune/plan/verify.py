@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from migtune.plan.curves import scaled_machine
 from migtune.sim.api import simulate
 from migtune.sim.calibrate.fit import Setup, search_scale, shrunk
 from migtune.workload import parse_workload
@@ -52,13 +53,14 @@ def check_vm(plan: EvacuationPlan, name: str, qemu_version: str = "10.0") -> Che
     s.max_bandwidth = pieces[0][2]
     schedule = [(t0 - start, f"max-bandwidth={r:.0f}") for t0, _, r in pieces[1:]]
     # the wire is the whole link (or the VM's own cap), as when the curves were made
-    top = min(plan.link_rate, v.spec.max_bandwidth or plan.link_rate)
+    top = min(plan.link_rate, v.spec.max_bandwidth or plan.link_rate,
+              plan.stream_rate or plan.link_rate)  # fmt: skip
     k = search_scale(v.spec.ram_bytes)
     setup = Setup(v.spec.ram_bytes, s, qemu_version, top, schedule, None, v.max_time, None, k)
     ram, w, s2, link2, sched = shrunk(setup, parse_workload(v.workloads[0]))
     res = simulate(ram, w, s2, qemu_version=qemu_version, link_rate=link2,
                    time_limit=v.max_time, schedule=sched or None,
-                   stop_when_settled=True)  # fmt: skip
+                   stop_when_settled=True, machine=scaled_machine(k))  # fmt: skip
     direct = res.outcome.total_time_s if res.outcome.converged else None
     model = run.end - run.start if run.status == "completed" else None
     return Check(name, len(pieces) - 1, model, direct)
