@@ -145,6 +145,13 @@ CASES = [
     (["report", LOG, "--format", "zzz"], BAD_INPUT, "--format: 'zzz' is not one of"),
     (["report", LOG, "-o", "{NOWHERE}"], BAD_INPUT, "out.html"),
     (["report", LOG, "--png", "{EMPTY}"], BAD_INPUT, "--png: directory"),
+    (["plan", "evacuate"], BAD_INPUT, "VMS.csv|VMS.toml: missing"),
+    (["plan", "evacuate", "{MISSING}", "--serial"], BAD_INPUT, "missing.log: no such file"),
+    (["plan", "evacuate", "{BINARY}", "--serial"], BAD_INPUT, "core.bin: not a text file"),
+    (["plan", "evacuate", "{EMPTY}", "--serial"], BAD_INPUT, "empty.log: no header line"),
+    (["plan", "evacuate", "{EMPTY}", "--link", "0"], BAD_INPUT, "--link"),
+    (["plan", "evacuate", "{EMPTY}", "--max-parallel", "0"], BAD_INPUT, "--max-parallel"),
+    (["plan", "evacuate", "{EMPTY}", "--platform", "vmware"], BAD_INPUT, "--platform"),
 ]
 
 
@@ -178,7 +185,8 @@ def test_every_command_is_covered():
         for name, cmd in cli.commands.items()
         for sub in (sorted(cmd.commands) if isinstance(cmd, click.Group) else [None])
     }
-    covered = {" ".join(argv[:2]) if argv[0] == "lab" else argv[0] for argv, _, _ in CASES}
+    groups = {name for name, cmd in cli.commands.items() if isinstance(cmd, click.Group)}
+    covered = {" ".join(argv[:2]) if argv[0] in groups else argv[0] for argv, _, _ in CASES}
     assert commands <= covered, f"no bad-value case for {sorted(commands - covered)}"
 
 

@@ -192,3 +192,53 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, text):
     assert main(["plan", "evacuate", *[subs.get(a, a) for a in argv]]) == 2
     err = capsys.readouterr().err
     assert err.startswith("migtune: error: ") and err.count("\n") == 1 and text in err
+
+
+TINY = "name,ram,workload\na,1GiB,idle\n"
+
+
+def _value_options() -> list[str]:
+    import click
+
+    from migtune.cli.main import _register, cli
+
+    _register()
+    cmd = cli.commands["plan"].commands["evacuate"]  # type: ignore[attr-defined]
+    skip = {"--report"}  # writes a file
+    return sorted(
+        next(o for o in p.opts if o.startswith("--"))
+        for p in cmd.params
+        if isinstance(p, click.Option) and not p.is_flag and not skip & set(p.opts)
+    )
+
+
+def test_every_option_value_is_a_plan_or_one_error_line(tmp_path):
+    """Nasty values for every option: exit 0, 6 or 2 with one error line, no traceback."""
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    fleet = tmp_path / "vms.csv"
+    fleet.write_text(TINY)
+    nasty = st.sampled_from([
+        "", "0", "-1", "1", "1e-300", "1e308", "nan", "inf", "9" * 400, "1Gbit/s", "1B/s",
+        "300ms", "-300ms", "64", "65", "qemu", "proxmox", "tcp://", "10.0", "\x00", "ünï",
+    ])  # fmt: skip
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(option=st.sampled_from(_value_options()), value=nasty)
+    def run(option, value):
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            rc = main(["plan", "evacuate", str(fleet), "--serial", option, value])
+        lines = [x for x in err.getvalue().splitlines() if x.strip()]
+        assert rc in (0, 2, 6), lines
+        assert "Traceback" not in err.getvalue() and "internal error" not in err.getvalue()
+        if rc == 2:
+            assert len(lines) == 1 and lines[0].startswith("migtune: error: ")
+        else:
+            assert lines == [] and out.getvalue().startswith("Evacuation plan")
+
+    run()

@@ -38,7 +38,7 @@ def _write(tmp_path, text: str, name: str = "vms.csv") -> str:
             ":3: workload: workload: pattern",
         ),
         ("name,ram,workload\na,4GiB,idle,1s\n", ":2: 4 fields, the header has 3"),
-        ("name,ram,workload,colour\na,4GiB,idle,red\n", ":1: colour: unknown column"),
+        ("name,ram,workload,colour\na,4GiB,idle,red\n", ":1: 'colour': unknown column"),
         ("name,ram\na,4GiB\n", ":1: workload: missing from the header"),
         ("name,ram,workload\na,,idle\n", ":2: ram: missing"),
         ("name,ram,workload\na,4GiB,idle\na,8GiB,idle\n", ":3: name: 'a' again (first on line 2)"),

@@ -39,6 +39,7 @@ COLUMNS = ("name", "ram", "workload", "max-downtime", "max-time", "max-bandwidth
 REQUIRED = ("name", "ram", "workload")
 HISTORY_PREFIX = "history:"
 MAX_RAM = 64 * 1024**4  # the simulator's (and the CLI's) largest guest
+MIN_CAP = 1024**2  # B/s: a slower cap is a typo (bytes meant as MiB), and too slow to plan
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def _field(where: str, key: str, text: object) -> object:
             rate = parse_rate(value)
             if rate < 0:
                 raise InputError(f"{value!r} is negative")
+            if 0 < rate < MIN_CAP:
+                raise InputError(f"{value!r} is below 1 MiB/s (0 means no cap)")
             return rate or None  # 0: no cap, as QEMU reads it
         if key == "platform":
             low = value.lower()
@@ -156,8 +159,9 @@ def _from_csv(path: str, text: str) -> list[VmSpec]:
     keys = [_norm(k) for k in next(csv.reader([header]))]
     for k in keys:
         if k not in COLUMNS:
+            shown = repr(k if len(k) <= 40 else k[:37] + "...") if k else "(empty)"
             raise InputError(
-                f"{path}:{header_line}: {k or '(empty)'}: unknown column (known: {', '.join(COLUMNS)})"
+                f"{path}:{header_line}: {shown}: unknown column (known: {', '.join(COLUMNS)})"
             )
     missing = [k for k in REQUIRED if k not in keys]
     if missing:
@@ -212,6 +216,8 @@ def load_fleet(path: str | Path) -> list[VmSpec]:
         raise InputError(f"{name}: not a text file (expected CSV or TOML)") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if "\x00" in text:
+        raise InputError(f"{name}: not a text file (expected CSV or TOML)")
     vms = _from_toml(name, text) if p.suffix.lower() == ".toml" else _from_csv(name, text)
     if not vms:
         raise InputError(f"{name}: no VM in it")

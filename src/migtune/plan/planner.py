@@ -34,6 +34,10 @@ from migtune.units import format_duration
 
 DEFAULT_MAX_TIME = 3600.0  # s: a migration still running after this is given up
 DEFAULT_PARALLEL = 4
+# The slowest link or stream planned for; it also keeps every rate the shrunk
+# simulations impose (the rate divided by up to 32768 for a 64 TiB guest, spread over
+# up to 64 streams) at a byte per second or more, as QEMU needs.
+MIN_LINK = 12.5e6
 
 
 @dataclass
@@ -153,16 +157,16 @@ def plan_evacuation(
     bytes/s; limits in seconds; ``stream_rate`` the most one migration stream moves
     whatever the link (one migration thread, TLS or an SSH tunnel; None: no limit).  Simulations run on Dask (a LocalCluster of ``workers``
     processes, or ``scheduler``) unless ``serial``."""
-    if link_rate <= 0:
-        raise InputError("--link: must be more than 0")
+    if link_rate < MIN_LINK:
+        raise InputError("--link: below 100 Mbit/s is not a migration network")
     if max_parallel < 1:
         raise InputError("--max-parallel: must be at least 1")
     if deadline is not None and deadline <= 0:
         raise InputError("--deadline: must be more than 0 s")
     if max_time <= 0:
         raise InputError("--max-time: must be more than 0 s")
-    if stream_rate is not None and stream_rate <= 0:
-        raise InputError("--stream-rate: must be more than 0")
+    if stream_rate is not None and stream_rate < MIN_LINK:
+        raise InputError("--stream-rate: below 100 Mbit/s is not a migration stream")
     if platform not in platforms_list():
         raise InputError(f"--platform: {platform!r} is not one of {', '.join(platforms_list())}")
     path = str(fleet) if not isinstance(fleet, list) else "fleet"
