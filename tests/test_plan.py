@@ -113,12 +113,10 @@ def test_every_vm_has_times_settings_and_commands(plan):
 def test_the_timeline_agrees_with_direct_simulation_under_changing_rates(fleet):
     # four at once, no admission: rates change as neighbours finish
     plan = plan_evacuation(fleet, link_rate=LINK, max_parallel=4, serial=True)
-    from migtune.plan.planner import _inputs
-    from migtune.plan.strategies import STATS, Strategy, evaluate
+    from migtune.plan.strategies import Strategy
 
-    plan.best = evaluate(Strategy("t", "list", 4, False, True), _inputs(plan.vms, LINK), LINK,
-                         None, STATS)  # fmt: skip
-    checks = [check_vm(plan, v.spec.name) for v in plan.vms]
+    busy = plan.evaluate(Strategy("t", "list", 4, False, True))
+    checks = [check_vm(plan, v.spec.name, evaluation=busy) for v in plan.vms]
     assert any(c.rate_changes for c in checks)
     for c in checks:
         assert c.same_class

@@ -89,6 +89,18 @@ def rate_grid(link: float, floor_share: float, cap: float | None) -> tuple[float
     return tuple(rates)
 
 
+# The shrunk stream must keep at least this rate: QEMU's limiter lets each 100 ms window
+# overshoot its budget by about a flush of pages, which at a few hundred KiB per window
+# is a large share of it (a 240 GiB idle VM shrunk 120 times at 156 MB/s ran as if
+# rate changes did not matter).  At 10 MiB/s the overshoot stays a few per cent.
+MIN_SHRUNK_RATE = 10 * 1024**2
+
+
+def shrink_factor(ram_bytes: int, slowest_rate: float) -> int:
+    """How much a guest may be shrunk when its stream is held to ``slowest_rate``."""
+    return max(1, min(search_scale(ram_bytes), int(slowest_rate // MIN_SHRUNK_RATE)))
+
+
 def scaled_machine(k: int) -> Machine:
     """The host as seen by a guest shrunk ``k`` times: the guest OS's own background
     writes and the device state shrink with it, so they weigh on the shrunk link as
@@ -107,7 +119,7 @@ def _one(job: VmJob, spec: str, settings: Settings, rate: float, link: float) ->
     """Simulate at ``rate`` imposed as the stream's cap on a link that is not slower."""
     s = dataclasses.replace(settings, capabilities=dict(settings.capabilities))
     s.max_bandwidth = rate
-    k = search_scale(job.ram_bytes)
+    k = shrink_factor(job.ram_bytes, rate)
     setup = Setup(job.ram_bytes, s, job.qemu_version, max(link, rate), [], None,
                   job.time_limit, None, k)  # fmt: skip
     ram, w, s2, link2, _ = shrunk(setup, parse_workload(spec))

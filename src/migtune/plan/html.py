@@ -133,12 +133,13 @@ def render_page(plan: EvacuationPlan) -> str:
         "limits; orange: over its downtime limit; red: given up at its max-time.</p>",
         "<h2>Compared</h2>",
         '<table class="plan"><tr><th>strategy</th><th>settings</th><th>drain time</th>'
-        "<th>failed</th><th>over downtime limit</th><th>worst downtime</th></tr>",
+        "<th>last success</th><th>failed</th><th>over downtime limit</th><th>worst downtime</th></tr>",
     ]
     for e in [d["plan"], *d["baselines"]]:
         out.append(_row([e["name"], e["settings"], _span(e["drain_time_s"], format_duration),
+                         _span(e["last_completion_s"], format_duration),
                          str(e["failed"]), str(len(e["over_downtime"])),
-                         _span(e["worst_downtime_ms"], _ms)], {3, 4}))  # fmt: skip
+                         _span(e["worst_downtime_ms"], _ms)], {4, 5}))  # fmt: skip
     out += [
         "</table>",
         "<h2>VMs</h2>",

@@ -68,6 +68,11 @@ class EvacuationPlan:
     simulations: int  # simulator runs
     runner: str
     workers: int
+    inputs: list[VmInput] = field(default_factory=list, repr=False)  # for re-scoring
+
+    def evaluate(self, strategy: Strategy) -> Evaluation:
+        """Play another strategy on the same fleet and profiles (all three statistics)."""
+        return evaluate(strategy, self.inputs, self.link_rate, self.deadline, STATS)
 
     @property
     def ok(self) -> bool:
@@ -220,6 +225,7 @@ def plan_evacuation(
         simulations=sum(r.simulations for r in results),
         runner=description,
         workers=n_workers,
+        inputs=inputs,
     )
 
 

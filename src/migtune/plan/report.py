@@ -88,6 +88,7 @@ def _eval_dict(ev: Evaluation, label: str) -> dict[str, Any]:
         "admission": ev.strategy.admission,
         "settings": "tuned per VM" if ev.strategy.tuned else "platform defaults",
         "drain_time_s": _range([ev.timelines[s].drain_time for s in STATS]),
+        "last_completion_s": _range([ev.timelines[s].last_completion for s in STATS]),
         "failed": len(ev.failed),
         "failed_vms": ev.failed,
         "over_downtime": ev.over_downtime,
@@ -223,11 +224,12 @@ def render_text(plan: EvacuationPlan) -> str:
     rows = []
     for e in [d["plan"], *d["baselines"]]:
         rows.append([
-            e["name"], _span(e["drain_time_s"], format_duration), str(e["failed"]),
+            e["name"], _span(e["drain_time_s"], format_duration),
+            _span(e["last_completion_s"], format_duration), str(e["failed"]),
             str(len(e["over_downtime"])), _span(e["worst_downtime_ms"], _ms),
         ])  # fmt: skip
-    out += _table(rows, ["strategy", "drain time", "failed", "over downtime limit",
-                         "worst downtime"])  # fmt: skip
+    out += _table(rows, ["strategy", "drain time", "last success", "failed",
+                         "over downtime limit", "worst downtime"])  # fmt: skip
     out += ["", "Commands, in start order (TARGET: the node to evacuate to)"]
     for v in sorted(d["vms"], key=lambda v: (v["position"] or 10**9, v["name"])):
         if v["commands"]:

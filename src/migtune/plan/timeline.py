@@ -62,6 +62,11 @@ class Timeline:
         return [n for n, r in self.runs.items() if r.status != "completed"]
 
     @property
+    def last_completion(self) -> float:
+        """When the last migration that completes ends (0: none completes)."""
+        return max((r.end for r in self.runs.values() if r.status == "completed"), default=0.0)
+
+    @property
     def worst_downtime(self) -> float | None:
         d = [r.downtime for r in self.runs.values() if r.downtime is not None]
         return max(d) if d else None

@@ -13,13 +13,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from migtune.plan.curves import scaled_machine
+from migtune.plan.curves import scaled_machine, shrink_factor
 from migtune.sim.api import simulate
-from migtune.sim.calibrate.fit import Setup, search_scale, shrunk
+from migtune.sim.calibrate.fit import Setup, shrunk
 from migtune.workload import parse_workload
 
 if TYPE_CHECKING:
     from migtune.plan.planner import EvacuationPlan
+    from migtune.plan.strategies import Evaluation
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,19 @@ class Check:
         return (self.model_s is None) == (self.direct_s is None)
 
 
-def check_vm(plan: EvacuationPlan, name: str, qemu_version: str = "10.0") -> Check:
-    """Simulate VM ``name`` directly under the rates the plan's (pessimistic) timeline
-    gives it; only VMs with one plausible workload (a spec) are checked."""
+def check_vm(
+    plan: EvacuationPlan,
+    name: str,
+    qemu_version: str = "10.0",
+    evaluation: Evaluation | None = None,
+) -> Check:
+    """Simulate VM ``name`` directly under the rates the (pessimistic) timeline of the
+    plan, or of another ``evaluation`` of its fleet, gives it; the first plausible
+    workload is simulated (a spec VM has only one)."""
+    ev = evaluation or plan.best
     v = plan.vm(name)
-    run = plan.best.pessimistic.runs[name]
-    cand = plan.best.chosen[name]
+    run = ev.pessimistic.runs[name]
+    cand = ev.chosen[name]
     settings = v.settings[cand]
     pieces = run.rates
     start = run.start
@@ -55,7 +63,7 @@ def check_vm(plan: EvacuationPlan, name: str, qemu_version: str = "10.0") -> Che
     # the wire is the whole link (or the VM's own cap), as when the curves were made
     top = min(plan.link_rate, v.spec.max_bandwidth or plan.link_rate,
               plan.stream_rate or plan.link_rate)  # fmt: skip
-    k = search_scale(v.spec.ram_bytes)
+    k = shrink_factor(v.spec.ram_bytes, min(r for _, _, r in pieces))
     setup = Setup(v.spec.ram_bytes, s, qemu_version, top, schedule, None, v.max_time, None, k)
     ram, w, s2, link2, sched = shrunk(setup, parse_workload(v.workloads[0]))
     res = simulate(ram, w, s2, qemu_version=qemu_version, link_rate=link2,
