@@ -27,7 +27,16 @@ from migtune.workload import parse_workload
 
 # A migration still not done after this many passes at a constant rate is counted as
 # not converging: the planner does not bet on it (and its simulation stops there).
+# Not with auto-converge: the throttle climbs one step per pass, so convergence can
+# come late (the simulation stops once the throttle is at its maximum and the passes
+# repeat, see migtune.sim.settle).
 GIVE_UP_PASSES = 40
+
+
+def _give_up(s: Settings) -> int | None:
+    return None if s.capabilities.get("auto-converge") else GIVE_UP_PASSES
+
+
 # how far past the link the "what would it need" search looks (x2, x4, ... x16)
 NEED_RATE_STEPS = (2, 4, 8, 16)
 NEED_DOWNTIME_STEPS = (4, 16, 64, 256, 1024)
@@ -125,7 +134,7 @@ def _one(job: VmJob, spec: str, settings: Settings, rate: float, link: float) ->
     ram, w, s2, link2, _ = shrunk(setup, parse_workload(spec))
     res = simulate(ram, w, s2, qemu_version=job.qemu_version, link_rate=link2,
                    time_limit=job.time_limit, stop_when_settled=True,
-                   stop_after_passes=GIVE_UP_PASSES, machine=scaled_machine(k))  # fmt: skip
+                   stop_after_passes=_give_up(s), machine=scaled_machine(k))  # fmt: skip
     o = res.outcome
     total = o.total_time_s if o.converged else None
     first = res.passes[1]["t"] if len(res.passes) > 1 else (o.total_time_s or job.time_limit)
