@@ -74,6 +74,9 @@ class _Bar:
               help="Whose settings and commands (a row's platform column wins).")  # fmt: skip
 @click.option("--qemu-version", type=QEMU_VERSION, default="10.0", show_default=True,
               metavar="X.Y", help=f"QEMU behaviour to model ({SUPPORTED_QEMU}).")  # fmt: skip
+@click.option("--db", "history_db", type=click.Path(dir_okay=False), metavar="PATH",
+              help="The history store that history:NAME rows read (default: "
+              "$MIGTUNE_DB, else the user's data directory).")  # fmt: skip
 @click.option("--scheduler", metavar="tcp://HOST:8786",
               help="Run the simulations on this Dask cluster (default: a local cluster "
               "of worker processes).")  # fmt: skip
@@ -122,6 +125,7 @@ def evacuate_cmd(**kw: Any) -> int:
             scheduler=kw["scheduler"],
             progress=bar,
             stream_rate=kw["stream_rate"],
+            history_db=kw["history_db"],
         )
     if kw["as_json"]:
         click.echo(json.dumps(plan.to_dict(), indent=2))

@@ -92,6 +92,7 @@ class EvacuationPlan:
 def _prepare(
     fleet: list[VmSpec], path: str, *, platform: str, max_downtime: float | None,
     max_time: float, link: float, max_parallel: int, qemu_version: str,
+    history_db: str | None = None,
 ) -> list[PlannedVm]:  # fmt: skip
     out = []
     for vm in fleet:
@@ -119,7 +120,8 @@ def _prepare(
                 raise InputError(f"{where}: {exc.message}") from None
         given = vm.max_downtime if vm.max_downtime is not None else max_downtime
         out.append(PlannedVm(vm, plat, budget, given, vm_time,
-                             plausible_workloads(vm, where), dict(cands), flags=flags))  # fmt: skip
+                             plausible_workloads(vm, where, history_db), dict(cands),
+                             flags=flags))  # fmt: skip
     return out
 
 
@@ -157,11 +159,14 @@ def plan_evacuation(
     scheduler: str | None = None,
     progress: Progress | None = None,
     stream_rate: float | None = None,
+    history_db: str | None = None,
 ) -> EvacuationPlan:
     """Plan draining a host: ``fleet`` is a fleet file or its parsed rows; the link in
     bytes/s; limits in seconds; ``stream_rate`` the most one migration stream moves
-    whatever the link (one migration thread, TLS or an SSH tunnel; None: no limit).  Simulations run on Dask (a LocalCluster of ``workers``
-    processes, or ``scheduler``) unless ``serial``."""
+    whatever the link (one migration thread, TLS or an SSH tunnel; None: no limit);
+    ``history_db`` the history store that ``history:NAME`` rows read.  Simulations
+    run on Dask (a LocalCluster of ``workers`` processes, or ``scheduler``) unless
+    ``serial``."""
     if link_rate < MIN_LINK:
         raise InputError("--link: below 100 Mbit/s is not a migration network")
     if max_parallel < 1:
@@ -178,7 +183,7 @@ def plan_evacuation(
     rows = load_fleet(fleet) if not isinstance(fleet, list) else fleet
     vms = _prepare(rows, path, platform=platform, max_downtime=max_downtime,
                    max_time=max_time, link=link_rate, max_parallel=max_parallel,
-                   qemu_version=qemu_version)  # fmt: skip
+                   qemu_version=qemu_version, history_db=history_db)  # fmt: skip
     jobs = []
     for v in vms:
         cands = tuple(

@@ -15,8 +15,9 @@ from migtune.plan.fleet import VmSpec
 from migtune.workload import parse_workload
 
 
-def plausible_workloads(vm: VmSpec, where: str) -> tuple[str, ...]:
-    """The workload specs to simulate for ``vm`` (``where``: ``FILE:LINE`` for errors)."""
+def plausible_workloads(vm: VmSpec, where: str, db: str | None = None) -> tuple[str, ...]:
+    """The workload specs to simulate for ``vm`` (``where``: ``FILE:LINE`` for errors;
+    ``db``: the history store, None for its default place)."""
     if vm.history is None:
         return (parse_workload(vm.workload).spec(),)
     try:
@@ -27,7 +28,7 @@ def plausible_workloads(vm: VmSpec, where: str) -> tuple[str, ...]:
             "this migtune does not have; give a workload spec instead"
         ) from None
     try:
-        cal = calibration_for_vm(vm.history)
+        cal = calibration_for_vm(vm.history, db=db)
     except MigtuneError as exc:
         raise InputError(f"{where}: workload: {vm.workload}: {exc.message}") from None
     specs = tuple(dict.fromkeys(w.spec() for w in cal.plausible))
