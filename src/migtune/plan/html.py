@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from migtune import __version__
 from migtune.errors import InputError
+from migtune.plan.report import flag_reason, format_span
 from migtune.report.html import CSP, _css, attr, esc
 from migtune.units import format_bits, format_bytes, format_duration
 
@@ -84,12 +85,6 @@ def gantt_svg(d: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _span(r: dict[str, Any], fmt) -> str:
-    from migtune.plan.report import _span as span
-
-    return span(r, fmt)
-
-
 def _ms(v: float) -> str:
     return format_duration(v / 1000)
 
@@ -107,7 +102,7 @@ def render_page(plan: EvacuationPlan) -> str:
     title = f"Evacuation plan: {len(d['vms'])} VMs over {format_bits(d['link_rate'])}"
     verdict = "meets its limits" if d["ok"] else "does NOT meet its limits"
     facts = [
-        ("drain time", _span(d["drain_time_s"], format_duration)),
+        ("drain time", format_span(d["drain_time_s"], format_duration)),
         ("strategy", d["strategy"]["name"]),
         ("VMs failing", str(len(d["failed"]))),
         ("deadline", "none" if d["deadline_s"] is None else
@@ -136,25 +131,23 @@ def render_page(plan: EvacuationPlan) -> str:
         "<th>last success</th><th>failed</th><th>over downtime limit</th><th>worst downtime</th></tr>",
     ]
     for e in [d["plan"], *d["baselines"]]:
-        out.append(_row([e["name"], e["settings"], _span(e["drain_time_s"], format_duration),
-                         _span(e["last_completion_s"], format_duration),
+        out.append(_row([e["name"], e["settings"], format_span(e["drain_time_s"], format_duration),
+                         format_span(e["last_completion_s"], format_duration),
                          str(e["failed"]), str(len(e["over_downtime"])),
-                         _span(e["worst_downtime_ms"], _ms)], {4, 5}))  # fmt: skip
+                         format_span(e["worst_downtime_ms"], _ms)], {4, 5}))  # fmt: skip
     out += [
         "</table>",
         "<h2>VMs</h2>",
         '<table class="plan"><tr><th>#</th><th>VM</th><th>RAM</th><th>wave</th><th>slot</th>'
         "<th>start</th><th>end</th><th>downtime</th><th>status</th><th>notes</th></tr>",
     ]
-    from migtune.plan.report import _why
-
     for v in sorted(d["vms"], key=lambda v: (v["position"] or 10**9, v["name"])):
         out.append(_row([str(v["position"] or "-"), v["name"], format_bytes(v["ram_bytes"]),
                          str(v["wave"] or "-"), str(v["slot"] or "-"),
-                         _span(v["start_s"], format_duration),
-                         _span(v["end_s"], format_duration),
-                         _span(v["downtime_ms"], _ms), v["status"],
-                         _why(v) if v["status"] != "planned" or v["flags"] else ""],
+                         format_span(v["start_s"], format_duration),
+                         format_span(v["end_s"], format_duration),
+                         format_span(v["downtime_ms"], _ms), v["status"],
+                         flag_reason(v) if v["status"] != "planned" or v["flags"] else ""],
                         {0, 2}))  # fmt: skip
     out.append('</table><h2>Commands</h2><pre class="cmds">')
     for v in sorted(d["vms"], key=lambda v: (v["position"] or 10**9, v["name"])):

@@ -17,7 +17,7 @@ from typing import Any
 from migtune.errors import InputError
 from migtune.plan import platforms
 from migtune.plan.curves import VmCurves, VmJob, profile, rate_grid, simulate_vm
-from migtune.plan.fleet import VmSpec, load_fleet
+from migtune.plan.fleet import PLATFORMS, VmSpec, load_fleet
 from migtune.plan.runner import Progress, Runner
 from migtune.plan.sources import candidates, plausible_workloads
 from migtune.plan.strategies import (
@@ -177,8 +177,8 @@ def plan_evacuation(
         raise InputError("--max-time: must be more than 0 s")
     if stream_rate is not None and stream_rate < MIN_LINK:
         raise InputError("--stream-rate: below 100 Mbit/s is not a migration stream")
-    if platform not in platforms_list():
-        raise InputError(f"--platform: {platform!r} is not one of {', '.join(platforms_list())}")
+    if platform not in PLATFORMS:
+        raise InputError(f"--platform: {platform!r} is not one of {', '.join(PLATFORMS)}")
     path = str(fleet) if not isinstance(fleet, list) else "fleet"
     rows = load_fleet(fleet) if not isinstance(fleet, list) else fleet
     vms = _prepare(rows, path, platform=platform, max_downtime=max_downtime,
@@ -232,12 +232,6 @@ def plan_evacuation(
         workers=n_workers,
         inputs=inputs,
     )
-
-
-def platforms_list() -> tuple[str, ...]:
-    from migtune.plan.fleet import PLATFORMS
-
-    return PLATFORMS
 
 
 __all__ = ["EvacuationPlan", "PlannedVm", "Strategy", "plan_evacuation"]

@@ -155,7 +155,7 @@ def plan_dict(plan: EvacuationPlan) -> dict[str, Any]:
 # ---- text --------------------------------------------------------------------------
 
 
-def _span(r: dict[str, float | None], fmt) -> str:
+def format_span(r: dict[str, float | None], fmt) -> str:
     lo, mid, hi = r["min"], r["median"], r["max"]
     if mid is None:
         return "-"
@@ -183,7 +183,7 @@ def render_text(plan: EvacuationPlan) -> str:
         f"{plan.max_parallel} at once",
         f"  strategy: {b.strategy.name}; settings "
         + ("tuned per VM" if b.strategy.tuned else "the platform's defaults"),
-        f"  drain time {_span(d['drain_time_s'], format_duration)}"
+        f"  drain time {format_span(d['drain_time_s'], format_duration)}"
         + (
             ""
             if plan.deadline is None
@@ -197,7 +197,7 @@ def render_text(plan: EvacuationPlan) -> str:
     ]
     out += _table(
         [[str(w["wave"]), str(len(w["vms"])), format_duration(w["start_s"]["median"]),
-          _span(w["end_s"], format_duration)] for w in d["waves"]],
+          format_span(w["end_s"], format_duration)] for w in d["waves"]],
         ["wave", "VMs", "first start", "last end"],
     )  # fmt: skip
     out += ["", "VMs (in start order)"]
@@ -209,8 +209,8 @@ def render_text(plan: EvacuationPlan) -> str:
             str(v["position"] or "-"), v["name"], format_bytes(v["ram_bytes"]),
             str(v["wave"] or "-"), str(v["slot"] or "-"),
             describe(pv.settings[cand]) if cand else "-",
-            _span(v["start_s"], format_duration), _span(v["end_s"], format_duration),
-            _span(v["downtime_ms"], _ms), v["status"],
+            format_span(v["start_s"], format_duration), format_span(v["end_s"], format_duration),
+            format_span(v["downtime_ms"], _ms), v["status"],
         ])  # fmt: skip
     out += _table(rows, ["#", "VM", "RAM", "wave", "slot", "settings", "start", "end",
                          "downtime", "status"])  # fmt: skip
@@ -218,15 +218,15 @@ def render_text(plan: EvacuationPlan) -> str:
     if flagged:
         out += ["", "Flagged"]
         for v in flagged:
-            out.append(f"  {v['name']}: {_why(v)}")
+            out.append(f"  {v['name']}: {flag_reason(v)}")
     out += ["", f"Compared on the same fleet and link ({plan.max_parallel} parallel jobs, "
             "the platform's default settings for the baselines)"]  # fmt: skip
     rows = []
     for e in [d["plan"], *d["baselines"]]:
         rows.append([
-            e["name"], _span(e["drain_time_s"], format_duration),
-            _span(e["last_completion_s"], format_duration), str(e["failed"]),
-            str(len(e["over_downtime"])), _span(e["worst_downtime_ms"], _ms),
+            e["name"], format_span(e["drain_time_s"], format_duration),
+            format_span(e["last_completion_s"], format_duration), str(e["failed"]),
+            str(len(e["over_downtime"])), format_span(e["worst_downtime_ms"], _ms),
         ])  # fmt: skip
     out += _table(rows, ["strategy", "drain time", "last success", "failed",
                          "over downtime limit", "worst downtime"])  # fmt: skip
@@ -239,7 +239,7 @@ def render_text(plan: EvacuationPlan) -> str:
     return "\n".join(out) + "\n"
 
 
-def _why(v: dict[str, Any]) -> str:
+def flag_reason(v: dict[str, Any]) -> str:
     parts = list(v["flags"])
     if v["status"] == "cannot-converge":
         parts.append("does not converge under any allowed setting, even alone on the link")
