@@ -144,6 +144,26 @@ def _inputs(vms: list[PlannedVm], link: float, stream_rate: float | None = None)
     return out
 
 
+# Strategies whose drain time is within this share of the fastest count as equally fast;
+# among them the one with the shortest worst downtime wins.
+DRAIN_TOLERANCE = 0.01
+
+
+def pick(tried: list[Strategy], scores: list[tuple]) -> int:
+    """The best strategy: fewest failures (then VMs over their downtime limit, then
+    deadline missed); among those, a drain within 1 % of the fastest and no slower than
+    the best baseline of the same standing; among those, the shortest worst downtime."""
+    top = min(sc[:3] for sc in scores)
+    group = [i for i, sc in enumerate(scores) if sc[:3] == top]
+    fastest = min(scores[i][3] for i in group)
+    limit = fastest * (1 + DRAIN_TOLERANCE)
+    baselines = [scores[i][3] for i in group if not tried[i].tuned]
+    if baselines:
+        limit = min(limit, min(baselines))
+    near = [i for i in group if scores[i][3] <= limit + 1e-9]
+    return min(near, key=lambda i: (scores[i][4], scores[i][3], i))
+
+
 def plan_evacuation(
     fleet: str | Path | list[VmSpec],
     *,
@@ -212,7 +232,7 @@ def plan_evacuation(
         inputs = _inputs(vms, link_rate, stream_rate)
         tried = strategies(max_parallel)
         scores = run.map(evaluate_task, tried, "scoring strategies", inputs, link_rate, deadline)
-        best_i = min(range(len(tried)), key=lambda i: (scores[i][0], i))
+        best_i = pick(tried, [sc[0] for sc in scores])
         description, n_workers = run.description, run.n_workers
     best = evaluate(tried[best_i], inputs, link_rate, deadline, STATS)
     baselines = [evaluate(s, inputs, link_rate, deadline, STATS) for s in tried[:3]]

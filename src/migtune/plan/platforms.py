@@ -2,9 +2,10 @@
 commands that apply a VM's planned settings (docs/platforms.md §1.7-1.8, §2.1).
 
 ``base`` is what an operator gets without tuning (the baselines use it); the planner's
-own candidates, least intrusive first, are ``open`` (the VM's downtime budget as the
-limit, no cap of its own beyond one the fleet file gives) and, where the platform
-leaves it off, ``auto-converge`` (``open`` plus QEMU's vCPU throttling).
+own candidates, least intrusive first, are ``open`` (no cap beyond one the fleet file
+gives, the platform's downtime limit or a lower budget), ``budget`` (the VM's whole
+downtime budget as the limit, when it is above the platform's) and, where the platform
+leaves it off, ``auto-converge`` (``budget`` plus QEMU's vCPU throttling).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from migtune.units import MiB
 PROXMOX_DEFAULT_DOWNTIME = 0.1  # s: qemu-server's migrate_downtime default (§1.8)
 PROXMOX_UNCAPPED = 16 * 1024**3  # B/s: what qemu-server sets when no limit applies (§1.8)
 # the preference order of the planner's candidates (the first that converges wins)
-CANDIDATES = ("open", "auto-converge")
+CANDIDATES = ("open", "budget", "auto-converge")
 
 
 def proxmox_cache(ram_bytes: int) -> int:
@@ -67,14 +68,19 @@ def candidate_settings(
     base = base_settings(platform, ram_bytes, vm_cap)
     opened = dataclasses.replace(
         base,
-        downtime_limit=downtime,
+        downtime_limit=min(downtime, base.downtime_limit or downtime),
         max_bandwidth=_cap(vm_cap),
         capabilities=dict(base.capabilities),
     )
     out = {"open": opened}
+    widest = opened
+    if downtime > (opened.downtime_limit or 0):
+        widest = out["budget"] = dataclasses.replace(
+            opened, downtime_limit=downtime, capabilities=dict(opened.capabilities)
+        )
     if platform != "proxmox":  # Proxmox has it on already
         out["auto-converge"] = dataclasses.replace(
-            opened, capabilities={**opened.capabilities, "auto-converge": True}
+            widest, capabilities={**widest.capabilities, "auto-converge": True}
         )
     return out
 
