@@ -81,6 +81,11 @@ class Runner:
             where = self.scheduler or "a local cluster"
             self.close()
             raise UnavailableError(f"cannot reach dask at {where}: {exc}") from None
+        except RuntimeError as exc:  # a worker process that would not start
+            self.close()
+            raise UnavailableError(
+                f"cannot start local dask workers ({exc}); plan with --serial"
+            ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
