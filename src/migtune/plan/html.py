@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from migtune import __version__
 from migtune.errors import InputError
-from migtune.plan.report import flag_reason, format_span
+from migtune.plan.report import flag_reason, format_span, vm_count
 from migtune.report.html import CSP, _css, attr, esc
 from migtune.units import format_bits, format_bytes, format_duration
 
@@ -99,7 +99,7 @@ def _row(cells: list[str], numeric: set[int] = frozenset()) -> str:  # type: ign
 
 def render_page(plan: EvacuationPlan) -> str:
     d = plan.to_dict()
-    title = f"Evacuation plan: {len(d['vms'])} VMs over {format_bits(d['link_rate'])}"
+    title = f"Evacuation plan: {vm_count(len(d['vms']))} over {format_bits(d['link_rate'])}"
     verdict = "meets its limits" if d["ok"] else "does NOT meet its limits"
     facts = [
         ("drain time", format_span(d["drain_time_s"], format_duration)),

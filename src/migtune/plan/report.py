@@ -155,6 +155,10 @@ def plan_dict(plan: EvacuationPlan) -> dict[str, Any]:
 # ---- text --------------------------------------------------------------------------
 
 
+def vm_count(n: int) -> str:
+    return f"{n} VM" if n == 1 else f"{n} VMs"
+
+
 def format_span(r: dict[str, float | None], fmt) -> str:
     lo, mid, hi = r["min"], r["median"], r["max"]
     if mid is None:
@@ -178,7 +182,7 @@ def render_text(plan: EvacuationPlan) -> str:
     d = plan_dict(plan)
     b = plan.best
     out = [
-        f"Evacuation plan: {len(plan.vms)} VMs over {format_bits(plan.link_rate)} "
+        f"Evacuation plan: {vm_count(len(plan.vms))} over {format_bits(plan.link_rate)} "
         f"({format_rate(plan.link_rate)}), platform {plan.platform}, up to "
         f"{plan.max_parallel} at once",
         f"  strategy: {b.strategy.name}; settings "
