@@ -53,11 +53,14 @@ class VmJob:
     candidates: tuple[tuple[str, Settings, tuple[float, ...]], ...]
     time_limit: float  # s: give up on a migration after this long
     qemu_version: str = "10.0"
+    # how the platform steers every migration it runs (``migrate --policy``), e.g.
+    # Proxmox doubling the downtime limit of a stalled migration; None: nobody steers
+    policy: str | None = None
 
     def key(self) -> tuple:
         """Jobs that differ only in the VM's name simulate the same thing."""
         return (self.ram_bytes, self.workloads, repr(self.candidates), self.time_limit,
-                self.qemu_version)  # fmt: skip
+                self.qemu_version, self.policy)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def _one(job: VmJob, spec: str, settings: Settings, rate: float, link: float) ->
     ram, w, s2, link2, _ = shrunk(setup, parse_workload(spec))
     res = simulate(ram, w, s2, qemu_version=job.qemu_version, link_rate=link2,
                    time_limit=job.time_limit, stop_when_settled=True,
-                   stop_after_passes=_give_up(s), machine=scaled_machine(k))  # fmt: skip
+                   stop_after_passes=_give_up(s), machine=scaled_machine(k),
+                   policy=job.policy, policy_ram_bytes=job.ram_bytes)  # fmt: skip
     o = res.outcome
     total = o.total_time_s if o.converged else None
     first = res.passes[1]["t"] if len(res.passes) > 1 else (o.total_time_s or job.time_limit)

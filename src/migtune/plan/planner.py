@@ -218,7 +218,8 @@ def plan_evacuation(
         )
         # the simulator needs some time: a VM given none fails in the timeline anyway
         jobs.append(VmJob(v.spec.name, v.spec.ram_bytes, v.workloads, cands,
-                          max(v.max_time, 1.0), qemu_version))  # fmt: skip
+                          max(v.max_time, 1.0), qemu_version,
+                          platforms.platform_policy(v.platform)))  # fmt: skip
     unique: dict[tuple, int] = {}
     for j in jobs:
         unique.setdefault(j.key(), len(unique))

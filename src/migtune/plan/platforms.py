@@ -32,6 +32,13 @@ def proxmox_cache(ram_bytes: int) -> int:
     return 1 << max(12, math.ceil(math.log2(max(ram_bytes / 10, 4096))))
 
 
+def platform_policy(platform: str) -> str | None:
+    """How the platform steers a running migration, as ``migrate --policy`` names it:
+    qemu-server doubles the downtime limit of a stalled migration (§1.4); libvirt and
+    plain QEMU leave the settings alone."""
+    return "proxmox" if platform == "proxmox" else None
+
+
 def base_downtime(platform: str) -> float:
     return PROXMOX_DEFAULT_DOWNTIME if platform == "proxmox" else QEMU_DEFAULT_DOWNTIME_LIMIT
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from migtune.plan.curves import scaled_machine, shrink_factor
+from migtune.plan.platforms import platform_policy
 from migtune.sim.api import simulate
 from migtune.sim.calibrate.fit import Setup, shrunk
 from migtune.workload import parse_workload
@@ -68,7 +69,9 @@ def check_vm(
     ram, w, s2, link2, sched = shrunk(setup, parse_workload(v.workloads[0]))
     res = simulate(ram, w, s2, qemu_version=qemu_version, link_rate=link2,
                    time_limit=v.max_time, schedule=sched or None,
-                   stop_when_settled=True, machine=scaled_machine(k))  # fmt: skip
+                   stop_when_settled=True, machine=scaled_machine(k),
+                   policy=platform_policy(v.platform),
+                   policy_ram_bytes=v.spec.ram_bytes)  # fmt: skip
     direct = res.outcome.total_time_s if res.outcome.converged else None
     model = run.end - run.start if run.status == "completed" else None
     return Check(name, len(pieces) - 1, model, direct)
