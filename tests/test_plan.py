@@ -271,3 +271,22 @@ def test_history_rows_take_the_plausible_set_of_the_history_store(tmp_path, caps
     vm = next(v for v in plan.to_dict()["vms"] if v["name"] == "db")
     assert len(vm["plausible_workloads"]) >= 2 and vm["status"] == "planned"
     assert vm["end_s"]["min"] <= vm["end_s"]["max"]
+
+
+def test_tune_adds_its_recommendation_as_a_candidate(tmp_path):
+    """With ``use_tune`` each VM also gets ``migtune tune``'s recommendation at the rate it
+    can expect, simulated like the other candidates, with tune's own commands."""
+    p = tmp_path / "vms.csv"
+    p.write_text('name,ram,workload\nbusy,1GiB,"ws=512MiB,rate=60MiB/s,pattern=random"\n'
+                 "idle,1GiB,idle\n")  # fmt: skip
+    plain = plan_evacuation(str(p), link_rate=125e6, max_parallel=2, serial=True)
+    tuned = plan_evacuation(str(p), link_rate=125e6, max_parallel=2, serial=True,
+                            use_tune=True)  # fmt: skip
+    assert all("tune" not in v.settings for v in plain.vms)
+    assert all(v.curves.tuned is not None for v in tuned.vms)
+    d = tuned.to_dict()
+    picked = [v for v in d["vms"] if v["settings_candidate"] == "tune"]
+    assert picked, "tune's recommendation converges: it is preferred"
+    for v in picked:
+        assert v["commands"] and all("VMID" not in c and "DOMAIN" not in c for c in v["commands"])
+    assert tuned.simulations > plain.simulations

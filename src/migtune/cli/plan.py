@@ -77,6 +77,9 @@ class _Bar:
 @click.option("--db", "history_db", type=click.Path(dir_okay=False), metavar="PATH",
               help="The history store that history:NAME rows read (default: "
               "$MIGTUNE_DB, else the user's data directory).")  # fmt: skip
+@click.option("--tune", "use_tune", is_flag=True,
+              help="Also ask migtune tune for each VM's settings (its platform's "
+              "whole grid, the platform's policy in the loop); seconds per VM.")  # fmt: skip
 @click.option("--scheduler", metavar="tcp://HOST:8786",
               help="Run the simulations on this Dask cluster (default: a local cluster "
               "of worker processes).")  # fmt: skip
@@ -126,6 +129,7 @@ def evacuate_cmd(**kw: Any) -> int:
             progress=bar,
             stream_rate=kw["stream_rate"],
             history_db=kw["history_db"],
+            use_tune=kw["use_tune"],
         )
     if kw["as_json"]:
         click.echo(json.dumps(plan.to_dict(), indent=2))

@@ -43,6 +43,19 @@ NEED_DOWNTIME_STEPS = (4, 16, 64, 256, 1024)
 
 
 @dataclass(frozen=True)
+class TuneAsk:
+    """What ``migtune tune`` is asked for one VM: its platform's settings that meet the
+    downtime budget at the rate it can expect (its smallest fair share)."""
+
+    platform: str
+    max_downtime: float
+    expected_rate: float
+    link: float  # for the candidate's rate grid
+    floor_share: float
+    stream_rate: float | None
+
+
+@dataclass(frozen=True)
 class VmJob:
     """Everything a worker needs to simulate one VM (picklable, no file access)."""
 
@@ -56,11 +69,12 @@ class VmJob:
     # how the platform steers every migration it runs (``migrate --policy``), e.g.
     # Proxmox doubling the downtime limit of a stalled migration; None: nobody steers
     policy: str | None = None
+    tune: TuneAsk | None = None  # ask `migtune tune` for one more candidate
 
     def key(self) -> tuple:
         """Jobs that differ only in the VM's name simulate the same thing."""
         return (self.ram_bytes, self.workloads, repr(self.candidates), self.time_limit,
-                self.qemu_version, self.policy)  # fmt: skip
+                self.qemu_version, self.policy, self.tune)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,10 @@ class VmCurves:
     needs_rate: float | None = None  # bytes/s of its own that would let it converge
     needs_downtime: float | None = None  # s: a downtime limit that would, at the top rate
     simulations: int = 0
+    # what `migtune tune` recommended (None: not asked, or it found nothing)
+    tuned: Settings | None = None
+    tuned_label: str | None = None
+    tuned_commands: list[str] = field(default_factory=list)  # "VMID" / "DOMAIN" left in
 
 
 def rate_grid(link: float, floor_share: float, cap: float | None) -> tuple[float, ...]:
@@ -187,7 +205,12 @@ def simulate_vm(job: VmJob) -> VmCurves:
     counter = [0]
     out = VmCurves(job.name)
     tuned_ok = False
-    for i, (cname, settings, rates) in enumerate(job.candidates):
+    candidates = list(job.candidates)
+    if job.tune is not None:
+        asked = _ask_tune(job, out)
+        if asked is not None:
+            candidates.insert(1, asked)
+    for i, (cname, settings, rates) in enumerate(candidates):
         if i >= 2 and tuned_ok:
             break
         chains = [_chain(job, spec, settings, rates, counter) for spec in job.workloads]
@@ -198,7 +221,7 @@ def simulate_vm(job: VmJob) -> VmCurves:
     top_ok = any(all(ch[0].converged for ch in out.curves[c]) for c in tuned)
     if not top_ok:
         # what would let it converge: a faster stream of its own, or a longer pause
-        _, best, grid = next(c for c in job.candidates if c[0] == tuned[-1])
+        _, best, grid = next(c for c in candidates if c[0] == tuned[-1])
         top = grid[0]
         for m in NEED_RATE_STEPS:
             if _all_converge(job, best, top * m, counter):
@@ -213,8 +236,37 @@ def simulate_vm(job: VmJob) -> VmCurves:
                 break
             if d >= QEMU_MAX_DOWNTIME_LIMIT:
                 break
-    out.simulations = counter[0]
+    out.simulations += counter[0]
     return out
+
+
+def _ask_tune(job: VmJob, out: VmCurves):
+    """``migtune tune`` on the VM's first plausible workload at the rate it can expect:
+    its recommendation (or, when nothing meets the budget, the closest) as the
+    candidate ``tune``; the commands are tune's own for the platform."""
+    from migtune.analysis.tune import tune
+
+    ask = job.tune
+    assert ask is not None
+    r = tune(ram_bytes=job.ram_bytes, workload=job.workloads[0], platform=ask.platform,
+             max_downtime=ask.max_downtime, link_rate=ask.expected_rate,
+             qemu_version=job.qemu_version)  # fmt: skip
+    out.simulations += int(r.stats.get("simulations") or 0)
+    rec = r.recommendation or r.closest
+    if rec is None:
+        return None
+    settings = dataclasses.replace(rec.settings, capabilities=dict(rec.settings.capabilities))
+    out.tuned, out.tuned_label = settings, rec.label
+    key = "qmp" if ask.platform == "qemu" else ask.platform
+    out.tuned_commands = list(rec.commands.get(key) or rec.commands.get("qmp") or [])
+    cap = (
+        settings.max_bandwidth
+        if settings.max_bandwidth and settings.max_bandwidth < 2**60
+        else None
+    )
+    caps = [c for c in (cap, ask.stream_rate) if c]
+    grid = rate_grid(ask.link, ask.floor_share, min(caps) if caps else None)
+    return ("tune", settings, grid)
 
 
 # ---- reading a curve at any rate -------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from migtune.errors import InputError
 from migtune.plan import platforms
-from migtune.plan.curves import VmCurves, VmJob, profile, rate_grid, simulate_vm
+from migtune.plan.curves import TuneAsk, VmCurves, VmJob, profile, rate_grid, simulate_vm
 from migtune.plan.fleet import PLATFORMS, VmSpec, load_fleet
 from migtune.plan.runner import Progress, Runner
 from migtune.plan.sources import candidates, plausible_workloads
@@ -180,11 +180,13 @@ def plan_evacuation(
     progress: Progress | None = None,
     stream_rate: float | None = None,
     history_db: str | None = None,
+    use_tune: bool = False,
 ) -> EvacuationPlan:
     """Plan draining a host: ``fleet`` is a fleet file or its parsed rows; the link in
     bytes/s; limits in seconds; ``stream_rate`` the most one migration stream moves
     whatever the link (one migration thread, TLS or an SSH tunnel; None: no limit);
-    ``history_db`` the history store that ``history:NAME`` rows read.  Simulations
+    ``history_db`` the history store that ``history:NAME`` rows read; ``use_tune``
+    adds ``migtune tune``'s recommendation to each VM's candidates.  Simulations
     run on Dask (a LocalCluster of ``workers`` processes, or ``scheduler``) unless
     ``serial``."""
     if link_rate < MIN_LINK:
@@ -217,9 +219,14 @@ def plan_evacuation(
             for c, s in v.settings.items()
         )
         # the simulator needs some time: a VM given none fails in the timeline anyway
+        ask = None
+        if use_tune:
+            floor = link_rate / max_parallel
+            expected = min(floor, stream_rate or floor, v.spec.max_bandwidth or floor)
+            ask = TuneAsk(v.platform, v.downtime_budget, expected, link_rate, floor, stream_rate)
         jobs.append(VmJob(v.spec.name, v.spec.ram_bytes, v.workloads, cands,
                           max(v.max_time, 1.0), qemu_version,
-                          platforms.platform_policy(v.platform)))  # fmt: skip
+                          platforms.platform_policy(v.platform), ask))  # fmt: skip
     unique: dict[tuple, int] = {}
     for j in jobs:
         unique.setdefault(j.key(), len(unique))
@@ -229,7 +236,10 @@ def plan_evacuation(
         for v, j in zip(vms, jobs, strict=True):
             r = results[unique[j.key()]]
             v.curves = VmCurves(v.spec.name, r.curves, r.needs_rate, r.needs_downtime,
-                                r.simulations)  # fmt: skip
+                                r.simulations, r.tuned, r.tuned_label,
+                                r.tuned_commands)  # fmt: skip
+            if r.tuned is not None:
+                v.settings["tune"] = r.tuned
         inputs = _inputs(vms, link_rate, stream_rate)
         tried = strategies(max_parallel)
         scores = run.map(evaluate_task, tried, "scoring strategies", inputs, link_rate, deadline)

@@ -23,8 +23,9 @@ from migtune.units import MiB
 
 PROXMOX_DEFAULT_DOWNTIME = 0.1  # s: qemu-server's migrate_downtime default (§1.8)
 PROXMOX_UNCAPPED = 16 * 1024**3  # B/s: what qemu-server sets when no limit applies (§1.8)
-# the preference order of the planner's candidates (the first that converges wins)
-CANDIDATES = ("open", "budget", "auto-converge")
+# the preference order of the planner's candidates (the first that converges wins);
+# "tune" is `migtune tune`'s recommendation, there only when asked for (--tune)
+CANDIDATES = ("tune", "open", "budget", "auto-converge")
 
 
 def proxmox_cache(ram_bytes: int) -> int:
@@ -100,6 +101,9 @@ def settings_dict(s: Settings) -> dict[str, object]:
         "xbzrle": bool(s.capabilities.get("xbzrle")),
         "xbzrle-cache-size": s.xbzrle_cache_size if s.capabilities.get("xbzrle") else None,
         "auto-converge": bool(s.capabilities.get("auto-converge")),
+        "multifd": bool(s.capabilities.get("multifd")),
+        "multifd-channels": s.multifd_channels if s.capabilities.get("multifd") else None,
+        "postcopy-ram": bool(s.capabilities.get("postcopy-ram")),
     }
 
 

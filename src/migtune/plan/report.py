@@ -75,8 +75,17 @@ def _vm_dict(plan: EvacuationPlan, v: PlannedVm, position: int | None) -> dict[s
         "max_time_s": v.max_time,
         "flags": list(v.flags),
         "needs": _needs(v),
-        "commands": platforms.commands(v.platform, name, s) if s else [],
+        "commands": _commands(v, name, cand),
     }
+
+
+def _commands(v: PlannedVm, name: str, cand: str | None) -> list[str]:
+    if cand is None:
+        return []
+    if cand == "tune" and v.curves is not None and v.curves.tuned_commands:
+        # tune's own commands, with this VM's name where it had a placeholder
+        return [c.replace("VMID", name).replace("DOMAIN", name) for c in v.curves.tuned_commands]
+    return platforms.commands(v.platform, name, v.settings[cand])
 
 
 def _eval_dict(ev: Evaluation, label: str) -> dict[str, Any]:
