@@ -165,6 +165,13 @@ CASES = [
     (["report", LOG, "--format", "zzz"], BAD_INPUT, "--format: 'zzz' is not one of"),
     (["report", LOG, "-o", "{NOWHERE}"], BAD_INPUT, "out.html"),
     (["report", LOG, "--png", "{EMPTY}"], BAD_INPUT, "--png: directory"),
+    (["plan", "evacuate"], BAD_INPUT, "VMS.csv|VMS.toml: missing"),
+    (["plan", "evacuate", "{MISSING}", "--serial"], BAD_INPUT, "missing.log: no such file"),
+    (["plan", "evacuate", "{BINARY}", "--serial"], BAD_INPUT, "core.bin: not a text file"),
+    (["plan", "evacuate", "{EMPTY}", "--serial"], BAD_INPUT, "empty.log: no header line"),
+    (["plan", "evacuate", "{EMPTY}", "--link", "0"], BAD_INPUT, "--link"),
+    (["plan", "evacuate", "{EMPTY}", "--max-parallel", "0"], BAD_INPUT, "--max-parallel"),
+    (["plan", "evacuate", "{EMPTY}", "--platform", "vmware"], BAD_INPUT, "--platform"),
 ]
 
 
