@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable
 
-from migtune.analysis.explain_ctx import Ctx
+from migtune.analysis.explain_ctx import Ctx, Memo, fmt_bytes, fmt_rate
 from migtune.model import Sample
 from migtune.units import MiB, format_bytes, format_duration, format_rate
 
@@ -25,45 +25,47 @@ def message(text: str) -> str:
 
 
 def _progress(s: Sample, c: Ctx) -> list[str]:
+    # Runs for every progress line of a log that may have millions: the values go
+    # through the memoised formatters, and a once-only remark is built only the once.
     notes: list[str] = []
     if s.transferred is not None:
-        notes.append(f"{format_bytes(s.transferred)} sent so far, " + c.pass_phrase(s.transferred))
-    if s.total is not None:
+        notes.append(f"{fmt_bytes[s.transferred]} sent so far, " + c.pass_phrase(s.transferred))
+    if s.total is not None and not c.said_once("total"):
         label = "VM-state" if s.remaining is None else "total"
-        notes += c.once(
-            "total", f"{label} {format_bytes(s.total)} is the RAM size (plus ROM/VGA), not disk"
-        )
+        notes.append(f"{label} {fmt_bytes[s.total]} is the RAM size (plus ROM/VGA), not disk")
     if s.status == "device":
         notes.append(
             "status 'device': QEMU 10 switch-over, the guest is paused while device state goes"
         )
     real = _delta(s, c)
     if s.page_rate is not None:
-        notes += c.once(
-            "page_rate",
-            f"{format_rate(s.page_rate)} is QEMU's pages-per-second x page size over ~100 ms: "
-            "zero pages count but cost nothing on the wire, so it is not the network rate",
-        )
+        if not c.said_once("page_rate"):
+            notes.append(
+                f"{fmt_rate[s.page_rate]} is QEMU's pages-per-second x page size over ~100 ms: "
+                "zero pages count but cost nothing on the wire, so it is not the network rate"
+            )
         if real is not None:
             notes.append(
-                f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])} "
-                f"(the per-line figure says {format_rate(s.page_rate)})"
+                f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]} "
+                f"(the per-line figure says {fmt_rate[s.page_rate]})"
             )
     elif real is not None:
-        notes.append(f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])}")
+        notes.append(f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]}")
     if s.remaining is not None:
         notes.append(_remaining_note(s, c))
     if s.dirty_rate is not None:
         send = real[0] if real is not None else c.m.throughput
-        rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
-        short = f"the guest dirties {format_rate(s.dirty_rate)}{rel}"
-        notes += c.once(
-            "dirty",
-            short + ": Proxmox adds this only when the dirty rate beats the per-line rate, so the "
-            "guest writes memory faster than the migration sends it",
-        ) or [short]
+        rel = f", {s.dirty_rate / send:.2f}x the real rate of {fmt_rate[send]}" if send else ""
+        short = f"the guest dirties {fmt_rate[s.dirty_rate]}{rel}"
+        if c.said_once("dirty"):
+            notes.append(short)
+        else:
+            notes.append(
+                short + ": Proxmox adds this only when the dirty rate beats the per-line rate, "
+                "so the guest writes memory faster than the migration sends it"
+            )
     if s.vfio_bytes is not None:
-        notes.append(f"plus {format_bytes(s.vfio_bytes)} of passed-through device (VFIO) state")
+        notes.append(f"plus {fmt_bytes[s.vfio_bytes]} of passed-through device (VFIO) state")
     c.prev = s
     if s.t is not None and s.transferred is not None:
         c.history.append(s)
@@ -82,6 +84,9 @@ def _rounding(value: int) -> float:
     return 0.05 * unit
 
 
+_roundings = Memo(_rounding)
+
+
 def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     """Real rate and the seconds it was measured over.
 
@@ -91,7 +96,7 @@ def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     if s.t is None or s.transferred is None:
         return None
     exact = s.remaining is not None  # the old format prints raw bytes
-    need = 0 if exact else 20 * _rounding(s.transferred)
+    need = 0 if exact else 20 * _roundings[s.transferred]
     hist = c.history
     if not hist:
         return None
@@ -130,25 +135,29 @@ def _xbzrle(s: Sample, c: Ctx) -> list[str]:
             f"XBZRLE has sent {x.pages} re-dirtied pages as deltas against the cached copy{avg}"
         )
     if x.cache_miss_rate is not None:
-        size = x.cache_size or c.run.settings.xbzrle_cache_size
-        cache = f" {format_bytes(size)}" if size else ""
         pct = x.cache_miss_rate * 100
         verdict = "; the cache is too small for what the guest rewrites" if pct >= 90 else ""
-        long = (
-            f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had no old "
-            f"copy in the{cache} cache and went in full{verdict}"
-        )
-        notes += c.once("xbzrle-miss", long) or [f"cache-miss {pct:.2f}%{verdict}"]
+        if c.said_once("xbzrle-miss"):
+            notes.append(f"cache-miss {pct:.2f}%{verdict}")
+        else:
+            size = x.cache_size or c.run.settings.xbzrle_cache_size
+            cache = f" {fmt_bytes[size]}" if size else ""
+            notes.append(
+                f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had "
+                f"no old copy in the{cache} cache and went in full{verdict}"
+            )
     if x.cache_miss is not None:
         notes.append(f"{x.cache_miss} cache misses so far (a cumulative count)")
     if x.overflow:
-        before = c.last_overflow
-        grew = f" (+{x.overflow - before} since the last report)" if before is not None else ""
-        long = (
-            f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded for "
-            "nothing and sent raw"
-        )
-        notes += c.once("xbzrle-overflow", long) or [f"overflow {x.overflow}{grew}"]
+        if c.said_once("xbzrle-overflow"):
+            before = c.last_overflow
+            grew = f" (+{x.overflow - before} since the last report)" if before is not None else ""
+            notes.append(f"overflow {x.overflow}{grew}")
+        else:
+            notes.append(
+                f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded "
+                "for nothing and sent raw"
+            )
         c.last_overflow = x.overflow
     return notes
 
@@ -327,6 +336,12 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 
 
 _XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+# A plain xbzrle line, nothing else in it: no rule before the xbzrle one can match it, so
+# the rules need not be tried in turn (one such line a second in a long log).
+_PLAIN_XBZRLE_RE = re.compile(
+    r"xbzrle: send updates to \d+ pages in [\d.]+ \w+ encoded memory, "
+    r"cache-miss [\d.]+%, overflow \d+"
+)
 
 
 def advance(text: str, sample: Sample | None, c: Ctx) -> None:
@@ -387,6 +402,11 @@ def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     fixed = _FIXED.get(msg)
     if fixed:
         return [fixed]
+    if msg.startswith("xbzrle: send updates") and _PLAIN_XBZRLE_RE.fullmatch(msg):
+        try:
+            return _xbzrle_line(None, c)  # type: ignore[arg-type]
+        except (ValueError, ArithmeticError):
+            return []
     for rx, fn in _RULES:
         m = rx.search(msg)
         if m:
