@@ -124,6 +124,9 @@ def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]
 
 
 def _count_lines(run: Run, explanation: Any | None) -> int:
+    known = getattr(run.lines, "line_count", None)
+    if known is not None:
+        return known  # counted by the parse, which read the whole file
     batches = getattr(run.lines, "batches", None)
     if batches is not None:
         return sum(len(b) for b in batches())

@@ -43,6 +43,7 @@ class LineSource:
         self.path = str(path)
         self.name = name or self.path
         self.cut_lines: dict[int, int] = {}
+        self.line_count: int | None = None  # known once a walk reached the end
         self._spool: str | None = None
 
     @classmethod
@@ -121,7 +122,9 @@ class LineSource:
                 if lines:
                     yield lines
             if carry:
+                no += 1
                 yield [carry]
+        self.line_count = no  # the parse walks the whole file: later walks need not count
 
     def _cut(self, no: int, length: int, on_cut: Callable[[int, int], None] | None) -> None:
         self.cut_lines[no] = length
