@@ -74,16 +74,18 @@ class StepCounter:
     """Wraps the simulator's main loop to count ``ram_save_iterate`` calls."""
 
     def __init__(self):
-        self.steps = 0
+        self.steps = 0  # simulator steps (one or several fused ram_save_iterate calls)
+        self.calls = 0  # ram_save_iterate calls simulated
         self.sims = 0
         self.cpu: list[float] = []
 
     def __enter__(self):
         self._main, self._iterate = api.main_loop, loop.iterate
 
-        def iterate(e):
+        def iterate(e, calls=1):
             self.steps += 1
-            self._iterate(e)
+            self.calls += calls
+            self._iterate(e, calls)
 
         def main_loop(*a, **kw):
             t = time.process_time()

@@ -86,6 +86,7 @@ def simulate(
     sample_interval: float | None = None,
     rate_factor=None,
     exact_xbzrle: bool = False,
+    xbzrle_pricing: str = "auto",
 ) -> SimResult:
     """Simulate one pre-copy migration of a guest with ``ram_bytes`` of RAM.
 
@@ -99,7 +100,11 @@ def simulate(
     and ``stats["settled_from_s"]`` say from when).
     ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
     guest managed on a busy host).  ``exact_xbzrle`` keeps real page bytes and runs the
-    real encoder for every delta (lab-sized guests; checks the size model).  ``schedule`` lists ``(t, "name=value")``
+    real encoder for every delta (lab-sized guests; checks the size model).
+    ``xbzrle_pricing``: ``"statistics"`` prices XBZRLE for a workload spec by the shares
+    of hits, misses and unchanged pages (:mod:`migtune.sim.xbzstat`); ``"pages"`` page
+    by page (the reference; traces and exact mode always are); ``"auto"`` (default)
+    statistics when the guest writes more than 1 GiB of pages, else pages.  ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
     """
     version = rules.parse_version(qemu_version)
@@ -139,7 +144,7 @@ def simulate(
         )
         dirtier.rate_factor = rate_factor
         spec = w.spec()
-    eng = Engine(pages, dirtier, s, version, m, exact=exact_xbzrle)
+    eng = Engine(pages, dirtier, s, version, m, exact=exact_xbzrle, xbzrle_pricing=xbzrle_pricing)
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
     trigger = _postcopy_trigger(
@@ -159,6 +164,7 @@ def simulate(
         "ram_bytes": pages * PAGE_SIZE,
         "workload": spec,
         "settled_from_s": eng.settled_from,
+        "xbzrle_pricing": eng.xbzrle_pricing,
         "pages_per_second_simulated": round(eng.c.normal + eng.c.duplicate + eng.c.xb_pages) / wall
         if wall
         else None,

@@ -9,6 +9,8 @@ from migtune.sim.runs import contains, distinct
 from migtune.sim.settle import Settler
 
 MAX_FETCH = 1 << 21
+# at most this many ram_save_iterate calls are simulated as one (see fusable_calls)
+FUSE_MAX = 40
 
 
 def _want(e: Engine, boost: int) -> int:
@@ -25,7 +27,9 @@ def _want(e: Engine, boost: int) -> int:
     return int(min(want * boost, MAX_FETCH, max(1, e.dirty)))
 
 
-def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> tuple[int, bool]:
+def cutoff(
+    e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0, calls: int = 1
+) -> tuple[int, bool]:
     """Pages of ``plan`` sent before the call stops, and whether it stopped.
 
     The rate limit is checked before each page (strict, §1.4), so the page that crosses
@@ -43,7 +47,7 @@ def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> t
             k = plan.flush_at_or_after(k, done_full, rules.FLUSH_FULL_PAGES)
         if k is not None:
             stop, fired = k, True
-    k = plan.first_over_time(rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
+    k = plan.first_over_time(calls * rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
     if k is not None:
         every = rules.MAX_WAIT_CHECK_EVERY
         j = k - 1  # page index after which the clock is first late
@@ -53,19 +57,46 @@ def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> t
     return stop, fired
 
 
-def iterate(e: Engine) -> None:
-    """One ``ram_save_iterate`` call (§1.5)."""
+def fusable_calls(e: Engine, next_event: float) -> int:
+    """How many ``ram_save_iterate`` calls can be simulated as one (speed only).
+
+    Between two calls the loop checks the sync, completion, timer, sample and setting
+    changes (§1.2, §1.3).  When the link limits (each call runs its MAX_WAIT and the
+    rate limiter is far away), pages are priced in closed form and the dirty set stays
+    well above the threshold for the next calls, none of those checks can fire before
+    ``next_event`` (the next sample, timer tick, setting change or time limit): those
+    calls send the same pages as one call of their total length."""
+    if e.prices_per_page() or e.multifd or e.postcopy_active or e.stopped:
+        return 1
+    per_call = e.last_call_pages
+    if not e.last_call_timed_out or per_call <= 0:
+        return 1
+    window = rules.BUFFER_DELAY_MS / 1000
+    if e.budget and e.budget < 4 * e.link * window:
+        return 1
+    dt = rules.MAX_WAIT_MS / 1000
+    k_time = int((next_event - e.t) / dt) - 1
+    # the dirty set may not reach the threshold within the fused calls (with room for
+    # calls that send more than the last one)
+    k_pages = int((e.dirty - e.threshold / e.P) / (2 * per_call)) - 1
+    return max(1, min(FUSE_MAX, k_time, k_pages))
+
+
+def iterate(e: Engine, calls: int = 1) -> None:
+    """One ``ram_save_iterate`` call (§1.5), or ``calls`` back-to-back ones that nothing
+    can happen between (:func:`fusable_calls`)."""
     t_iter = e.t
-    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    e.add_bytes(calls * (rules.SECTION_FRAMING // 2), ram=False)
     loop_i = done_full = 0
     boost = 1
+    stopped = False
     while not e.rate_exceeded() and e.dirty > 0:
         # closed-form pricing needs no page arrays: offer every dirty page at once
         a, b, ran_off = e.ds.take(_want(e, boost) if e.prices_per_page() else e.dirty)
         boost *= 2
         stopped = False
         for plan in e.plans(a, b):
-            n, stopped = cutoff(e, plan, loop_i, t_iter, done_full)
+            n, stopped = cutoff(e, plan, loop_i, t_iter, done_full, calls)
             done_full += plan.fulls(n)
             e.commit(plan, n)
             loop_i += n
@@ -77,9 +108,10 @@ def iterate(e: Engine) -> None:
             e.on_wrap()
         elif a == b:
             break
-    e.last_call_pages = loop_i
-    e.add_bytes(rules.EOS_BYTES, ram=True)
-    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    e.last_call_pages = loop_i // calls
+    e.last_call_timed_out = stopped
+    e.add_bytes(calls * rules.EOS_BYTES, ram=True)
+    e.add_bytes(calls * (rules.SECTION_FRAMING // 2), ram=False)
     if e.multifd and e.version < (8, 1):
         e.t += e.machine.multifd_sync_time * (e.channels or 1)
     e.guest_to(e.t)
@@ -211,7 +243,13 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
         if rules.completion_ready(pending, e.threshold, e.version):
             complete(e)
             break
-        iterate(e)
+        calls = 1
+        if postcopy_trigger is None and not e.dirty_limit_active:
+            nxt = min(next_tick, e.start + time_limit, getattr(sample, "next_due", lambda: 1e18)())
+            if e.schedule:
+                nxt = min(nxt, e.start + e.schedule[0][0])
+            calls = fusable_calls(e, nxt)
+        iterate(e, calls)
         e.close_window_if_due()
         if e.rate_exceeded():
             end = e.win_start + rules.BUFFER_DELAY_MS / 1000 + m.wake_latency
@@ -236,4 +274,5 @@ def make_sampler(interval: float, records: list):
         if final:
             records.append((e.t, query_migrate(e)))
 
+    sample.next_due = lambda: state["next"]
     return sample

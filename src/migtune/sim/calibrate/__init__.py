@@ -31,6 +31,7 @@ from migtune.sim.calibrate.fit import (
     bytes_per_write,
     evaluate,
     refine,
+    sample_spacing,
     search_scale,
     with_zero,
 )
@@ -62,6 +63,8 @@ class Calibration:
     postcopy_after: float | None = None
     observed_duration: float | None = None
     machine: Machine | None = None
+    # seconds between simulated samples, as the log was sampled (None: the machine's)
+    sample_interval: float | None = None
 
     @property
     def low_confidence(self) -> bool:
@@ -223,7 +226,8 @@ def calibrate(
         )
     limit = duration if not ev.converged else max(2.0 * duration, duration + 5.0)
     k = search_scale(ev.ram)
-    setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k)
+    spacing = sample_spacing(ev)
+    setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k, spacing)
     if k > 1:
         notes.append(
             f"fitted on a guest {k} times smaller with the same pass times (bytes scaled back)"
@@ -275,6 +279,7 @@ def calibrate(
         postcopy_after=ev.postcopy_at,
         observed_duration=duration,
         machine=machine,
+        sample_interval=spacing,
     )
     ro = best.sim.outcome
     if ev.status == "failed" and best.class_ok and ro.converged:
