@@ -13,8 +13,8 @@ Generates, into a temporary directory deleted afterwards:
 
 Each command (``diagnose --json``, ``explain --json > /dev/null``, ``explain > /dev/null``
 (text), ``simulate --from``, ``report -o``) runs in a child process (above ``--no-simulate-above`` MB, ``simulate``
-is replaced by what it reads before simulating: the log and the calibration's inputs,
-because the simulation's own time depends on the VM, not on the log); the script prints wall time, CPU time and peak
+is replaced by what it reads before simulating: the log and the calibration's evidence,
+because the simulations' own time depends on the VM, not on the log); the script prints wall time, CPU time and peak
 RSS (``ru_maxrss`` of that child), and the rate of bench_parse.py's stream parser measured
 on the same file in the same run, so the ratio "command time / parse time" is printed too.
 At the end one table sums it up: per file and command, CPU time, ratio to the parse, peak
@@ -51,10 +51,12 @@ SUMMARY: list[tuple[str, str, dict, float | None]] = []  # (file, command, figur
 
 
 # What ``simulate --from`` reads before it simulates: the log, then the calibration's
-# inputs (without the fit, which runs the simulator: its speed is the simulator's).
+# evidence from it (the seeds' and the fit's simulations run the simulator: their speed
+# depends on the VM, not on the size of the log, and is bench_sim's business).
 _CALIBRATE = (
     "import sys; from migtune.sources import load_run; "
-    "from migtune.sim.calibrate import calibrate; calibrate(load_run(sys.argv[1]), fit=False)"
+    "from migtune.sim.calibrate.evidence import extract, observed_outcome; "
+    "run = load_run(sys.argv[1]); extract(run); observed_outcome(run)"
 )
 
 
