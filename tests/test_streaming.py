@@ -25,7 +25,7 @@ from migtune.analysis.metrics import compute
 from migtune.errors import MigtuneError
 from migtune.model import Event, Run, Sample, SourceRef, Xbzrle
 from migtune.outputs import jsonout
-from migtune.report import logview
+from migtune.report import ProxmoxExcerpt, logview
 from migtune.report import series as report_series
 from migtune.sources import linesource, load_run, parse_text
 from migtune.sources.linesource import LineSource
@@ -354,6 +354,73 @@ def test_excerpt_notes_are_those_of_the_full_explanation(tmp_path, monkeypatch):
     assert 200 < len(rows) < len(full) / 5
     assert all(notes == full[no] for _, no, _, notes in rows)
     assert sum(1 for *_, notes in rows if notes) > 100
+
+
+def _old_proxmox_log(path: Path, polls: int) -> None:
+    """An old-format (PVE <= 6.3) log: raw byte counters, passes seen as remaining jumps."""
+    ram = 1082789888
+    rows = [
+        "Nov 24 12:26:41 starting migration of VM 123 to node 'proxmox1' (10.0.1.1)",
+        "Nov 24 12:26:43 starting online/live migration on localhost:60000",
+        "Nov 24 12:26:43 migrate_set_downtime: 0.1",
+    ]
+    sent, remaining = 0, ram
+    for i in range(polls):
+        sent += 64 * 2**20
+        remaining = remaining - 60 * 2**20 if remaining > 200 * 2**20 else ram // 3
+        stamp = f"Nov 24 {12 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+        rows.append(
+            f"{stamp} migration status: active (transferred {sent}, remaining {remaining}), "
+            f"total {ram})"
+        )
+        if i % 997 == 0:
+            rows.append("")
+    rows.append("Nov 24 23:59:59 migration status: completed")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_excerpt_made_while_parsing_has_the_full_explanations_notes(tmp_path, monkeypatch, old):
+    # The report of a huge log: the excerpt rides along the one parse (no second read),
+    # and every line it shows has the notes `explain` gives that line.
+    path = tmp_path / "long.log"
+    _old_proxmox_log(path, 12_000) if old else _proxmox_log(path, 30_000)
+    monkeypatch.setattr(bounded, "SAMPLE_LIMIT", 2_000)
+    excerpt = ProxmoxExcerpt()
+    run = load_run(path, observe=excerpt)
+    assert run.samples.thinned
+    x = explain(run)
+    full = {ln.line: (ln.text, ln.notes) for ln in x.lines}
+    rows = excerpt.rows(run, x.metrics)
+    assert excerpt.total == len(full)
+    assert [r[1] for r in rows] == sorted({r[1] for r in rows})  # in log order, no repeat
+    assert rows[0][1] == 1 and rows[-1][1] == len(full)  # the head and the tail
+    assert 150 < len(rows) < len(full) / 5
+    assert all((text, notes) == full[no] for _, no, text, notes in rows)
+    assert sum(1 for *_, notes in rows if notes) > 100
+    html = logview.render(run, x, excerpt)
+    assert len(html) < 3 * logview.LOG_BUDGET and "migtune explain" in html
+
+
+def test_report_cli_uses_the_excerpt_of_the_parse(tmp_path, monkeypatch):
+    path = tmp_path / "long.log"
+    _proxmox_log(path, 30_000)
+    monkeypatch.setattr(bounded, "SAMPLE_LIMIT", 2_000)
+    read = []
+    real = LineSource.batches
+
+    def counted(self, *args, **kwargs):
+        read.append(self.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LineSource, "batches", counted)
+    out = tmp_path / "r.html"
+    from migtune.cli.main import main
+
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    assert len(read) == 1  # the log was read once
+    html = out.read_text()
+    assert "left out to keep the page small" in html and "migrate_cancel" in html
 
 
 # --- memory -------------------------------------------------------------------------------

@@ -24,7 +24,16 @@ def message(text: str) -> str:
     return _PREFIX_RE.sub("", text, count=1).strip()
 
 
-def _progress(s: Sample, c: Ctx) -> list[str]:
+_UNSET: tuple = ()  # "work the real rate out here" (see progress_notes)
+
+
+def progress_notes(s: Sample, c: Ctx, real: tuple[float, float] | None) -> list[str]:
+    """The notes of a progress line whose real rate (:func:`_delta`) was worked out
+    already, while the context was advanced over the whole log (report excerpts)."""
+    return _progress(s, c, real)
+
+
+def _progress(s: Sample, c: Ctx, real: tuple[float, float] | None = _UNSET) -> list[str]:
     # Runs for every progress line of a log that may have millions: the values go
     # through the memoised formatters, and a once-only remark is built only the once.
     notes: list[str] = []
@@ -37,7 +46,8 @@ def _progress(s: Sample, c: Ctx) -> list[str]:
         notes.append(
             "status 'device': QEMU 10 switch-over, the guest is paused while device state goes"
         )
-    real = _delta(s, c)
+    if real is _UNSET:
+        real = _delta(s, c)
     if s.page_rate is not None:
         if not c.said_once("page_rate"):
             notes.append(
@@ -336,6 +346,12 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 
 
 _XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+# The same test on a line with an ISO stamp, without cutting the stamp off first: where
+# this matches, message(text) starts with one of the two (a shortcut, not a new rule).
+_STAMPED_XBZRLE_RE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:ERROR: )?\s*"
+    r"(?:xbzrle: send updates|migration xbzrle cachesize)"
+)
 # A plain xbzrle line, nothing else in it: no rule before the xbzrle one can match it, so
 # the rules need not be tried in turn (one such line a second in a long log).
 _PLAIN_XBZRLE_RE = re.compile(
@@ -344,35 +360,35 @@ _PLAIN_XBZRLE_RE = re.compile(
 )
 
 
-def advance(text: str, sample: Sample | None, c: Ctx) -> None:
+def advance(text: str, sample: Sample | None, c: Ctx) -> tuple[float, float] | None:
     """Do to ``c`` what :func:`notes_for` does, without writing notes (a line not shown).
 
     The report shows an excerpt of a huge log; the notes of the lines it shows depend on
     every progress line before them (rates over a window, pass numbers, once-only
     remarks), so the lines left out still go through here.  Mirrors _progress/_xbzrle:
-    tests compare the shown notes with a full explanation.
+    tests compare the shown notes with a full explanation.  Returns the real rate a
+    progress line's notes give (:func:`_delta`), None for other lines.
     """
     if sample is not None and sample.transferred is not None:
-        _advance_progress(sample, c)
-        return
+        return _advance_progress(sample, c)
     if sample is not None and sample.xbzrle is not None:
         _advance_xbzrle(sample, c)
-        return
-    msg = message(text)
-    if _XBZRLE_LINE_RE.search(msg):
+        return None
+    if _STAMPED_XBZRLE_RE.match(text) or _XBZRLE_LINE_RE.search(message(text)):
         if c.prev is not None and c.prev.xbzrle is not None:
             _advance_xbzrle(c.prev, c)
-        return
+        return None
     notes_for(text, sample, c)  # anything else is rare: the full path
+    return None
 
 
-def _advance_progress(s: Sample, c: Ctx) -> None:
+def _advance_progress(s: Sample, c: Ctx) -> tuple[float, float] | None:
     said = c.said
     if c.m.ram_bytes:
         said.add("pass1" if s.transferred / c.m.ram_bytes < 1 else "resend")
     if s.total is not None:
         said.add("total")
-    _delta(s, c)
+    real = _delta(s, c)
     if s.page_rate is not None:
         said.add("page_rate")
     if s.remaining is not None:
@@ -384,6 +400,7 @@ def _advance_progress(s: Sample, c: Ctx) -> None:
     c.prev = s
     if s.t is not None:
         c.history.append(s)
+    return real
 
 
 def _advance_xbzrle(s: Sample, c: Ctx) -> None:
