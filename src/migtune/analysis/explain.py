@@ -18,6 +18,7 @@ from migtune.analysis.findings import ExplainedLine, Phase
 from migtune.analysis.metrics import Metrics, count_remaining_jumps, storage_window
 from migtune.model import Event, Run, Sample
 from migtune.settings import describe
+from migtune.sources import fewer_collections
 from migtune.units import format_bytes, format_duration, format_rate
 
 
@@ -81,6 +82,14 @@ def explain(run: Run) -> Explanation:
 
 def _explained_lines(
     run: Run, m: Metrics, wanted: Callable[[int], bool] | None = None
+) -> Iterator[ExplainedLine | None]:
+    # A huge log streams through here as through the parse: see fewer_collections.
+    with fewer_collections():
+        yield from _explained(run, m, wanted)
+
+
+def _explained(
+    run: Run, m: Metrics, wanted: Callable[[int], bool] | None
 ) -> Iterator[ExplainedLine | None]:
     ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
     samples: dict[int, Sample] = {}
