@@ -65,6 +65,10 @@ def _cost(text: str) -> int:
 class ProxmoxExcerpt:
     """Observer of a Proxmox parse (see module doc); ``rows(run, m)`` at the end."""
 
+    __slots__ = ("window", "ctx", "next_no", "samples", "events", "k", "head", "tail",
+                 "must", "routine", "prev_pass", "sent_min", "sent_max", "_said",
+                 "_finished", "_first", "_batch")  # fmt: skip
+
     def __init__(self) -> None:
         self.window: Any = None
         # The running context: the run and its metrics are not known yet; the notes
@@ -95,9 +99,14 @@ class ProxmoxExcerpt:
         if src is None:
             return  # an Update: a run-level fact, no line of its own to explain
         no = src.line
-        if no > self.next_no:
-            self._upto(no)  # records come in line order: the lines before are complete
-        elif no < self.next_no:
+        nxt = self.next_no
+        if no > nxt:
+            # Records come in line order: the lines before this one are complete.
+            line = self._line
+            for done in range(nxt, no):
+                line(done)
+            self.next_no = no
+        elif no < nxt:
             return
         if type(rec) is Sample:
             self.samples.setdefault(no, rec)
@@ -123,7 +132,7 @@ class ProxmoxExcerpt:
         return text
 
     def _line(self, no: int) -> None:
-        # Once per line of a huge log: kept lean (the lookups of _text, _place inlined).
+        # Once per line of a huge log: kept lean (locals, one tuple per line).
         i = no - self._first
         text = self._batch[i] if 0 <= i < len(self._batch) else self._text(no)
         sample = self.samples.pop(no, None)
@@ -134,23 +143,25 @@ class ProxmoxExcerpt:
             row: _Row = (k, no, text or "", None, None)
         else:
             c = self.ctx
-            if len(c.said) != len(self._said):
-                self._said = frozenset(c.said)  # remarks are only ever added
-            before = (c.prev, c.pass_no, c.limit_now, c.last_overflow, self._said,
-                      self.sent_min, self.sent_max)  # fmt: skip
+            said = self._said
+            if len(c.said) != len(said):
+                said = self._said = frozenset(c.said)  # remarks are only ever added
+            lo, hi = self.sent_min, self.sent_max
+            prev, pass_no, limit_now, overflow = c.prev, c.pass_no, c.limit_now, c.last_overflow
             real = advance(text, sample, c)
-            must = bool(events) and any(e.kind not in _ROUTINE_KINDS for e in events)
+            must = events is not None and any(e.kind not in _ROUTINE_KINDS for e in events)
             if sample is not None:
                 if sample.passes != self.prev_pass:
                     must = True  # the first line of each pass
-                self.prev_pass = sample.passes
+                    self.prev_pass = sample.passes
                 sent = sample.transferred
                 if sent is not None:
-                    if self.sent_min is None or sent < self.sent_min:
+                    if lo is None or sent < lo:
                         self.sent_min = sent
-                    if self.sent_max is None or sent > self.sent_max:
+                    if hi is None or sent > hi:
                         self.sent_max = sent
-            row = (k, no, text, sample, events, must, real, *before)
+            row = (k, no, text, sample, events, must, real,
+                   prev, pass_no, limit_now, overflow, said, lo, hi)  # fmt: skip
         if k < LOG_EDGE:
             self.head.append(row)
             return
