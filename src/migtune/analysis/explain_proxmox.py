@@ -56,16 +56,16 @@ def _progress(s: Sample, c: Ctx, real: tuple[float, float] | None = _UNSET) -> l
             )
         if real is not None:
             notes.append(
-                f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])} "
+                f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]} "
                 f"(the per-line figure says {fmt_rate[s.page_rate]})"
             )
     elif real is not None:
-        notes.append(f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])}")
+        notes.append(f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]}")
     if s.remaining is not None:
         notes.append(_remaining_note(s, c))
     if s.dirty_rate is not None:
         send = real[0] if real is not None else c.m.throughput
-        rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
+        rel = f", {s.dirty_rate / send:.2f}x the real rate of {fmt_rate[send]}" if send else ""
         short = f"the guest dirties {fmt_rate[s.dirty_rate]}{rel}"
         if c.said_once("dirty"):
             notes.append(short)
