@@ -402,6 +402,33 @@ def test_excerpt_made_while_parsing_has_the_full_explanations_notes(tmp_path, mo
     assert len(html) < 3 * logview.LOG_BUDGET and "migtune explain" in html
 
 
+_LOG_FILES = sorted(
+    p
+    for d in ("examples", "tests/fixtures")
+    for p in (REPO / d).rglob("*")
+    if p.is_file() and p.suffix in (".log", ".txt")
+)  # (those that are not Proxmox logs are skipped below)
+
+
+@pytest.mark.parametrize("path", _LOG_FILES, ids=lambda p: p.name)
+def test_excerpt_notes_match_explain_on_every_proxmox_log(path, monkeypatch):
+    # Real and fuzzed logs, thinned hard so that the excerpt is what a huge log gets.
+    monkeypatch.setattr(bounded, "SAMPLE_LIMIT", 8)
+    excerpt = ProxmoxExcerpt()
+    try:
+        run = load_run(path, observe=excerpt)
+    except MigtuneError:
+        pytest.skip("not a log load_run accepts")
+    if run.format != "proxmox":
+        pytest.skip("not a Proxmox log")
+    x = explain(run)
+    full = {ln.line: (ln.text, ln.notes) for ln in x.lines}
+    rows = excerpt.rows(run, x.metrics)
+    assert excerpt.total == len(full)
+    for _, no, text, notes in rows:
+        assert (text, notes) == full[no], no
+
+
 def test_report_cli_uses_the_excerpt_of_the_parse(tmp_path, monkeypatch):
     path = tmp_path / "long.log"
     _proxmox_log(path, 30_000)

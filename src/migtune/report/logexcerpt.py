@@ -9,6 +9,11 @@ its record goes by, picks the lines to show as :class:`logview._Excerpt` does, a
 for each of them what its notes need (the context as it was there, the real rate its
 line gives).  The notes themselves need the whole run's metrics, so they are written at
 the end (:meth:`ProxmoxExcerpt.rows`), and they are those of ``migtune explain``.
+
+One known difference: after the parse, the samples the run keeps are completed (the RAM
+size on a final sample) and bounds-checked (an absurd value becomes "not known");
+``explain`` then reads those kept samples, the excerpt saw them as parsed.  Only a
+mangled log (a progress line after the final one, a counter out of range) shows it.
 """
 
 from __future__ import annotations

@@ -210,7 +210,10 @@ def _fed(
 ) -> Iterator[list[str]]:
     in_header = True
     for batch in batches:
+        read = batch  # as read, for the window: explain shows the comments as they are
         if in_header:
+            if window is not None:
+                read = list(batch)
             for i, line in enumerate(batch):
                 if line.startswith("#"):
                     comments.append(line.lstrip("# ").rstrip())
@@ -220,7 +223,7 @@ def _fed(
                     break
         errors.feed(batch)
         if window is not None:
-            window.push(batch)
+            window.push(read)
         yield batch
 
 
