@@ -66,6 +66,7 @@ class Engine:
         exact=False,
         explicit_writes=False,
         xbzrle_pricing="auto",
+        seed=0,
     ):
         self.N, self.P = int(pages), page_size
         self.dirtier = dirtier
@@ -139,7 +140,7 @@ class Engine:
             )  # fmt: skip
         if self.log is None:
             self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
-        self.xstat = XbzrleStats(self) if stat else None
+        self.xstat = XbzrleStats(self, seed) if stat else None
         self._zones = self._price_zones() if stat else []
         # zones are contiguous: their edges, once each
         self._zone_edges = tuple(z[0] for z in self._zones) + (self.N,)
@@ -197,10 +198,14 @@ class Engine:
 
         while self.schedule and self.schedule[0][0] <= self.t - self.start:
             t, assignment = self.schedule.pop(0)
-            self.s = apply_assignment(self.s, assignment)
-            self.budget = rules.window_budget(self.s.max_bandwidth or 0)
-            self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
+            self.set_settings(apply_assignment(self.s, assignment))
             self.events.append((self.t, "settings", f"set {assignment}", {"set": assignment}))
+
+    def set_settings(self, s) -> None:
+        """New parameters in force (a schedule entry or a policy's migrate-set-parameters)."""
+        self.s = s
+        self.budget = rules.window_budget(self.s.max_bandwidth or 0)
+        self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
 
     # -- counters ------------------------------------------------------------------
     def transferred(self) -> int:
@@ -427,7 +432,7 @@ class Engine:
             elif isinstance(key, str) or not cache_on:
                 segs.append((x1 - x0, cn, m.page_cpu, 1.0, key))
             else:
-                sh = self.xstat.shares(key, True, cn)
+                sh = self.xstat.shares(key, cn)
                 hit = sh.hit_unch + sh.hit_enc + sh.hit_over
                 segs.append((x1 - x0, sh.cost, m.page_cpu + hit * m.xbzrle_cpu, sh.full, key))
                 shares[key.name] = sh
@@ -438,9 +443,12 @@ class Engine:
     def commit_segments(self, p: SegmentPlan, n: int) -> None:
         """Send the first ``n`` pages of a segment plan: expected counts, carried as
         fractions between commits (the counters stay integers)."""
+        if p.cache_on:
+            first, last = self.ds.page_at(p.pos), self.ds.page_at(p.pos + n - 1)
         self.ds.advance(n)
         self.dirty = self.ds.count
         c, xs = self.c, self.xstat
+        counts: dict[int, int] = {}
         nzero = p.zeros(n)
         c.duplicate += nzero
         tot = {"hits": 0.0, "miss": 0.0, "over": 0.0, "enc": 0.0, "unch": 0.0, "bytes": 0.0}
@@ -452,13 +460,15 @@ class Engine:
                 tot["miss"] += k if p.cache_on else 0
                 continue
             sh = p.shares.get(key.name) if p.cache_on else None
-            got = xs.sent(key, k, sh, not self.last_stage)
+            got = xs.sent(key, k, sh)
+            counts[key.index] = counts.get(key.index, 0) + k
             for name, v in got.items():
                 tot[name] += v
             if sh is not None:
                 tot["bytes"] += k * (sh.hit_enc * (key.enc + 3) + sh.hit_over * self.P)
         unch = enc = 0
         if p.cache_on:
+            xs.sample_span(first, last, counts, self.sync_count, not self.last_stage)
             hits, miss = xs.take("hits", tot["hits"]), xs.take("miss", tot["miss"])
             over, enc = xs.take("over", tot["over"]), xs.take("enc", tot["enc"])
             unch = min(xs.take("unch", tot["unch"]), max(0, n - nzero - enc))

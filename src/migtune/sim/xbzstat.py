@@ -1,18 +1,19 @@
-"""XBZRLE priced from statistics: no page arrays, no cache array, no per-page work.
+"""XBZRLE priced from statistics: no per-page arrays over the guest, no full cache.
 
 For a workload described by a spec (not a trace) the guest's pages fall into a few
 *populations* - the working set (or its hot and cold parts) and the guest OS's own
 background pages - whose pages are alike: each is written at the same rate, uniformly.
-So instead of asking, page by page, "is it in the cache, was it written since it was
-last sent" (the page-level path, :meth:`migtune.sim.engine.Engine.plan`), this module
-keeps, per population, the expected number of pages in each state and prices a batch
-of pages sent by the *shares* of hits, misses, overflows and unchanged pages:
+So instead of asking, for every page sent, "is it in the cache, was it written since
+it was last sent" (the page-level path, :meth:`migtune.sim.engine.Engine.plan`), a
+batch of a population's pages is priced by the *shares* of hits, misses, overflows
+and unchanged pages:
 
-* :func:`hit_share` - a page hits when it is the occupant of its direct-mapped slot
-  (docs/qemu-migration.md §4.2): occupants not yet sent in this generation over pages
-  not yet sent in it;
-* :func:`insert_share` - a miss replaces the slot's occupant only when the occupant
-  was not used in this generation or the one before (``CACHED_PAGE_LIFETIME``, §4.2);
+* :func:`send_to_slots` - the cache (docs/qemu-migration.md §4.2) is direct-mapped, so
+  its slots are independent: a *sample* of slots (:class:`SlotSample`, a few thousand,
+  with every page that maps to them) is simulated exactly - lookups, refused inserts
+  (``CACHED_PAGE_LIFETIME``), in scan order and generation by generation - with each
+  sampled page sent when its population's pages around it are.  The sample's hit
+  share is the population's;
 * :func:`unchanged_share` - a page can be in the bitmap and yet unwritten since it was
   last sent (written after the sync, then sent in the same generation: the next sync
   flags it again).  Those pages are kept as a pool that decays as the guest writes;
@@ -36,57 +37,118 @@ import numpy as np
 from migtune.sim import rules
 
 CACHED_PAGE_LIFETIME = 2  # §4.2 (as migtune.sim.cache)
+SAMPLE_SLOTS = 8192  # cache slots simulated exactly (all of them when fewer) ...
+SAMPLE_PAGES = 1 << 20  # ... with at most this many pages mapping to them
+# the hit share is averaged (exponentially) over this share of a round's sampled sends
+SAMPLE_MEMORY = 0.05
 
 
-def hit_share(occupants_unsent: float, pages_unsent: float) -> float:
-    """§4.2: a lookup hits when the slot holds this page.  Among the population's pages
-    not yet sent in this generation, the share that are some slot's occupant."""
-    if pages_unsent <= 0:
-        return 0.0
-    return min(1.0, max(0.0, occupants_unsent / pages_unsent))
+def send_to_slots(owner, age, rows, pages, generation: int, update: bool) -> np.ndarray:
+    """§4.2 for pages sent in one go, all in distinct slots (``rows``): a lookup hits
+    when the slot holds the page (the hit stamps it with the generation); a miss takes
+    the slot when it is empty or its occupant was last stamped ``CACHED_PAGE_LIFETIME``
+    or more generations ago (``cache_insert``).  Returns the hit mask."""
+    held = owner[rows]
+    hit = held == pages
+    if update:
+        take = ~hit & ((held < 0) | (age[rows] + CACHED_PAGE_LIFETIME <= generation))
+        owner[rows[take]] = pages[take]
+        age[rows[hit | take]] = generation
+    return hit
 
 
-def insert_share(pages_per_slot: float, empty: float, stale: float, slots: float) -> float:
-    """§4.2 ``cache_insert``: a miss takes its slot when the slot is empty or its
-    occupant is stale (last used ``CACHED_PAGE_LIFETIME`` or more generations ago).
+class SlotSample:
+    """Some of the cache's slots and every writable page that maps to them, simulated
+    page by page: the slots QEMU's pages share are independent of all the others, so
+    the sample's hit share is the cache's.  Pages are sampled where their population's
+    pages are sent, with the share of them that was sent."""
 
-    With at most one page per slot a miss always finds its slot empty.  Otherwise the
-    missing page's slot is drawn by its pages: an empty slot has ``m`` pages that miss
-    there, an occupied one ``m - 1``."""
-    if pages_per_slot <= 1.0:
-        return 1.0
-    m = pages_per_slot
-    occupied = max(0.0, slots - empty)
-    den = m * empty + (m - 1.0) * occupied
-    if den <= 0:
-        return 0.0
-    return min(1.0, (m * empty + (m - 1.0) * min(stale, occupied)) / den)
+    def __init__(self, pops, slots: int, rng: np.random.Generator):
+        self.slots = slots
+        self.rng = rng
+        lo = min(p.lo for p in pops)
+        hi = max(p.hi for p in pops)
+        # slots of evenly spread pages of each population (so each is in the sample)
+        per_slot = max(1, -(-(hi - lo) // slots))
+        per = max(1, min(SAMPLE_SLOTS, SAMPLE_PAGES // per_slot) // len(pops))
+        chosen = [np.unique(np.linspace(p.lo, p.hi - 1, min(per, p.pages)).astype(np.int64))
+                  for p in pops]  # fmt: skip
+        slot_ids = np.unique(np.concatenate(chosen) % slots)
+        k = np.arange(-(-(hi - lo) // slots) + 1, dtype=np.int64)
+        first = lo + (slot_ids - lo) % slots
+        pages = first[:, None] + k[None, :] * slots
+        row = np.broadcast_to(np.arange(len(slot_ids))[:, None], pages.shape)
+        keep = pages < hi
+        order = np.argsort(pages[keep], kind="stable")
+        self.page = pages[keep][order]
+        self.row = row[keep][order]
+        bounds = np.array([p.lo for p in pops] + [pops[-1].hi])
+        self.pop = np.searchsorted(bounds, self.page, side="right") - 1
+        self.owner = np.full(len(slot_ids), -1, dtype=np.int64)
+        self.age = np.zeros(len(slot_ids), dtype=np.int64)
+        self.hits = np.zeros(len(pops))  # exponentially averaged over the last sends
+        self.sends = np.zeros(len(pops))
+        self.memory = 16.0  # sends averaged over (from the last round's)
+        self.round_sends = 0.0
+
+    def on_wrap(self) -> None:
+        self.memory = min(400.0, max(16.0, SAMPLE_MEMORY * self.round_sends))
+        self.round_sends = 0.0
+
+    def hit_share(self, i: int) -> float:
+        return float(self.hits[i] / self.sends[i]) if self.sends[i] >= 1.0 else 0.0
+
+    def send(self, first: int, last: int, sent_share, generation: int, update: bool) -> None:
+        """The scan sent pages ``first..last``; ``sent_share[i]`` of population i's
+        pages there."""
+        i0, i1 = np.searchsorted(self.page, [first, last + 1])
+        if i1 <= i0:
+            return
+        # a population's sampled pages are one stretch of the (address-ordered) sample
+        cuts = np.searchsorted(self.pop[i0:i1], np.arange(len(self.sends) + 1)) + i0
+        picks = []
+        for i, share in enumerate(sent_share.tolist()):
+            j0, j1 = int(cuts[i]), int(cuts[i + 1])
+            m = j1 - j0
+            if share <= 0 or m <= 0:
+                continue
+            if share > 0.2:
+                picks.append(j0 + np.flatnonzero(self.rng.random(m) < share))
+            else:  # few of many: draw how many, then which (cost grows with those sent)
+                k = int(self.rng.binomial(m, share))
+                if k:
+                    picks.append(j0 + np.unique(self.rng.integers(0, m, size=k)))
+        if not picks:
+            return
+        idx = np.concatenate(picks) if len(picks) > 1 else picks[0]
+        pages, rows, pop = self.page[idx], self.row[idx], self.pop[idx]
+        hit = np.empty(len(pages), dtype=bool)
+        # the scan is ascending: a slot comes back only ``slots`` pages later
+        a = 0
+        while a < len(pages):
+            b = int(np.searchsorted(pages, pages[a] + self.slots))
+            hit[a:b] = send_to_slots(self.owner, self.age, rows[a:b], pages[a:b],
+                                     generation, update)  # fmt: skip
+            a = b
+        n = len(self.sends)
+        got = np.bincount(pop, minlength=n).astype(float)
+        hits = np.bincount(pop[hit], minlength=n).astype(float)
+        self.round_sends += len(pages)
+        fade = np.exp(-got / self.memory)
+        self.hits = self.hits * fade + hits
+        self.sends = self.sends * fade + got
 
 
-def evicted_share(pages_per_slot: float, gens_per_round: float, dirty_share: float) -> float:
-    """§4.2 in scan order: how much of a page's hit chance survives its slot-mates.
+def unchanged_share(pool: float, dirty: float, round_writes: float) -> float:
+    """Share of the population's dirty pages not written since they were last sent.
 
-    The scan is circular, so between two sends of a page its ``m - 1`` slot-mates (pages
-    ``k x slots`` apart) are each reached once, ``j / m`` of a round later.  A mate
-    that is dirty then takes the slot if the page was last used two generations or more
-    before (``CACHED_PAGE_LIFETIME``).  Returns ``(r, keep)``: ``r`` the share of mates
-    that come that late, ``keep`` the chance none of them was dirty."""
-    if pages_per_slot <= 1.0:
-        return 0.0, 1.0
-    m = pages_per_slot
-    mates = m - 1.0
-    g = max(gens_per_round, 1e-9)
-    fresh = min(mates, max(0.0, CACHED_PAGE_LIFETIME * m / g - 1.0))
-    late = mates - fresh
-    keep = (1.0 - min(1.0, max(0.0, dirty_share))) ** late
-    return late / mates, keep
-
-
-def unchanged_share(pool: float, dirty: float) -> float:
-    """Share of the population's dirty pages not written since they were last sent."""
+    ``pool`` of the ``dirty`` pages were flagged by the last syncs only because they
+    were written before being sent in the same generation.  The scan reaches each
+    again a round after it sent it (it is behind the cursor): unchanged if none of the
+    round's ``round_writes`` writes per page hit it."""
     if dirty <= 0:
         return 0.0
-    return min(1.0, max(0.0, pool / dirty))
+    return min(1.0, max(0.0, pool / dirty)) * math.exp(-max(0.0, round_writes))
 
 
 def wrapped_share(writes: float) -> float:
@@ -121,37 +183,22 @@ class Population:
     lo: int
     hi: int
     enc: int  # encoded size of a changed page (-1: overflow)
+    index: int = 0
     lam: float = 0.0  # writes per page so far (cumulative)
     lam_sync: float = 0.0  # ... at the last sync
     dirty: float = 0.0  # its pages in the migration bitmap
-    pool: float = 0.0  # of those, unwritten since last sent (valued at ``lam_pool``)
-    lam_pool: float = 0.0
-    cand: float = 0.0  # sent after a write since the sync: next sync's pool (at ``lam_cand``)
-    lam_cand: float = 0.0
-    occ: float = 0.0  # cache slots it occupies
-    touched: float = 0.0  # occupants used in this generation
-    touched_prev: float = 0.0  # used in the previous generation, not yet in this one
-    sent: float = 0.0  # pages sent in this generation (cache on)
-    gen_touch: float = 0.0  # hits + inserts in this generation
-    touch_prev: float = 0.0  # (hits + inserts) / sent in the previous generation
+    pool: float = 0.0  # of those, flagged only for a write before they were last sent
+    cand: float = 0.0  # sent after a write since the sync: the next sync's pool
     lam_wrap: float = 0.0  # writes per page at the last completed round
     round_writes: float = 0.0  # writes per page in the last round
-    round_sent: float = 0.0  # pages sent in this round
-    dirty_share: float = 1.0  # share of its pages sent in the last round
-    cum_sent: float = 0.0  # pages sent since the cache started
 
     @property
     def pages(self) -> int:
         return self.hi - self.lo
 
-    def stale(self) -> float:
-        return max(0.0, self.occ - self.touched - self.touched_prev)
-
-    def pool_now(self) -> float:
-        return self.pool * math.exp(self.lam_pool - self.lam)
-
-    def cand_now(self) -> float:
-        return self.cand * math.exp(self.lam_cand - self.lam)
+    def writes_per_round(self) -> float:
+        """Writes per page in a round (the last one; this one so far before that)."""
+        return self.round_writes if self.round_writes > 0 else self.lam - self.lam_wrap
 
 
 @dataclass
@@ -164,19 +211,17 @@ class Shares:
     miss: float
     cost: float  # mean wire bytes per page
     full: float  # share of pages costing a whole page
-    unchanged_miss: float  # of the misses, pages unwritten since sent
 
 
 class XbzrleStats:
     """The statistical XBZRLE state of one simulation (see the module docstring)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, seed: int = 0):
         e = engine
         lay, d = e.layout, e.dirtier
         self.P = e.P
         self.cache_size = int(e.s.xbzrle_cache_size)
         self.slots = self.cache_size // e.P
-        self.size = self.cache_size
         pops: list[Population] = []
         if d.background:
             lo = lay.static - d.bg_pages
@@ -193,12 +238,15 @@ class XbzrleStats:
                 pops.append(Population("hot", lay.ws_lo, lay.ws_lo + d.nhot, e.enc_size))
             else:
                 pops.append(Population("ws", lay.ws_lo, lay.ws_hi, e.enc_size))
+        for i, p in enumerate(pops):
+            p.index = i
         self.pops = pops
         self.bounds = np.array([(p.lo, p.hi) for p in pops], dtype=np.int64).reshape(-1, 2)
-        writable = sum(p.pages for p in pops)
-        self.per_slot = writable / self.slots if self.slots else 0.0
-        self.syncs = self.syncs_at_wrap = 0
-        self.gens_per_round = 1.0
+        self.sample = (
+            SlotSample(pops, self.slots, np.random.default_rng([seed, 4242])) if pops else None
+        )
+        self.pending: list | None = None  # spans not yet shown to the sample
+        self.batch_pages = max(1, (self.bounds[-1, 1] - self.bounds[0, 0]) // 32) if pops else 1
         # fractional counters carried between commits (the engine's are integers)
         self.carry: dict[str, float] = {}
 
@@ -219,112 +267,91 @@ class XbzrleStats:
     # -- the bitmap ----------------------------------------------------------------
     def on_sync(self, ds) -> None:
         """A bitmap sync: new dirty counts; pages re-flagged without a write since they
-        were sent join the pool; the cache's generation moves on (§1.6, §4.2)."""
-        self.syncs += 1
+        were sent join the pool (§1.6)."""
+        if not self.pops:
+            return
+        self.flush()
         dirty = ds.count_in(self.bounds).tolist()
         for p, d in zip(self.pops, dirty, strict=True):
             p.dirty = d
-            p.pool = p.pool_now() + p.cand_now()
-            p.lam_pool = p.lam
-            p.cand, p.lam_cand = 0.0, p.lam
+            p.pool = min(d, p.pool + p.cand)
+            p.cand = 0.0
             p.lam_sync = p.lam
-            if p.sent > 0:
-                p.touch_prev = p.gen_touch / p.sent
-            p.touched_prev, p.touched = p.touched, 0.0
-            p.sent = p.gen_touch = 0.0
 
     def on_wrap(self) -> None:
-        self.gens_per_round = max(1.0, float(self.syncs - self.syncs_at_wrap))
-        self.syncs_at_wrap = self.syncs
+        self.flush()
+        if self.sample is not None:
+            self.sample.on_wrap()
         for p in self.pops:
-            p.dirty_share = min(1.0, p.round_sent / p.pages) if p.pages else 0.0
-            p.round_sent = 0.0
             p.round_writes = p.lam - p.lam_wrap
             p.lam_wrap = p.lam
 
     # -- pricing -------------------------------------------------------------------
-    def shares(self, p: Population, cache_on: bool, cn: float) -> Shares:
-        u = unchanged_share(p.pool_now(), p.dirty)
-        if not cache_on:
-            return Shares(0.0, 0.0, 0.0, 1.0, cn, 1.0, u)
-        h_u = p.touch_prev  # sent in the last generation: cached if they were then
-        pool = u * p.dirty
-        occ_unsent = p.occ - p.touched - pool * h_u
-        h_c = hit_share(occ_unsent, p.pages - p.sent - pool)
-        # slot-mates reached two generations or more after the page take its slot
-        gens = max(self.gens_per_round, float(self.syncs - self.syncs_at_wrap))
-        r, keep = evicted_share(self.per_slot, gens, p.dirty_share)
-        if r > 0:
-            ever = -math.expm1(-p.cum_sent / p.pages) if p.pages else 0.0
-            h_c = (1.0 - r) * h_c + r * ever * keep
-            h_u = h_u * ((1.0 - r) + r * keep)
-        hits_u = u * h_u
-        hits_c = (1.0 - u) * h_c
+    def shares(self, p: Population, cn: float) -> Shares:
+        """The shares of one population's next pages (the cache is on)."""
+        u = unchanged_share(p.pool, p.dirty, p.writes_per_round())
+        h = self.sample.hit_share(p.index)
         wrap = wrapped_share(p.round_writes)
-        unch = hits_u + hits_c * wrap
-        changed_hits = hits_c * (1.0 - wrap)
+        unch = h * (u + (1.0 - u) * wrap)
+        changed_hits = h - unch
         cost_hit, over = hit_cost(p.enc, cn)
-        miss = 1.0 - hits_u - hits_c
+        miss = 1.0 - h
         enc, ovr = (0.0, changed_hits) if over else (changed_hits, 0.0)
         cost = (miss + ovr) * cn + enc * cost_hit
         full = miss + ovr + (enc if cost_hit >= self.P else 0.0)
-        um = u * (1.0 - h_u) / miss if miss > 0 else 0.0
-        return Shares(unch, enc, ovr, miss, cost, full, um)
+        return Shares(unch, enc, ovr, miss, cost, full)
 
-    def sent(self, p: Population, n: float, sh: Shares | None, cache: bool) -> dict:
-        """``n`` of the population's pages were sent with shares ``sh``: update the
-        state; returns the expected counters."""
+    def sent(self, p: Population, n: float, sh: Shares | None) -> dict:
+        """``n`` of the population's pages were sent with shares ``sh`` (None: not
+        through the cache): update the pool; returns the expected counters."""
         if n <= 0:
             return {}
-        pool_now = p.pool_now()
-        u = unchanged_share(pool_now, p.dirty)
-        unch_sent = n * u
+        unch_sent = n * unchanged_share(p.pool, p.dirty, p.writes_per_round())
+        pool_sent = n * min(1.0, p.pool / p.dirty) if p.dirty > 0 else 0.0
         # those sent after a write since the sync are flagged again at the next one
-        fresh = (n - unch_sent) * -math.expm1(-(p.lam - p.lam_sync))
-        p.cand = p.cand_now() + fresh
-        p.lam_cand = p.lam
-        p.pool = max(0.0, pool_now - unch_sent)
-        p.lam_pool = p.lam
+        p.cand += (n - unch_sent) * -math.expm1(-(p.lam - p.lam_sync))
+        p.pool = max(0.0, p.pool - pool_sent)
         p.dirty = max(0.0, p.dirty - n)
-        p.round_sent += n
         if sh is None:
             return {}
-        hits = n * (sh.hit_unch + sh.hit_enc + sh.hit_over)
-        miss = n * sh.miss
-        if cache:
-            self._cache_update(p, hits, miss)
-            p.sent += n
-            p.cum_sent += n
         return {
-            "hits": hits,
-            "miss": miss,
+            "hits": n * (sh.hit_unch + sh.hit_enc + sh.hit_over),
+            "miss": n * sh.miss,
             "over": n * sh.hit_over,
             "enc": n * sh.hit_enc,
             "unch": n * sh.hit_unch,
         }
 
-    def _cache_update(self, p: Population, hits: float, miss: float) -> None:
-        """§4.2: hits stamp their slot; misses insert where the occupant is stale."""
-        not_touched = p.occ - p.touched
-        if hits > 0 and not_touched > 0:
-            p.touched_prev = max(0.0, p.touched_prev - hits * p.touched_prev / not_touched)
-        p.touched += hits
-        empty = max(0.0, self.slots - sum(q.occ for q in self.pops))
-        stale_all = sum(q.stale() for q in self.pops)
-        ins = miss * insert_share(self.per_slot, empty, stale_all, self.slots)
-        from_empty = ins
-        if self.per_slot > 1.0 and ins > 0:
-            m = self.per_slot
-            den = m * empty + (m - 1.0) * stale_all
-            from_empty = ins * (m * empty / den) if den > 0 else 0.0
-        from_empty = min(from_empty, empty)
-        evict = ins - from_empty
-        if evict > 0 and stale_all > 0:
-            for q in self.pops:
-                q.occ = max(0.0, q.occ - evict * q.stale() / stale_all)
-        p.occ += ins
-        p.touched += ins
-        p.gen_touch += hits + ins
+    def sample_span(self, first: int, last: int, counts: dict, gen: int, update: bool) -> None:
+        """The cache sample sees the pages ``first..last`` sent (``counts``: pages of each
+        population among them).  Consecutive spans of one generation are gathered into
+        one (the sample's cost is per call) until they cover 1/32 of the pages."""
+        pend = self.pending
+        if pend is not None and (pend[3] != gen or pend[4] != update or first < pend[1]):
+            self.flush()
+            pend = None
+        if pend is None:
+            self.pending = pend = [first, last, {}, gen, update]
+        pend[1] = last
+        for i, k in counts.items():
+            pend[2][i] = pend[2].get(i, 0) + k
+        if last - pend[0] >= self.batch_pages:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the gathered span to the cache sample."""
+        pend, self.pending = self.pending, None
+        if pend is None:
+            return
+        first, last, counts, gen, update = pend
+        share = np.zeros(len(self.pops))
+        for p in self.pops:
+            k = counts.get(p.index, 0)
+            span = min(last + 1, p.hi) - max(first, p.lo)
+            if k > 0 and span > 0:
+                share[p.index] = min(1.0, k / span)
+        if share.any():
+            self.sample.send(first, last, share, gen, update)
 
     def take(self, name: str, x: float) -> int:
         """Whole part of a fractional counter, the rest carried to the next commit."""

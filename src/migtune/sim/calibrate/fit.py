@@ -55,6 +55,8 @@ class Setup:
     # seconds between the simulation's query-migrate samples: as the log was sampled
     # (read through the same ``extract``), never below the lab's 0.5 s (None: default)
     sample_interval: float | None = None
+    # how XBZRLE is priced (simulate's ``xbzrle_pricing``: auto, statistics, pages)
+    xbzrle_pricing: str = "auto"
 
     def full(self) -> Setup:
         return dataclasses.replace(self, scale=1)
@@ -116,6 +118,7 @@ def replay(setup: Setup, w: Workload, *, time_limit: float | None = None) -> Sim
         postcopy_after=pc,
         machine=setup.machine,
         sample_interval=setup.sample_interval,
+        xbzrle_pricing=setup.xbzrle_pricing,
     )
 
 
