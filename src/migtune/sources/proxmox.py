@@ -255,9 +255,18 @@ def parse(lines: Iterable[str], observe: Callable[[Record], None] | None = None)
     """
     folder = _Folder()
     add = folder.add
+    append = folder.run.samples.append
+    # Half the records of a long log are samples: what add() does with one, inline.
     if observe is None:
         for rec in iter_records(lines):
-            add(rec)
+            if type(rec) is Sample:
+                append(rec)
+                if rec.t is not None:
+                    folder.last_t = rec.t
+                    if folder.first_t is None:
+                        folder.first_t = rec.t
+            else:
+                add(rec)
     else:
         for rec in iter_records(lines):
             add(rec)
