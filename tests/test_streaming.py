@@ -435,6 +435,15 @@ def test_excerpt_notes_match_explain_on_every_proxmox_log(path, monkeypatch):
         assert (text, notes) == full[no], no
 
 
+def test_only_the_first_rules_change_the_explain_context():
+    # advance() tries only these on a line it does not show: they must come first.
+    from migtune.analysis import explain_proxmox as ep
+
+    stateful = {"_auto_increased", "_limit", "_old_limit"}
+    assert {fn.__name__ for _, fn in ep._STATEFUL_RULES} == stateful
+    assert not stateful & {fn.__name__ for _, fn in ep._RULES[len(ep._STATEFUL_RULES) :]}
+
+
 def test_report_cli_uses_the_excerpt_of_the_parse(tmp_path, monkeypatch):
     path = tmp_path / "long.log"
     _proxmox_log(path, 30_000)

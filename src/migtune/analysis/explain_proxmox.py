@@ -6,6 +6,7 @@ and units are handled once) and from the line text for the purely descriptive li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable
@@ -346,6 +347,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 
 
 _XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+_STATEFUL_RULES = _RULES[:3]  # the rules whose function changes the context (limit_now)
 # The same test on a line with an ISO stamp, without cutting the stamp off first: where
 # this matches, message(text) starts with one of the two (a shortcut, not a new rule).
 _STAMPED_XBZRLE_RE = re.compile(
@@ -374,12 +376,33 @@ def advance(text: str, sample: Sample | None, c: Ctx) -> tuple[float, float] | N
     if sample is not None and sample.xbzrle is not None:
         _advance_xbzrle(sample, c)
         return None
-    if _STAMPED_XBZRLE_RE.match(text) or _XBZRLE_LINE_RE.search(message(text)):
-        if c.prev is not None and c.prev.xbzrle is not None:
-            _advance_xbzrle(c.prev, c)
-        return None
-    notes_for(text, sample, c)  # anything else is rare: the full path
+    if _STAMPED_XBZRLE_RE.match(text):
+        msg = None
+    else:
+        msg = message(text)
+        if not _XBZRLE_LINE_RE.search(msg):
+            _advance_rules(msg, c)  # any other line: only the rules that change ``c``
+            return None
+    if c.prev is not None and c.prev.xbzrle is not None:
+        _advance_xbzrle(c.prev, c)
     return None
+
+
+def _advance_rules(msg: str, c: Ctx) -> None:
+    """What notes_for does to ``c`` for a line that is neither progress nor xbzrle.
+
+    Of the rules only the downtime-limit ones (the first three, so they are also the
+    first to match) change the context; a fixed line or a line another rule matches
+    first changes nothing.
+    """
+    if _FIXED.get(msg):
+        return
+    for rx, fn in _STATEFUL_RULES:
+        m = rx.search(msg)
+        if m:
+            with contextlib.suppress(ValueError, ArithmeticError):  # as in notes_for
+                fn(m, c)
+            return
 
 
 def _advance_progress(s: Sample, c: Ctx) -> tuple[float, float] | None:
