@@ -158,7 +158,5 @@ def test_a_whole_nova_compute_log_keeps_only_the_migration_lines(tmp_path):
         (s.t, s.transferred) for s in alone.samples
     ]
     assert whole.status == alone.status and whole.meta.get("nova") == alone.meta.get("nova")
-    records, _, prefixed = nova._collect(
-        whole.__class__(format="nova"), iter(path.read_text().splitlines())
-    )
+    records, _, prefixed = nova._collect(Run(format="nova"), iter(path.read_text().splitlines()))
     assert prefixed and len(records) <= len(migration)
