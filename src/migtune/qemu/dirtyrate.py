@@ -143,26 +143,30 @@ class DirtyMeasurement:
 
 
 def period_lengths(budget: float, ms_units: bool = True) -> list[float]:
-    """The periods to measure within ``budget`` seconds: a ladder of lengths x3 apart
-    (0.1, 0.3, 1, 3, 10, 30 s; the longest at most half the budget), then the short end
-    of the ladder again while it fits, so the rate is seen more than once.  Without
-    millisecond units (QEMU before 8.2) the ladder is 1, 2, 4 ... s."""
+    """The periods to measure within ``budget`` seconds: a ladder of lengths (0.1, 0.3,
+    1, 2, 5, 10, 30 s, the longest at most half the budget: long periods bound the
+    working set), then 1 s periods again while they fit (repeats of one length show how
+    steady the guest is), then shorter ones.  Without millisecond units (QEMU before
+    8.2) the ladder is 1, 2, 4 ... s."""
     if budget <= 0:
         raise InputError("--measure must be positive")
     longest = max(MIN_PERIOD, min(MAX_PERIOD, budget / 2))
     if ms_units:
-        ladder = [x for x in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0) if x <= longest + 1e-9]
+        ladder = [x for x in (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 30.0) if x <= longest + 1e-9]
+        repeats = (1.0, 0.3, 0.1)
     else:
         ladder = [x for x in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0) if x <= max(1.0, longest)]
-    fill = budget * 0.92  # each period costs a few QMP round trips besides its length
+        repeats = (1.0,)
+    fill = budget * 0.95  # each period costs a few QMP round trips besides its length
     out: list[float] = []
-    added = True
-    while added:
-        added = False
-        for length in ladder:
-            if sum(out) + length <= fill + 1e-9:
-                out.append(length)
-                added = True
+    for length in ladder:
+        if sum(out) + length <= fill + 1e-9:
+            out.append(length)
+    for length in repeats:
+        n = 0
+        while sum(out) + length <= fill + 1e-9 and n < 10:  # then the next length
+            out.append(length)
+            n += 1
     return out or [ladder[0]]
 
 

@@ -7,8 +7,11 @@ changed in T.  Each workload shape has its own curve:
 * ``seq`` (a sweep): D = min(r T, ws);
 * ``hotcold``: the hot and the cold part, each random with its share of the writes;
 
-plus the guest OS's own small hot set (the simulator's machine background), which
-the measurement sees too.  Short periods fix the write rate (D ~ r T), periods long
+plus, in the dirty-bitmap and dirty-ring modes, the guest OS's own small hot set
+(the simulator's machine background).  Page sampling compares page contents, and
+most of those OS writes (timers, counters rewritten in place) leave a sampled page
+as it was or are too few to hit a sample: an idle lab guest measures 0-1 MiB/s there,
+so nothing is subtracted in that mode.  Short periods fix the write rate (D ~ r T), periods long
 enough to saturate fix the working set; what the periods cannot tell apart stays in
 the set, as calibrate keeps every workload that explains a log.  The measurement's
 own uncertainty (QEMU rounds to whole MiB/s, page sampling is a sample, the guest is
@@ -140,7 +143,9 @@ def infer(m: DirtyMeasurement, machine: Machine | None = None) -> Inference:
     pts = pool(m)
     notes: list[str] = []
     lengths = np.array([p.length for p in pts])
-    obs = np.array([p.dirtied for p in pts]) - background(lengths, machine)
+    obs = np.array([p.dirtied for p in pts])
+    if m.mode != "page-sampling":
+        obs = obs - background(lengths, machine)
     sig = np.array([p.sigma for p in pts])
     nz = nonzero_range(m)
     ws_hi = min(float(ram), nz[1]) if nz else float(ram)

@@ -42,6 +42,8 @@ def assess(pred: Prediction, limits: Limits) -> dict[str, Any]:
     times = sorted(o.total_time_s for o in done if o.total_time_s is not None)
     downs = sorted(o.downtime_ms / 1000 for o in done if o.downtime_ms is not None)
     converges = 2 * k > n
+    first = pred.members[0].outcome  # the best fit (its middle variant)
+    best = first.total_time_s if first.converged else None
     why = None
     if not converges:
         why = (
@@ -59,7 +61,7 @@ def assess(pred: Prediction, limits: Limits) -> dict[str, Any]:
         "converged_members": k,
         "members": n,
         "horizon_s": pred.horizon,
-        "total_time_s": _range(times),
+        "total_time_s": {**_range(times), "best_fit": best},
         "downtime_s": _range(downs),
         "meets_limits": why is None,
         "why_not": why,
