@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from migtune.cli.main import cli
+from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
     DURATION,
     SIZE,
@@ -119,6 +120,7 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
 @click.option("--verify", is_flag=True,
               help="Keep the destination paused after the migration, compare both sides' RAM "
               "page by page, then resume it (pre-copy only).")  # fmt: skip
+@metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 def run_cmd(**kwargs: Any) -> int:
     """Boot a source and a destination guest, migrate between them, record the run.
@@ -141,7 +143,7 @@ def run_cmd(**kwargs: Any) -> int:
             "post-copy, the VM is lost (neither side holds all of it)",
             err=True,
         )
-    with _status(not as_json) as say:
+    with metrics_endpoint(kwargs) as metrics, _status(not as_json) as say:
         result = lab_run(
             int(kwargs["ram"]),
             workload,
@@ -154,6 +156,7 @@ def run_cmd(**kwargs: Any) -> int:
             progress=not as_json,
             status=say,
             verify=kwargs["verify"],
+            metrics=metrics,
             **rule.as_kwargs(),
         )
     if as_json:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from migtune.cli.main import cli
+from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
     DURATION,
     migration_settings_options,
@@ -107,6 +108,7 @@ POLICY_HELP = (
     "back what was in force before, on the source always and on the destination unless "
     "the migration completed).",
 )
+@metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")
 def migrate_cmd(**kwargs: Any) -> int:
@@ -151,10 +153,11 @@ def migrate_cmd(**kwargs: Any) -> int:
         "keep_settings": kwargs["keep_settings"],
         **rule.as_kwargs(),
     }
-    if kwargs["attach"]:
-        result = attach(kwargs["qmp"], **common)
-    else:
-        result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, **common)
+    with metrics_endpoint(kwargs) as metrics:  # a port in use: exit 2 before QEMU is touched
+        if kwargs["attach"]:
+            result = attach(kwargs["qmp"], metrics=metrics, **common)
+        else:
+            result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, metrics=metrics, **common)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
