@@ -42,7 +42,7 @@ def parse_allow(text: str) -> tuple[str, ...]:
     metavar="RATE",
     help="Rate of the network the migration will use (10Gbit/s); unknown: the lab's loopback.",
 )
-@migration_settings_options(command="migrate")
+@migration_settings_options(command="simulate")
 @click.option(
     "--platform",
     type=click.Choice(["qemu", "proxmox", "libvirt"]),
