@@ -63,6 +63,9 @@ CASES = (
     Case("above-64", 512, "ws=128MiB,rate=64MiB/s,pattern=random,bytes=8", (LINK32,), 35),
     Case("above-seq", 384, "ws=96MiB,rate=48MiB/s,pattern=seq,bytes=256", (LINK32,), 35),
     Case("above-256", 256, "ws=96MiB,rate=40MiB/s,pattern=random,bytes=16", (LINK32,), 35),
+    # near the link rate: where the verdict is hardest
+    Case("near-28", 512, "ws=128MiB,rate=28MiB/s,pattern=random,bytes=8", (LINK32,), 45),
+    Case("near-36", 512, "ws=128MiB,rate=36MiB/s,pattern=random,bytes=8", (LINK32,), 40),
     Case("above-hot", 512, "ws=192MiB,rate=96MiB/s,pattern=hotcold,bytes=8", (LINK32,), 35),
 )  # fmt: skip
 
@@ -118,6 +121,7 @@ def run_case(case: Case, measure: float, record_dir: str | None = None) -> dict:
         "guest_rate_before": lab.guest_rate_before,
         "loadavg": os.getloadavg()[0],
         "wall_s": round(time.time() - t0, 1),
+        "text": pf.text(),
     }
 
 
