@@ -6,6 +6,9 @@ floor measured in the same run: the cost of an empty Python loop of the same num
 of steps that makes one small numpy call per step (what any step costs at least), so
 ratios stay comparable on a loaded machine.  Then ``migtune simulate --from`` on the
 demo log (wall time, and CPU per simulation it ran), then the XBZRLE encoder.
+XBZRLE is priced from statistics for guests that write more than 1 GiB
+(``sim/xbzstat.py``) and page by page below: the grid ``bench_xbzrle_agreement`` runs
+both on the same scenarios and prints how far they agree.
 
 Run: ``python benchmarks/bench_sim.py [--quick]`` (``--quick``: skip 1 TiB and 1 h runs)
 Targets (issue 9): one simulation of up to 1 TiB and 1 h simulated <= 1 s CPU;
@@ -67,6 +70,12 @@ SCENARIOS = [
     ("XBZRLE 1 TiB busy 20 min: 64 GiB at 1 GiB/s, 4 GiB cache", 1024 * GiB,
      "ws=64GiB,rate=1GiB/s,pattern=random,bytes=64,zero=0.2", _xbz(4 * GiB, max_bandwidth=0),
      1.25e9, None, 1200.0),
+    ("XBZRLE 1 TiB busy 1 h: 64 GiB at 1 GiB/s, 4 GiB cache", 1024 * GiB,
+     "ws=64GiB,rate=1GiB/s,pattern=random,bytes=64,zero=0.2", _xbz(4 * GiB, max_bandwidth=0),
+     1.25e9, None, HOUR),
+    ("XBZRLE 1 TiB mostly zero 1 h: 8 GiB hot/cold, 1 GiB cache", 1024 * GiB,
+     "ws=8GiB,rate=1GiB/s,pattern=hotcold,bytes=256,zero=0.99",
+     _xbz(GiB, max_bandwidth=0), 1.25e9, None, HOUR),
 ]  # fmt: skip
 
 
@@ -74,16 +83,18 @@ class StepCounter:
     """Wraps the simulator's main loop to count ``ram_save_iterate`` calls."""
 
     def __init__(self):
-        self.steps = 0
+        self.steps = 0  # simulator steps (one or several fused ram_save_iterate calls)
+        self.calls = 0  # ram_save_iterate calls simulated
         self.sims = 0
         self.cpu: list[float] = []
 
     def __enter__(self):
         self._main, self._iterate = api.main_loop, loop.iterate
 
-        def iterate(e):
+        def iterate(e, calls=1):
             self.steps += 1
-            self._iterate(e)
+            self.calls += calls
+            self._iterate(e, calls)
 
         def main_loop(*a, **kw):
             t = time.process_time()
@@ -110,7 +121,8 @@ def floor_per_step(steps: int) -> float:
 
 def bench_scenarios(quick: bool) -> None:
     print(f"{'scenario':54} {'cpu':>7} {'sim time':>9} {'passes':>6} {'steps':>7} "
-          f"{'us/step':>8} {'floor':>6} {'x floor':>7} {'ns/page':>7} {'maxrss':>7}")  # fmt: skip
+          f"{'us/step':>8} {'floor':>6} {'x floor':>7} {'ns/page':>7} {'maxrss':>7} "
+          f"{'XBZRLE priced':>13}")  # fmt: skip
     for name, ram, wl, st, link, stop, limit in SCENARIOS:
         if quick and (ram > 64 * GiB or limit >= HOUR):
             continue
@@ -127,7 +139,7 @@ def bench_scenarios(quick: bool) -> None:
         print(
             f"{name:54} {cpu:6.2f}s {o.total_time_s:8.0f}s {o.passes:>6} {sc.steps:>7} "
             f"{per * 1e6:8.1f} {fl * 1e6:6.2f} {per / fl:7.0f} {cpu / max(1, pages) * 1e9:7.1f} "
-            f"{rss:5.0f}MiB {ok}"
+            f"{rss:5.0f}MiB {r.stats['xbzrle_pricing'] or '-':>13} {ok}"
         )
 
 
@@ -156,9 +168,12 @@ def bench_demo() -> None:
         sys.stdout = old
         devnull.close()
     per = ", ".join(f"{c:.2f}" for c in sc.cpu)
+    fl = floor_per_step(sc.steps)
     print(
         f"migtune {' '.join(DEMO)}: {wall:.2f} s wall (target 2 s); in process {cpu:.2f} s CPU, "
-        f"{sc.sims} simulations ({per} s CPU each), {sc.steps} steps"
+        f"{sc.sims} simulations ({per} s CPU each), {sc.steps} steps for {sc.calls} "
+        f"ram_save_iterate calls, {cpu / max(1, sc.steps) * 1e6:.0f} us/step "
+        f"(floor {fl * 1e6:.2f} us, {cpu / max(1, sc.steps) / fl:.0f}x)"
     )
 
 
@@ -216,6 +231,80 @@ def bench_agreement() -> None:
             f"/{med([o.passes for o in ref]):.0f}  converged "
             f"{sum(o.converged for o in fast)}/{sum(o.converged for o in ref)} of 3"
         )
+
+
+XBZRLE_GRID = [
+    # statistical XBZRLE pricing (sim/xbzstat.py) against page by page: 4 GiB guests,
+    # 128 MiB/s cap, 120 s; cache against working set, bytes per write, patterns, rates
+    # below and above what the cap lets through
+    ("random 1G 64M/s, cache 2G, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8", 2 * GiB),
+    ("random 1G 64M/s, cache 1G, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8", GiB),
+    ("random 1G 64M/s, cache 256M, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8",
+     GiB // 4),
+    ("random 1G 64M/s, cache 64M, 8 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=8",
+     GiB // 16),
+    ("random 1G 64M/s, cache 1G, 512 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=512", GiB),
+    ("random 1G 64M/s, cache 1G, 4096 B", "ws=1GiB,rate=64MiB/s,pattern=random,bytes=4096",
+     GiB),
+    ("random 1G 256M/s, cache 1G, 64 B", "ws=1GiB,rate=256MiB/s,pattern=random,bytes=64", GiB),
+    ("random 1G 256M/s, cache 256M, 64 B", "ws=1GiB,rate=256MiB/s,pattern=random,bytes=64",
+     GiB // 4),
+    ("random 2G 200M/s, cache 512M, 16 B", "ws=2GiB,rate=200MiB/s,pattern=random,bytes=16",
+     GiB // 2),
+    ("random 512M 400M/s, cache 1G, 8 B", "ws=512MiB,rate=400MiB/s,pattern=random,bytes=8",
+     GiB),
+    ("hot/cold 1G 256M/s, cache 256M, 64 B",
+     "ws=1GiB,rate=256MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=64", GiB // 4),
+    ("hot/cold 1G 512M/s, cache 64M, 8 B",
+     "ws=1GiB,rate=512MiB/s,pattern=hotcold,hot=0.1,hotw=0.9,bytes=8", GiB // 16),
+    ("seq 512M 128M/s, cache 1G, 300 B", "ws=512MiB,rate=128MiB/s,pattern=seq,bytes=300", GiB),
+    ("seq 1G 300M/s, cache 256M, 4096 B", "ws=1GiB,rate=300MiB/s,pattern=seq,bytes=4096",
+     GiB // 4),
+]  # fmt: skip
+
+
+def bench_xbzrle_agreement() -> None:
+    """Statistical XBZRLE pricing against page-level pricing, same runs."""
+    print("statistical XBZRLE pricing against page by page (4 GiB guest, 128 MiB/s cap, 120 s):")
+    print(f"  {'scenario':38} {'converged':>9} {'time':>7} {'bytes':>7} {'passes':>7} "
+          f"{'hits':>7} {'misses':>7} {'overflow':>8} {'cpu stat/pages':>15}")  # fmt: skip
+    errs: dict[str, list[float]] = {"time": [], "bytes": [], "hits": [], "miss": []}
+    same = 0
+
+    def rel(a, b):
+        return (a - b) / b if b else (0.0 if a == b else float("inf"))
+
+    for name, wl, cache in XBZRLE_GRID:
+        st = _xbz(cache, max_bandwidth=128 * MiB)
+        out = {}
+        for mode in ("statistics", "pages"):
+            t = time.process_time()
+            r = simulate(4 * GiB, wl, st, time_limit=120.0, xbzrle_pricing=mode)
+            out[mode] = (time.process_time() - t, r.outcome)
+        (cs, a), (cp, b) = out["statistics"], out["pages"]
+        xa, xb = a.xbzrle, b.xbzrle
+        row = {
+            "time": rel(a.total_time_s, b.total_time_s),
+            "bytes": rel(a.transferred_bytes, b.transferred_bytes),
+            "hits": rel(xa.pages, xb.pages),
+            "miss": rel(xa.cache_miss_rate, xb.cache_miss_rate),
+        }
+        for k, v in row.items():
+            errs[k].append(abs(v))
+        same += a.converged == b.converged
+        conv = f"{'yn'[not a.converged]}/{'yn'[not b.converged]}"
+        print(
+            f"  {name:38} {conv:>9} {row['time']:+7.1%} {row['bytes']:+7.1%} "
+            f"{a.passes:>3}/{b.passes:<3} {row['hits']:+7.1%} "
+            f"{xa.cache_miss_rate:.2f}/{xb.cache_miss_rate:.2f} "
+            f"{xa.overflow:>4}/{xb.overflow:<4} {cs:6.2f}/{cp:.2f} s"
+        )
+    med = {k: float(np.median(v)) for k, v in errs.items()}
+    print(
+        f"  converged-or-not agrees {same}/{len(XBZRLE_GRID)}; median |error| time "
+        f"{med['time']:.1%} (max {max(errs['time']):.1%}), bytes {med['bytes']:.1%} "
+        f"(max {max(errs['bytes']):.1%}), XBZRLE pages {med['hits']:.1%}"
+    )
 
 
 SETTLE = (
@@ -282,6 +371,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 1 TiB and 1 h scenarios")
     args = ap.parse_args()
     bench_scenarios(args.quick)
+    bench_xbzrle_agreement()
     bench_agreement()
     bench_settle()
     bench_demo()

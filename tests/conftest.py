@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,17 @@ def real_log_files() -> list[Path]:
 def real_logs() -> Path:
     """The folder of real logs (inside the repository, so it is always there)."""
     return REAL_LOGS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _history_in_a_temporary_file(tmp_path_factory):
+    """Every run a test makes (migrate, lab, simulate --record) goes into a throw-away
+    history, never the user's own (~/.local/share/migtune/history.db)."""
+    path = tmp_path_factory.mktemp("history") / "history.db"
+    before = os.environ.get("MIGTUNE_DB")
+    os.environ["MIGTUNE_DB"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("MIGTUNE_DB", None)
+    else:
+        os.environ["MIGTUNE_DB"] = before

@@ -145,6 +145,26 @@ CASES = [
     (["preflight", "--qmp", "{MISSING}", "--platform", "vmware"], BAD_INPUT, "--platform"),
     (["preflight", "--qmp", "{MISSING}", "--link", "fast"], BAD_INPUT, "--link"),
     (["preflight", "--qmp", "{MISSING}", "--max-downtime", "0s"], BAD_INPUT, "--max-downtime"),
+    # history
+    (["history", "add"], BAD_INPUT, "LOG...: missing"),
+    (["history", "add", "{MISSING}"], BAD_INPUT, "missing.log"),
+    (["history", "add", README], BAD_INPUT, "README.md: unrecognised log format"),
+    (["history", "add", "{BINARY}", "--db", "{BINARY}"], BAD_INPUT, "not an SQLite file"),
+    (["history", "list", "--since", "soon"], BAD_INPUT, "--since: 'soon' is neither"),
+    (["history", "list", "--db", "{BINARY}"], BAD_INPUT, "core.bin: not a migtune history"),
+    (["history", "show", "x"], BAD_INPUT, "ID: 'x' is not a valid integer"),
+    (["history", "show", "5", "--db", "{MISSING}"], BAD_INPUT, "no run #5"),
+    (["history", "export"], BAD_INPUT, "--format: missing"),
+    (["history", "export", "--format", "xml"], BAD_INPUT, "--format: 'xml' is not one of"),
+    (["history", "export", "--format", "csv", "-o", "{NOWHERE}"], BAD_INPUT, "out.html"),
+    (["history", "calibrate"], BAD_INPUT, "--vm: missing"),
+    (["history", "calibrate", "--vm", "x", "--last", "0"], BAD_INPUT, "--last: 0 is not"),
+    (["history", "calibrate", "--vm", "x", "--db", "{EMPTY}"], BAD_INPUT, "no run of VM 'x'"),
+    # tune
+    (["tune"], BAD_INPUT, "--from: missing"),
+    (["tune", "--from", README], BAD_INPUT, "README.md: unrecognised log format"),
+    (["tune", "--from", LOG, "--max-downtime", "banana"], BAD_INPUT, "cannot read duration"),
+    (["tune", "--ram", "4GiB", "--workload", "ws=1GiB", "--platform", "zzz"], BAD_INPUT, "'zzz'"),
     # report
     (["report"], BAD_INPUT, "RUN: missing"),
     (["report", "{DIR}"], BAD_INPUT, "RUN: file"),
@@ -187,7 +207,8 @@ def test_every_command_is_covered():
         for name, cmd in cli.commands.items()
         for sub in (sorted(cmd.commands) if isinstance(cmd, click.Group) else [None])
     }
-    covered = {" ".join(argv[:2]) if argv[0] == "lab" else argv[0] for argv, _, _ in CASES}
+    groups = {name for name, cmd in cli.commands.items() if isinstance(cmd, click.Group)}
+    covered = {" ".join(argv[:2]) if argv[0] in groups else argv[0] for argv, _, _ in CASES}
     assert commands <= covered, f"no bad-value case for {sorted(commands - covered)}"
 
 

@@ -218,7 +218,7 @@ def test_exact_codec_mode_matches_size_model(workload, cache, monkeypatch):
     s = _xbz(cache)
     exact = simulate(256 * MiB, workload, s, time_limit=20, exact_xbzrle=True)
     _page_level(monkeypatch)
-    model = simulate(256 * MiB, workload, s, time_limit=20)
+    model = simulate(256 * MiB, workload, s, time_limit=20, xbzrle_pricing="pages")
     assert model.outcome.xbzrle.pages > 0
     assert exact.outcome.to_dict() == model.outcome.to_dict()
 
@@ -238,7 +238,7 @@ def test_exact_codec_mode_matches_size_model(workload, cache, monkeypatch):
 def test_statistical_writes_agree_with_page_level(workload, settings, limit, monkeypatch):
     # the engine draws the guest's writes from counts (runs at the sync; XBZRLE's
     # writes-since-sent by time); drawing every write's page gives the same run
-    fast = simulate(512 * MiB, workload, settings, time_limit=limit)
+    fast = simulate(512 * MiB, workload, settings, time_limit=limit, xbzrle_pricing="pages")
     _page_level(monkeypatch)
     ref = simulate(512 * MiB, workload, settings, time_limit=limit)
     a, b = fast.outcome, ref.outcome

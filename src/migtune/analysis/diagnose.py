@@ -68,7 +68,10 @@ def contract_status(run: Run) -> str:
     return run.status if run.status in ("completed", "failed", "cancelled") else "active"
 
 
-def diagnose(run: Run) -> Diagnosis:
+def diagnose(run: Run, *, predict: bool = False) -> Diagnosis:
+    """Findings and recommendations; with ``predict`` each recommendation the simulator
+    can model gets its predicted effect (calibrating the workload from the run first,
+    which takes seconds) and each finding's remedies are ordered by it."""
     m = compute(run)
     tgt = rec.target_of(run)
     d = Diagnosis(
@@ -121,6 +124,10 @@ def diagnose(run: Run) -> Diagnosis:
         d.findings.insert(0, healthy(m))
     order = {"error": 0, "warning": 1, "info": 2}
     d.findings.sort(key=lambda f: order.get(f.severity, 3))
+    if predict and run.samples:
+        from migtune.analysis.tune.effects import predict_effects
+
+        predict_effects(run, d)
     return d
 
 

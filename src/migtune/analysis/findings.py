@@ -15,6 +15,8 @@ class Recommendation:
     action: str  # one line in an operator's words
     commands: dict[str, list[str]] = field(default_factory=dict)  # platform -> exact commands
     notes: dict[str, str] = field(default_factory=dict)  # platform -> why it cannot / caveat
+    # the simulated effect (``diagnose --predict``): effect text, ranges; None = not simulated
+    predicted: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from migtune.cli.history import history_options, record_quietly
 from migtune.cli.main import cli
 from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
@@ -122,6 +123,7 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
               "page by page, then resume it (pre-copy only).")  # fmt: skip
 @metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@history_options
 def run_cmd(**kwargs: Any) -> int:
     """Boot a source and a destination guest, migrate between them, record the run.
 
@@ -159,6 +161,7 @@ def run_cmd(**kwargs: Any) -> int:
             metrics=metrics,
             **rule.as_kwargs(),
         )
+    history_id = record_lab(result, kwargs["vm_name"], kwargs["no_history"])
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -166,7 +169,24 @@ def run_cmd(**kwargs: Any) -> int:
 
         click.echo(summary(result.migration))
         click.echo(lab_summary(result))
+        if history_id is not None:
+            click.echo(f"  history: run #{history_id} (migtune history show {history_id})")
     return result.migration.exit_code
+
+
+def record_lab(result: Any, vm: str | None, no_history: bool = False) -> int | None:
+    """Add a lab run to the history (never fails the command: a warning at most)."""
+    return record_quietly(
+        result.migration.run,
+        origin="lab",
+        recording=result.recording,
+        no_history=no_history,
+        vm=vm,
+        outcome=result.outcome,
+        source_host="localhost",
+        target_host="localhost",
+        workload=result.workload.spec(),
+    )
 
 
 def lab_summary(result: Any) -> str:
@@ -221,6 +241,9 @@ def _names(values: tuple[str, ...]) -> list[str]:
 @click.option("--verify", is_flag=True,
               help="Compare both sides' RAM after each completed pre-copy run.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
+@click.option("--no-history", is_flag=True,
+              help="Do not add the runs to the history (MIGTUNE_HISTORY=0 does the same); "
+              "each run is added as VM lab-SCENARIO otherwise.")  # fmt: skip
 def matrix_cmd(
     repeat: int,
     out_dir: str,
@@ -229,6 +252,7 @@ def matrix_cmd(
     accel: str,
     verify: bool,
     as_json: bool,
+    no_history: bool,
 ) -> int:
     """Run the built-in scenarios and print a results table, one recording per run.
 
@@ -249,6 +273,8 @@ def matrix_cmd(
     with _status(not as_json) as say:
 
         def echo_row(row: Any) -> None:
+            if row.result is not None:
+                record_lab(row.result, f"lab-{row.scenario.name}", no_history)
             if not as_json:
                 state = row.error or (row.result.outcome.status if row.result else "?")
                 say.log(f"{row.scenario.name} #{row.repeat}: {state}")

@@ -62,12 +62,15 @@ def explain(log: str, fmt: str | None, as_json: bool, brief: bool, max_lines: in
 @click.argument("log", type=click.Path(dir_okay=True, allow_dash=True))
 @_FORMAT
 @_JSON
-def diagnose(log: str, fmt: str | None, as_json: bool) -> int:
+@click.option("--predict", is_flag=True,
+              help="Simulate each recommendation on the workload calibrated from the log and "
+              "rank the remedies by their predicted effect (takes seconds).")  # fmt: skip
+def diagnose(log: str, fmt: str | None, as_json: bool, predict: bool) -> int:
     """Find what slowed or broke the migration in LOG and what to change.
 
     Exits 0 whenever the log could be analysed, whatever it found.
     """
-    d = diagnose_run(load_log(log, fmt))
+    d = diagnose_run(load_log(log, fmt), predict=predict)
     if as_json:
         click.echo(jsonout.dumps(jsonout.diagnosis_dict(d)))
     else:

@@ -37,7 +37,16 @@ def cli() -> None:
 
 def _register() -> None:
     # Importing a command module registers its commands on ``cli``.
-    from migtune.cli import lab, logs, migrate, preflight, report, simulate  # noqa: F401
+    from migtune.cli import (  # noqa: F401
+        history,
+        lab,
+        logs,
+        migrate,
+        preflight,
+        report,
+        simulate,
+        tune,
+    )
 
 
 def one_line(message: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from migtune.cli.history import history_options, record_quietly
 from migtune.cli.main import cli
 from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
@@ -111,6 +112,7 @@ POLICY_HELP = (
 @metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")
+@history_options
 def migrate_cmd(**kwargs: Any) -> int:
     """Migrate a running QEMU to URI over QMP, with progress, a policy and safety.
 
@@ -158,15 +160,34 @@ def migrate_cmd(**kwargs: Any) -> int:
             result = attach(kwargs["qmp"], metrics=metrics, **common)
         else:
             result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, metrics=metrics, **common)
+    history_id = _record(result, kwargs)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         click.echo(summary(result))
+        if history_id is not None:
+            click.echo(f"  history: run #{history_id} (migtune history show {history_id})")
         if not kwargs["no_diagnosis"]:
             text = diagnosis_text(result.run)
             if text:
                 click.echo(text)
     return result.exit_code
+
+
+def _record(result: Any, kwargs: dict[str, Any]) -> int | None:
+    """Add the run to the history (never fails the command: a warning at most)."""
+    from migtune.history.entries import host_of, this_host
+
+    return record_quietly(
+        result.run,
+        origin="migrate",
+        recording=result.recording,
+        no_history=kwargs["no_history"],
+        vm=kwargs["vm_name"],
+        outcome=result.outcome,
+        source_host=this_host(),
+        target_host=host_of(kwargs["to_uri"]),
+    )
 
 
 def _given_settings(opts: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from migtune.cli.history import history_options, record_recording
 from migtune.cli.main import cli, load_log, warning_line
 from migtune.cli.options import (
     DURATION,
@@ -48,7 +49,9 @@ from migtune.units import format_bytes, format_duration
               "the settings given here side by side with what was observed.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 @click.option("--record", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write the simulated run as a recording (readable by explain/diagnose).")  # fmt: skip
+              help="Write the simulated run as a recording (readable by explain/diagnose); "
+              "it is added to the history too.")  # fmt: skip
+@history_options
 def simulate_cmd(**kw: Any) -> int:
     """Simulate QEMU's pre-copy migration page by page, in a fraction of a second.
 
@@ -80,11 +83,28 @@ def simulate_cmd(**kw: Any) -> int:
         postcopy_after_passes=rule.after_passes,
         postcopy_after=rule.after,
     )
+    history_id = _record(kw, result.outcome)
     if kw["as_json"]:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         click.echo(render(result))
+        _say_recorded(history_id)
     return 0 if result.outcome.converged else EXIT_NOT_CONVERGED
+
+
+def _record(kw: dict[str, Any], outcome: Any) -> int | None:
+    """``--record``: the recording goes into the history too (a warning at most)."""
+    if not kw["record"]:
+        return None
+    return record_recording(
+        kw["record"], origin="simulate", no_history=kw["no_history"], vm=kw["vm_name"],
+        outcome=outcome,
+    )  # fmt: skip
+
+
+def _say_recorded(history_id: int | None) -> None:
+    if history_id is not None:
+        click.echo(f"  history: run #{history_id} (migtune history show {history_id})")
 
 
 def _ms(v: float | None) -> str:
@@ -179,6 +199,7 @@ def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
         postcopy_after=rule.after,
         record=kw["record"],
     )
+    history_id = _record(kw, pred.result.outcome)
     if kw["as_json"]:
         out = {
             "calibration": cal.to_dict(),
@@ -189,6 +210,7 @@ def _from_log(kw: dict[str, Any], settings: Any, rule: Any) -> int:
         click.echo(json.dumps(out, indent=2, default=str))
     else:
         click.echo(render_from(cal, pred))
+        _say_recorded(history_id)
     return 0 if pred.result.outcome.converged else EXIT_NOT_CONVERGED
 
 

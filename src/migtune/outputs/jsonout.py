@@ -80,7 +80,8 @@ def recommendation_dict(r: Recommendation) -> dict[str, Any]:
     # Every platform key is always present; an empty list means "not possible there".
     commands = {p: list(r.commands.get(p, [])) for p in PLATFORMS}
     commands.update({k: list(v) for k, v in r.commands.items() if k not in commands})
-    return {"setting": r.setting, "action": r.action, "commands": commands, "notes": dict(r.notes)}
+    return {"setting": r.setting, "action": r.action, "commands": commands, "notes": dict(r.notes),
+            "predicted": r.predicted}  # fmt: skip
 
 
 def finding_dict(f: Finding) -> dict[str, Any]:

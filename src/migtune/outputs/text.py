@@ -74,6 +74,8 @@ def render_finding(con: Console, f: Finding) -> None:
         con.print(Text(f"      evidence: {ev}", style="dim"))
     for r in f.recommendations:
         con.print(Text(f"      -> {r.action} [{r.setting}]", style="green"))
+        if r.predicted is not None:
+            con.print(Text(f"         predicted: {r.predicted['effect']}", style="cyan"))
         for platform in (*PLATFORMS, *(p for p in r.commands if p not in PLATFORMS)):
             for cmd in r.commands.get(platform, []):
                 con.print(Text(f"         {platform + ':':9} {cmd}"))

@@ -451,7 +451,9 @@ class _Driver(Supervisor):
         self, tee: RecordingTee, record: str | Path | None, status: str, reason: str | None,
         source_status: str | None, version: str | None,
     ) -> MigrationResult:  # fmt: skip
-        run = parse_recording(tee.getvalue().splitlines())
+        lines = tee.getvalue().splitlines()
+        run = parse_recording(lines)
+        run.lines = lines  # the recording's text, for the history when no file was written
         where = str(record) if record else None
         run.meta["path"] = where
         outcome = outcome_from_run(run, where)

@@ -86,6 +86,9 @@ def simulate(
     sample_interval: float | None = None,
     rate_factor=None,
     exact_xbzrle: bool = False,
+    xbzrle_pricing: str = "auto",
+    policy=None,
+    policy_ram_bytes: int | None = None,
 ) -> SimResult:
     """Simulate one pre-copy migration of a guest with ``ram_bytes`` of RAM.
 
@@ -99,8 +102,17 @@ def simulate(
     and ``stats["settled_from_s"]`` say from when).
     ``rate_factor(t)`` scales the workload's write rate over time (replaying what a real
     guest managed on a busy host).  ``exact_xbzrle`` keeps real page bytes and runs the
-    real encoder for every delta (lab-sized guests; checks the size model).  ``schedule`` lists ``(t, "name=value")``
+    real encoder for every delta (lab-sized guests; checks the size model).
+    ``xbzrle_pricing``: ``"statistics"`` prices XBZRLE for a workload spec by the shares
+    of hits, misses and unchanged pages (:mod:`migtune.sim.xbzstat`); ``"pages"`` page
+    by page (the reference; traces and exact mode always are); ``"auto"`` (default)
+    statistics when the guest writes more than 1 GiB of pages, else pages.  ``schedule`` lists ``(t, "name=value")``
     setting changes made during the migration (a policy raising the downtime limit).
+    ``policy`` (a :class:`~migtune.qemu.policies.Policy` or its spec, ``"nova:timeout=10s"``)
+    steers the run as ``migrate --policy`` does (:mod:`migtune.sim.steer`); it is told
+    the guest has ``policy_ram_bytes`` (default ``ram_bytes``: a shrunk guest passes the
+    full size, which Nova's and KubeVirt's timeouts scale with).  With a policy, post-copy
+    starts only when the policy asks for it (or ``postcopy_after*`` say when).
     """
     version = rules.parse_version(qemu_version)
     if ram_bytes < PAGE_SIZE:
@@ -139,17 +151,33 @@ def simulate(
         )
         dirtier.rate_factor = rate_factor
         spec = w.spec()
-    eng = Engine(pages, dirtier, s, version, m, exact=exact_xbzrle)
+    eng = Engine(
+        pages, dirtier, s, version, m, exact=exact_xbzrle, xbzrle_pricing=xbzrle_pricing, seed=seed
+    )
     records: list[tuple[float, dict[str, Any]]] = []
     wall0 = time.perf_counter()
+    steer = None
+    pc_default = True
+    if policy is not None:
+        from migtune.sim.steer import Steering
+
+        steer = Steering(
+            policy, s, int(policy_ram_bytes or ram_bytes), bool(caps.get("postcopy-ram"))
+        )
+        s = steer.initial(s)
+        eng.set_settings(s)
+        pc_default = postcopy_after_passes is not None or postcopy_after is not None
     trigger = _postcopy_trigger(
-        bool(caps.get("postcopy-ram")), postcopy_after_passes, postcopy_after, m.sample_interval
+        bool(caps.get("postcopy-ram")) and pc_default,
+        postcopy_after_passes,
+        postcopy_after,
+        m.sample_interval,
     )
     eng.stop_after_passes = stop_after_passes
     eng.stop_when_settled = stop_when_settled
     if schedule:
         eng.schedule = sorted((float(t), a) for t, a in schedule)
-    main_loop(eng, time_limit, make_sampler(m.sample_interval, records), trigger)
+    main_loop(eng, time_limit, make_sampler(m.sample_interval, records), trigger, steer)
     wall = time.perf_counter() - wall0
     run = _to_run(eng, records, s, spec, ram_bytes)
     outcome = outcome_from_run(run, recording=str(record) if record else None)
@@ -159,10 +187,13 @@ def simulate(
         "ram_bytes": pages * PAGE_SIZE,
         "workload": spec,
         "settled_from_s": eng.settled_from,
+        "xbzrle_pricing": eng.xbzrle_pricing,
         "pages_per_second_simulated": round(eng.c.normal + eng.c.duplicate + eng.c.xb_pages) / wall
         if wall
         else None,
     }
+    if steer is not None:
+        stats.update(steer.stats())
     if record:
         _write_recording(record, run, records, eng, s, spec, outcome)
     return SimResult(outcome, run, eng.passes, wall, stats)

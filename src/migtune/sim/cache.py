@@ -17,13 +17,19 @@ from migtune.errors import InputError
 CACHED_PAGE_LIFETIME = 2  # §4.2: an entry used in this or the previous generation is kept
 
 
+def cache_slots(cache_size: int, page_size: int = 4096) -> int:
+    """§4.2/§4.7: slots of a cache of ``cache_size`` bytes (a power of two, >= a page)."""
+    items = cache_size // page_size
+    if cache_size < page_size or items & (items - 1):
+        raise InputError(
+            f"XBZRLE cache size must be a power of two of at least one page (got {cache_size})"
+        )
+    return items
+
+
 class PageCache:
     def __init__(self, cache_size: int, page_size: int = 4096):
-        items = cache_size // page_size
-        if cache_size < page_size or items & (items - 1):
-            raise InputError(
-                f"XBZRLE cache size must be a power of two of at least one page (got {cache_size})"
-            )
+        items = cache_slots(cache_size, page_size)
         self.size = cache_size
         self.items = items
         self.mask = items - 1

@@ -60,17 +60,46 @@ class DirtySet:
         small = len(self.s) <= 4096
         self._cl = self.c.tolist() if small else None
         self._sl = self.s.tolist() if small else None
-        self._nz = (self._first_zero(0, self.wrapi), self._first_zero(self.wrapi, len(self.s)))
+        self._firsts: dict[tuple[int, bool], int] = {}
+        self._nz = (self.first_at(self.nz_end, False), self.first_at(self.nz_end, True))
 
-    def _first_zero(self, i0: int, i1: int) -> int:
-        """Scan position of the first zero page (>= nz_end) among runs [i0, i1)."""
+    def first_at(self, page: int, after_wrap: bool) -> int:
+        """Scan position of the first page >= ``page`` on one side of the wrap (before
+        it: from the cursor to the end of RAM; after it: from page 0); the side's end
+        when there is none.  Cached until the next rebuild."""
+        key = (page, after_wrap)
+        hit = self._firsts.get(key)
+        if hit is not None:
+            return hit
+        i0, i1 = (self.wrapi, len(self.s)) if after_wrap else (0, self.wrapi)
         base = int(self.c[i0 - 1]) if i0 else 0
-        k = i0 + int(np.searchsorted(self.e[i0:i1], self.nz_end, side="right"))
+        k = i0 + int(np.searchsorted(self.e[i0:i1], page, side="right"))
         if k >= i1:
-            return int(self.c[i1 - 1]) if i1 else base
-        before = int(self.c[k - 1]) if k else 0
-        s, e, n = int(self.s[k]), int(self.e[k]), int(self.k[k])
-        return before + max(0, (self.nz_end - s) * n // (e - s))
+            out = int(self.c[i1 - 1]) if i1 else base
+        else:
+            before = int(self.c[k - 1]) if k else 0
+            s, e, n = int(self.s[k]), int(self.e[k]), int(self.k[k])
+            out = before + max(0, (page - s) * n // (e - s))
+        self._firsts[key] = out
+        return out
+
+    def firsts_at(self, pages: tuple[int, ...], after_wrap: bool) -> list[int]:
+        """:meth:`first_at` of several pages (cached as one until the next rebuild)."""
+        key = (pages, after_wrap)
+        hit = self._firsts.get(key)
+        if hit is None:
+            hit = self._firsts[key] = [self.first_at(x, after_wrap) for x in pages]
+        return hit
+
+    def count_in(self, bounds: np.ndarray) -> np.ndarray:
+        """Pages still dirty in each range ``bounds[i] = (lo, hi)`` (a density run
+        counts its share)."""
+        s, e, k = self.unsent()
+        if not len(s):
+            return np.zeros(len(bounds))
+        lo, hi = bounds[:, 0][:, None], bounds[:, 1][:, None]
+        ov = np.clip(np.minimum(e, hi) - np.maximum(s, lo), 0, None)
+        return ov @ (k / (e - s))
 
     # -- the scan ---------------------------------------------------------------
     @property

@@ -19,14 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from migtune.errors import InputError
 from migtune.sim import rules, runs
-from migtune.sim.cache import PageCache, distinct_slot_runs
+from migtune.sim.cache import PageCache, cache_slots, distinct_slot_runs
 from migtune.sim.dirtyset import DirtySet
 from migtune.sim.machine import Machine
-from migtune.sim.plan import Plan
+from migtune.sim.plan import Plan, SegmentPlan
 from migtune.sim.workloads import Dirtier
 from migtune.sim.writelog import CountLog, ExplicitLog, TimedLog
 from migtune.sim.xbzrle import prefix_write_size
+from migtune.sim.xbzstat import XbzrleStats
+
+# ``xbzrle_pricing="auto"``: statistics when the guest writes more pages than this (1 GiB)
+AUTO_STATISTICS_PAGES = 1 << 18
 
 
 @dataclass
@@ -60,6 +65,8 @@ class Engine:
         page_size=4096,
         exact=False,
         explicit_writes=False,
+        xbzrle_pricing="auto",
+        seed=0,
     ):
         self.N, self.P = int(pages), page_size
         self.dirtier = dirtier
@@ -88,10 +95,25 @@ class Engine:
         # - every write's page (:class:`ExplicitLog`: traces, exact mode; and
         #   ``explicit_writes``, the page-level reference the others are checked against)
         spec = isinstance(dirtier, Dirtier) and not explicit_writes
+        if xbzrle_pricing not in ("auto", "statistics", "pages"):
+            raise InputError(
+                f"XBZRLE pricing: 'auto', 'statistics' or 'pages' (got {xbzrle_pricing!r})"
+            )
+        if xbzrle_pricing == "auto":
+            # page by page costs ~50-100 ns a page sent: cheap below this many writable
+            # pages, and there it is the reference; statistics above
+            big = self.rhi - self.rlo > AUTO_STATISTICS_PAGES
+            xbzrle_pricing = "statistics" if big else "pages"
+        # statistical XBZRLE (migtune.sim.xbzstat): a spec workload's pages are priced by
+        # shares, so the dirty log only needs the set of pages written, as without XBZRLE
+        stat = spec and self.xbzrle_on and not exact and xbzrle_pricing == "statistics"
+        self.xbzrle_pricing = "statistics" if stat else ("pages" if self.xbzrle_on else None)
         self.wlo, self.whi = self.rlo, self.rhi  # the pages ``wcount`` covers
         self.wcount = None
         self.log = None
-        if spec and self.xbzrle_on and not exact:
+        if stat:
+            self.log = CountLog(dirtier)
+        elif spec and self.xbzrle_on and not exact:
             self.wlo = self.layout.ws_lo
             if dirtier.background:
                 self.wlo = min(self.wlo, self.layout.static - dirtier.bg_pages)
@@ -101,9 +123,10 @@ class Engine:
             self.log = CountLog(dirtier)
         elif self.xbzrle_on:
             self.wcount = np.zeros(self.rhi - self.rlo, dtype=np.uint8)
-        self.cache = (
-            PageCache(int(settings.xbzrle_cache_size), page_size) if self.xbzrle_on else None
-        )
+        self.cache_size = int(settings.xbzrle_cache_size or 0) if self.xbzrle_on else 0
+        if self.xbzrle_on:
+            cache_slots(self.cache_size, page_size)  # a power of two, or InputError
+        self.cache = PageCache(self.cache_size, page_size) if self.xbzrle_on and not stat else None
         self.enc_size = int(prefix_write_size(dirtier.bytes_per_write, page_size))
         # the guest OS's own rewrites (background) change a few bytes of a page
         self.bg_enc_size = int(prefix_write_size(machine.guest_background_bytes, page_size))
@@ -117,9 +140,14 @@ class Engine:
             )  # fmt: skip
         if self.log is None:
             self.log = ExplicitLog(self.rlo, self.rhi - self.rlo, self.wcount, self.contents)
+        self.xstat = XbzrleStats(self, seed) if stat else None
+        self._zones = self._price_zones() if stat else []
+        # zones are contiguous: their edges, once each
+        self._zone_edges = tuple(z[0] for z in self._zones) + (self.N,)
         self.c = Counters()
         self.dirty = self.N
         self.last_call_pages = 0
+        self.last_call_timed_out = False
         self.xbzrle_started = False
         self.stopped = False
         self.last_stage = False
@@ -170,10 +198,14 @@ class Engine:
 
         while self.schedule and self.schedule[0][0] <= self.t - self.start:
             t, assignment = self.schedule.pop(0)
-            self.s = apply_assignment(self.s, assignment)
-            self.budget = rules.window_budget(self.s.max_bandwidth or 0)
-            self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
+            self.set_settings(apply_assignment(self.s, assignment))
             self.events.append((self.t, "settings", f"set {assignment}", {"set": assignment}))
+
+    def set_settings(self, s) -> None:
+        """New parameters in force (a schedule entry or a policy's migrate-set-parameters)."""
+        self.s = s
+        self.budget = rules.window_budget(self.s.max_bandwidth or 0)
+        self.downtime_limit_ms = int(round((self.s.downtime_limit or 0) * 1000))
 
     # -- counters ------------------------------------------------------------------
     def transferred(self) -> int:
@@ -225,6 +257,8 @@ class Engine:
                     n_ws = min(n_ws, keep)
                     n_bg = min(n_bg, keep - n_ws)
                 self.log.add(t, n_ws, n_bg)
+                if self.xstat is not None:
+                    self.xstat.wrote(n_ws, n_bg)
         self.guest_t = t
 
     def discard_log(self) -> None:
@@ -234,6 +268,8 @@ class Engine:
         """§1.5: falling off the last block completes a round; XBZRLE starts after it."""
         self.ds.on_wrap()
         self.rounds += 1
+        if self.xstat is not None:
+            self.xstat.on_wrap()
         if self.xbzrle_on:
             self.xbzrle_started = True
         if self.multifd and self.version >= (8, 1):
@@ -252,11 +288,19 @@ class Engine:
     def prices_per_page(self) -> bool:
         """XBZRLE prices each page (after the first round, not in post-copy); otherwise a
         step's pages are priced in closed form, however many they are."""
-        return self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
+        return (
+            self.xstat is None
+            and self.xbzrle_on
+            and self.xbzrle_started
+            and not self.postcopy_active
+        )
 
     def plans(self, a: int, b: int):
         """Plans for the scan positions ``[a, b)``, one at a time (each is priced after
         the previous one was committed: the XBZRLE cache changes)."""
+        if self.xstat is not None:
+            yield self.segment_plan(a, b)
+            return
         if not self.prices_per_page():
             cz, cn = self.costs
             nonzero = self.ds.nonzero(a, b)
@@ -309,6 +353,9 @@ class Engine:
         """Send the first ``n`` pages of a plan: clear bits, count, update the cache."""
         if n <= 0:
             return
+        if isinstance(p, SegmentPlan):
+            self.commit_segments(p, n)
+            return
         idx = None if p.idx is None else p.idx[:n]
         if p.pos is None:
             self.ds.remove(idx)
@@ -351,6 +398,90 @@ class Engine:
             self.add_bytes(nbytes, True)
         self.t += p.time_upto(n)
 
+    # -- statistical XBZRLE (migtune.sim.xbzstat) ---------------------------------------
+    def _price_zones(self):
+        """Page ranges priced alike, in page order: the populations, the other non-zero
+        pages (never written: whole pages), the zero pages."""
+        zones, at = [], 0
+        for p in self.xstat.pops:
+            if p.lo > at:
+                zones.append((at, p.lo, "other"))
+            zones.append((p.lo, p.hi, p))
+            at = p.hi
+        nz = self.layout.nonzero_end()
+        if nz > at:
+            zones.append((at, nz, "other"))
+        zones.append((max(at, nz), self.N, "zero"))
+        return [z for z in zones if z[1] > z[0]]
+
+    def segment_plan(self, a: int, b: int) -> SegmentPlan:
+        """Scan positions ``[a, b)`` (one side of the wrap) priced by zone shares."""
+        m = self.machine
+        cz, cn = self.costs
+        cache_on = self.xbzrle_on and self.xbzrle_started and not self.postcopy_active
+        after = a >= self.ds.wrap_pos
+        segs, shares = [], {}
+        at = self.ds.firsts_at(self._zone_edges, after)
+        for i, (_, _, key) in enumerate(self._zones):
+            x0 = min(max(at[i], a), b)
+            x1 = min(max(at[i + 1], a), b)
+            if x1 <= x0:
+                continue
+            if key == "zero":
+                segs.append((x1 - x0, cz, m.page_cpu, 0.0, key))
+            elif isinstance(key, str) or not cache_on:
+                segs.append((x1 - x0, cn, m.page_cpu, 1.0, key))
+            else:
+                sh = self.xstat.shares(key, cn)
+                hit = sh.hit_unch + sh.hit_enc + sh.hit_over
+                segs.append((x1 - x0, sh.cost, m.page_cpu + hit * m.xbzrle_cpu, sh.full, key))
+                shares[key.name] = sh
+        plan = SegmentPlan(self.link, a, segs)
+        plan.cache_on, plan.shares = cache_on, shares
+        return plan
+
+    def commit_segments(self, p: SegmentPlan, n: int) -> None:
+        """Send the first ``n`` pages of a segment plan: expected counts, carried as
+        fractions between commits (the counters stay integers)."""
+        if p.cache_on:
+            first, last = self.ds.page_at(p.pos), self.ds.page_at(p.pos + n - 1)
+        self.ds.advance(n)
+        self.dirty = self.ds.count
+        c, xs = self.c, self.xstat
+        counts: dict[int, int] = {}
+        nzero = p.zeros(n)
+        c.duplicate += nzero
+        tot = {"hits": 0.0, "miss": 0.0, "over": 0.0, "enc": 0.0, "unch": 0.0, "bytes": 0.0}
+        for seg, k in p._walk(n):
+            key = seg[4]
+            if key == "zero":
+                continue
+            if isinstance(key, str):
+                tot["miss"] += k if p.cache_on else 0
+                continue
+            sh = p.shares.get(key.name) if p.cache_on else None
+            got = xs.sent(key, k, sh)
+            counts[key.index] = counts.get(key.index, 0) + k
+            for name, v in got.items():
+                tot[name] += v
+            if sh is not None:
+                tot["bytes"] += k * (sh.hit_enc * (key.enc + 3) + sh.hit_over * self.P)
+        unch = enc = 0
+        if p.cache_on:
+            xs.sample_span(first, last, counts, self.sync_count, not self.last_stage)
+            hits, miss = xs.take("hits", tot["hits"]), xs.take("miss", tot["miss"])
+            over, enc = xs.take("over", tot["over"]), xs.take("enc", tot["enc"])
+            unch = min(xs.take("unch", tot["unch"]), max(0, n - nzero - enc))
+            c.xb_pages += hits
+            c.xb_miss += miss
+            c.xb_overflow += over
+            c.xb_bytes += xs.take("bytes", tot["bytes"])
+        c.normal += max(0, n - nzero - unch - enc)
+        if not self.last_stage:
+            c.target_pages += n - unch
+        self.add_bytes(int(round(p.bytes_upto(n))), True)
+        self.t += p.time_upto(n)
+
     def _reset_wcount(self, idx, pos, n) -> None:
         """The pages just sent have had no write since (XBZRLE's size model)."""
         if idx is None:
@@ -384,6 +515,8 @@ class Engine:
             self.time_last_sync_ms = now_ms
         new = self.ds.merge(self.log.take())
         self.dirty = self.ds.count
+        if self.xstat is not None:
+            self.xstat.on_sync(self.ds)
         self.period_new += new
         self.dirty_bytes_last_sync = self.dirty * self.P
         if rules.rate_period_elapsed(now_ms, self.time_last_sync_ms):

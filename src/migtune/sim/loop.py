@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from migtune.sim import rules
 from migtune.sim.engine import Engine
 from migtune.sim.report import query_migrate
@@ -9,6 +11,8 @@ from migtune.sim.runs import contains, distinct
 from migtune.sim.settle import Settler
 
 MAX_FETCH = 1 << 21
+# at most this many ram_save_iterate calls are simulated as one (see fusable_calls)
+FUSE_MAX = 200
 
 
 def _want(e: Engine, boost: int) -> int:
@@ -25,7 +29,9 @@ def _want(e: Engine, boost: int) -> int:
     return int(min(want * boost, MAX_FETCH, max(1, e.dirty)))
 
 
-def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> tuple[int, bool]:
+def cutoff(
+    e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0, calls: int = 1
+) -> tuple[int, bool]:
     """Pages of ``plan`` sent before the call stops, and whether it stopped.
 
     The rate limit is checked before each page (strict, §1.4), so the page that crosses
@@ -43,7 +49,7 @@ def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> t
             k = plan.flush_at_or_after(k, done_full, rules.FLUSH_FULL_PAGES)
         if k is not None:
             stop, fired = k, True
-    k = plan.first_over_time(rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
+    k = plan.first_over_time(calls * rules.MAX_WAIT_MS / 1000 - (e.t - t_iter))
     if k is not None:
         every = rules.MAX_WAIT_CHECK_EVERY
         j = k - 1  # page index after which the clock is first late
@@ -53,19 +59,51 @@ def cutoff(e: Engine, plan, loop_i: int, t_iter: float, done_full: int = 0) -> t
     return stop, fired
 
 
-def iterate(e: Engine) -> None:
-    """One ``ram_save_iterate`` call (§1.5)."""
+def fusable_calls(e: Engine, next_event: float) -> int:
+    """How many ``ram_save_iterate`` calls can be simulated as one (speed only).
+
+    Between two calls the loop checks the sync, completion, timer, sample and setting
+    changes (§1.2, §1.3).  When the link limits (each call runs its MAX_WAIT and the
+    rate limiter is far away) and pages are priced in closed form, none of those checks
+    can fire before ``next_event`` (the next sample, timer tick, setting change or time
+    limit) except the sync, and :func:`iterate` ends the fused calls with the one in
+    which the dirty set falls under the threshold: they send the same pages as one call
+    of their total length."""
+    if e.prices_per_page() or e.multifd or e.postcopy_active or e.stopped:
+        return 1
+    per_call = e.last_call_pages
+    if not e.last_call_timed_out or per_call <= 0:
+        return 1
+    window = rules.BUFFER_DELAY_MS / 1000
+    if e.budget and e.budget < 4 * e.link * window:
+        return 1
+    dt = rules.MAX_WAIT_MS / 1000
+    k_time = int((next_event - e.t) / dt) - 1
+    return max(1, min(FUSE_MAX, k_time))
+
+
+def iterate(e: Engine, calls: int = 1) -> None:
+    """One ``ram_save_iterate`` call (§1.5), or up to ``calls`` back-to-back ones that
+    nothing can happen between (:func:`fusable_calls`): they end with the call in which
+    the dirty set falls under the threshold, after which the loop syncs."""
     t_iter = e.t
+    dt = rules.MAX_WAIT_MS / 1000
+    # from this many pages on, the pending bytes are under the threshold
+    crossing = math.floor(e.dirty - e.threshold / e.P) + 1
     e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
     loop_i = done_full = 0
     boost = 1
+    stopped = False
     while not e.rate_exceeded() and e.dirty > 0:
         # closed-form pricing needs no page arrays: offer every dirty page at once
         a, b, ran_off = e.ds.take(_want(e, boost) if e.prices_per_page() else e.dirty)
         boost *= 2
         stopped = False
         for plan in e.plans(a, b):
-            n, stopped = cutoff(e, plan, loop_i, t_iter, done_full)
+            if calls > 1 and loop_i + plan.n >= crossing:
+                t_cross = e.t - t_iter + plan.time_upto(max(1, crossing - loop_i))
+                calls = max(1, min(calls, math.ceil(t_cross / dt - 1e-9)))
+            n, stopped = cutoff(e, plan, loop_i, t_iter, done_full, calls)
             done_full += plan.fulls(n)
             e.commit(plan, n)
             loop_i += n
@@ -77,9 +115,13 @@ def iterate(e: Engine) -> None:
             e.on_wrap()
         elif a == b:
             break
-    e.last_call_pages = loop_i
-    e.add_bytes(rules.EOS_BYTES, ram=True)
-    e.add_bytes(rules.SECTION_FRAMING // 2, ram=False)
+    if calls > 1:  # the calls actually made, each with its framing
+        calls = max(1, min(calls, math.ceil((e.t - t_iter) / dt - 1e-9)))
+        e.add_bytes((calls - 1) * (rules.SECTION_FRAMING // 2), ram=False)
+    e.last_call_pages = loop_i // calls
+    e.last_call_timed_out = stopped
+    e.add_bytes(calls * rules.EOS_BYTES, ram=True)
+    e.add_bytes(calls * (rules.SECTION_FRAMING // 2), ram=False)
     if e.multifd and e.version < (8, 1):
         e.t += e.machine.multifd_sync_time * (e.channels or 1)
     e.guest_to(e.t)
@@ -170,8 +212,9 @@ def postcopy(e: Engine, max_postcopy_bandwidth: float) -> None:
     finish(e, None)
 
 
-def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> None:
-    """§1.2/§1.3/§14.6.  ``sample(e)`` is called whenever a poll is due."""
+def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None, steer=None) -> None:
+    """§1.2/§1.3/§14.6.  ``sample(e)`` is called whenever a poll is due; ``steer``, a
+    :class:`~migtune.sim.steer.Steering`, lets a platform's policy act at its polls."""
     m = e.machine
     e.status = "setup"
     sample(e)
@@ -187,10 +230,13 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
     while True:
         sample(e)
         e.apply_schedule()
+        if steer is not None:
+            steer.poll(e)
         if settler is not None and settler.check(e, postcopy_trigger is not None):
-            settler.extrapolate(e, time_limit, sample)
-            settler = None
+            settler = _settle(e, settler, time_limit, sample, steer)
         give_up = e.stop_after_passes is not None and e.sync_count > e.stop_after_passes
+        if steer is not None and steer.abort:
+            give_up = True
         if e.t - e.start >= time_limit or give_up:
             e.status = "cancelled"
             e.throttle = 0
@@ -205,13 +251,19 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
         if rules.sync_due(pending, e.threshold):
             e.sync()
             pending = e.dirty * e.P
-        if postcopy_trigger is not None and postcopy_trigger(e):
+        if (postcopy_trigger is not None and postcopy_trigger(e)) or (steer and steer.postcopy):
             postcopy(e, e.s.max_postcopy_bandwidth or 0)
             break
         if rules.completion_ready(pending, e.threshold, e.version):
             complete(e)
             break
-        iterate(e)
+        calls = 1
+        if postcopy_trigger is None and not e.dirty_limit_active:
+            nxt = min(next_tick, e.start + time_limit, getattr(sample, "next_due", lambda: 1e18)())
+            if e.schedule:
+                nxt = min(nxt, e.start + e.schedule[0][0])
+            calls = fusable_calls(e, nxt)
+        iterate(e, calls)
         e.close_window_if_due()
         if e.rate_exceeded():
             end = e.win_start + rules.BUFFER_DELAY_MS / 1000 + m.wake_latency
@@ -219,6 +271,26 @@ def main_loop(e: Engine, time_limit: float, sample, postcopy_trigger=None) -> No
             e.guest_to(e.t)
             e.close_window_if_due()
     sample(e)
+
+
+def _settle(e: Engine, settler: Settler, time_limit: float, sample, steer) -> Settler | None:
+    """Extrapolate a settled run up to the limit, or only as far as the policy is sure
+    to stay quiet; then simulate on from there (a fresh :class:`Settler`)."""
+    until = time_limit if steer is None else min(time_limit, steer.quiet_until(e))
+    if until <= e.t - e.start + 1.0:
+        return settler
+    first = e.settled_from
+    settler.extrapolate(e, until, sample)
+    if first is not None:
+        e.settled_from = first
+    if until >= time_limit:
+        return None
+    # a new rate period and window from here, as if the skipped rounds had been run
+    e.time_last_sync_ms = e.now_ms()
+    e.period_new = 0
+    e.bytes_xfer_prev = e.period_counter()
+    e.win_start, e.win_bytes0, e.win_pages0 = e.t, e.c.all_bytes, e.pages_total()
+    return Settler()
 
 
 def make_sampler(interval: float, records: list):
@@ -236,4 +308,5 @@ def make_sampler(interval: float, records: list):
         if final:
             records.append((e.t, query_migrate(e)))
 
+    sample.next_due = lambda: state["next"]
     return sample

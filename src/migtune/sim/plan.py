@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PAGE_BYTES = 4096
@@ -106,3 +108,73 @@ class Plan:
             return None
         k = self.b + int(rest // per_z) + 1
         return k if k <= self.n else None
+
+
+class SegmentPlan:
+    """The next dirty pages of the scan priced by segments of alike pages (statistical
+    XBZRLE, :mod:`migtune.sim.xbzstat`): each segment has a count and a mean cost, CPU
+    and share of whole pages per page, so every sum is piecewise linear."""
+
+    xb = False
+    idx = None
+
+    def __init__(self, link, pos, segments):
+        # segments: (count, bytes per page, CPU per page, whole-page share, key)
+        self.link, self.pos = link, pos
+        self.segs = [s for s in segments if s[0] > 0]
+        self.n = sum(s[0] for s in self.segs)
+
+    def _walk(self, k: int):
+        """(segment, pages of it) for the first ``k`` pages."""
+        for s in self.segs:
+            if k <= 0:
+                return
+            take = min(k, s[0])
+            yield s, take
+            k -= take
+
+    def zeros(self, k: int) -> int:
+        return sum(t for s, t in self._walk(k) if s[4] == "zero")
+
+    def fulls(self, k: int) -> int:
+        return int(round(sum(t * s[3] for s, t in self._walk(k))))
+
+    def bytes_upto(self, k: int) -> float:
+        return sum(t * s[1] for s, t in self._walk(k))
+
+    def time_upto(self, k: int) -> float:
+        return sum(t * (s[1] / self.link + s[2]) for s, t in self._walk(k))
+
+    def _first_over(self, limit: float, per) -> int | None:
+        if limit < 0:
+            return 1 if self.n else None
+        done = 0
+        acc = 0.0
+        for s in self.segs:
+            c = per(s)
+            if c > 0 and acc + s[0] * c > limit:
+                return done + int((limit - acc) // c) + 1
+            acc += s[0] * c
+            done += s[0]
+        return None
+
+    def first_over_bytes(self, limit: float) -> int | None:
+        return self._first_over(limit, lambda s: s[1])
+
+    def first_over_time(self, limit: float) -> int | None:
+        return self._first_over(limit, lambda s: s[1] / self.link + s[2])
+
+    def flush_at_or_after(self, k: int, done_full: int, every: int) -> int | None:
+        """As :meth:`Plan.flush_at_or_after`, with whole pages spread at their share."""
+        k = max(1, k)
+        before = done_full + sum(t * s[3] for s, t in self._walk(k - 1))
+        target = (math.floor(before) // every + 1) * every
+        need = target - done_full
+        done, acc = 0, 0.0
+        for s in self.segs:
+            if s[3] > 0 and acc + s[0] * s[3] >= need:
+                m = done + max(1, math.ceil((need - acc) / s[3] - 1e-9))
+                return max(m, k)
+            acc += s[0] * s[3]
+            done += s[0]
+        return None

@@ -47,7 +47,7 @@ def query_migrate(sim: Any, status: str | None = None) -> dict[str, Any]:
     info["ram"] = ram
     if sim.xbzrle_on:
         info["xbzrle-cache"] = {
-            "cache-size": sim.cache.size,
+            "cache-size": sim.cache_size,
             "bytes": c.xb_bytes,
             "pages": c.xb_pages,
             "cache-miss": c.xb_miss,

@@ -154,11 +154,35 @@ def _merge_exact(starts: np.ndarray, ends: np.ndarray) -> Runs:
     return starts[heads], reach[np.concatenate((heads[1:] - 1, [len(starts) - 1]))]
 
 
+def _disjoint(parts: list):
+    """The union of run sets over disjoint ranges (a workload's populations): laid end
+    to end, or None when two overlap or two exact runs touch (they would be one)."""
+    parts = sorted(parts, key=lambda p: int(p[0][0]))
+    for p, q in zip(parts, parts[1:], strict=False):
+        end, start = int(p[1][-1]), int(q[0][0])
+        if end > start:
+            return None
+        if end == start:
+            exact_p = len(p) == 2 or int(p[2][-1]) == end - int(p[0][-1])
+            exact_q = len(q) == 2 or int(q[2][0]) == int(q[1][0]) - start
+            if exact_p and exact_q:
+                return None
+    s = np.concatenate([p[0] for p in parts])
+    e = np.concatenate([p[1] for p in parts])
+    if all(len(p) == 2 for p in parts):
+        return s, e
+    return s, e, np.concatenate([counts(p) for p in parts])
+
+
 def union_all(parts: list) -> Runs:
     """Union of run sets: the exact ones in one merge, then any density ones."""
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return empty()
+    if len(parts) > 1:
+        out = _disjoint(parts)
+        if out is not None:
+            return out
     exact = [p for p in parts if is_exact(p)]
     dense = [p for p in parts if not is_exact(p)]
     out = empty()

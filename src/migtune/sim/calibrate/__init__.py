@@ -31,6 +31,7 @@ from migtune.sim.calibrate.fit import (
     bytes_per_write,
     evaluate,
     refine,
+    sample_spacing,
     search_scale,
     with_zero,
 )
@@ -62,6 +63,8 @@ class Calibration:
     postcopy_after: float | None = None
     observed_duration: float | None = None
     machine: Machine | None = None
+    # seconds between simulated samples, as the log was sampled (None: the machine's)
+    sample_interval: float | None = None
 
     @property
     def low_confidence(self) -> bool:
@@ -172,12 +175,19 @@ def _link(ev: Evidence, s: Settings, machine: Machine | None, notes: list[str]) 
 
 
 def calibrate(
-    run: Run, *, fit: bool = True, machine: Machine | None = None, full_replay: bool = False
+    run: Run,
+    *,
+    fit: bool = True,
+    machine: Machine | None = None,
+    full_replay: bool = False,
+    xbzrle_pricing: str = "auto",
 ) -> Calibration:
     """Learn a set of plausible workloads from a run; replay the unchanged settings.
 
     Guests above 2 GiB are fitted and replayed shrunk (bytes scaled back);
-    ``full_replay`` replays the best fit at full size as well (slower)."""
+    ``full_replay`` replays the best fit at full size as well (slower).
+    ``xbzrle_pricing`` as :func:`migtune.sim.simulate` (``"pages"``: every replay priced
+    page by page, the reference for the statistical pricing)."""
     ev = extract(run)
     notes: list[str] = []
     s = dataclasses.replace(run.settings, capabilities=dict(run.settings.capabilities))
@@ -223,7 +233,11 @@ def calibrate(
         )
     limit = duration if not ev.converged else max(2.0 * duration, duration + 5.0)
     k = search_scale(ev.ram)
-    setup = Setup(ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k)
+    spacing = sample_spacing(ev)
+    setup = Setup(
+        ev.ram, s, version, link, ev.schedule, ev.postcopy_at, limit, machine, k, spacing,
+        xbzrle_pricing,
+    )  # fmt: skip
     if k > 1:
         notes.append(
             f"fitted on a guest {k} times smaller with the same pass times (bytes scaled back)"
@@ -275,6 +289,7 @@ def calibrate(
         postcopy_after=ev.postcopy_at,
         observed_duration=duration,
         machine=machine,
+        sample_interval=spacing,
     )
     ro = best.sim.outcome
     if ev.status == "failed" and best.class_ok and ro.converged:

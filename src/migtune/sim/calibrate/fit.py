@@ -52,6 +52,11 @@ class Setup:
     # size (pre-copy depends on their ratios) at a fraction of the pages.  The best
     # fit is then replayed at full size (see ``calibrate``).
     scale: int = 1
+    # seconds between the simulation's query-migrate samples: as the log was sampled
+    # (read through the same ``extract``), never below the lab's 0.5 s (None: default)
+    sample_interval: float | None = None
+    # how XBZRLE is priced (simulate's ``xbzrle_pricing``: auto, statistics, pages)
+    xbzrle_pricing: str = "auto"
 
     def full(self) -> Setup:
         return dataclasses.replace(self, scale=1)
@@ -112,7 +117,25 @@ def replay(setup: Setup, w: Workload, *, time_limit: float | None = None) -> Sim
         schedule=schedule or None,
         postcopy_after=pc,
         machine=setup.machine,
+        sample_interval=setup.sample_interval,
+        xbzrle_pricing=setup.xbzrle_pricing,
     )
+
+
+# the coarsest sampling a simulation gets (a log's lines every minute still get 5 s)
+SAMPLE_MAX = 5.0
+
+
+def sample_spacing(ev: Evidence) -> float | None:
+    """How often the log sampled the migration (median seconds between progress lines),
+    within [0.5 s, SAMPLE_MAX]; None for a log with fewer than three lines."""
+    times = [t for t, _ in ev.progress]
+    if len(times) < 3:
+        return None
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    if not gaps:
+        return None
+    return min(SAMPLE_MAX, max(0.5, gaps[len(gaps) // 2]))
 
 
 def _log_err(sim: float | None, real: float | None) -> float | None:

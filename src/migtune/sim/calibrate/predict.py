@@ -194,6 +194,9 @@ def what_if(
         pc, kw["postcopy_after_passes"] = None, None
     k = search_scale(cal.ram_bytes)
     setup = Setup(cal.ram_bytes, settings, version, link, schedule, pc, h, cal.machine, k)
+    # members are sampled as the log was; the recorded member at the machine's rate
+    asked_interval = kw.pop("sample_interval", None)
+    interval = asked_interval or cal.sample_interval
 
     def run(w: Workload, scale: int, rec=None) -> SimResult:
         ram, w2, s2, link2, sched = shrunk(dataclasses.replace(setup, scale=scale), w)
@@ -209,6 +212,7 @@ def what_if(
             machine=cal.machine,
             record=rec,
             stop_when_settled=rec is None,
+            sample_interval=interval if rec is None else asked_interval,
             **kw,
         )
         if scale > 1:  # bytes and page counts back to the full-size guest

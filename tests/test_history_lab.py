@@ -1,0 +1,45 @@
+"""A real `lab run` adds its migration to the history, with the recording it made in
+memory when no --record file was asked for (one small idle guest, a few seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from migtune.cli.main import main
+from migtune.errors import UnavailableError
+from migtune.history import list_runs, raw_text
+from migtune.sources import parse_text
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def guest():
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    from migtune.lab.guest import build_guest
+
+    try:
+        return build_guest()
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def test_lab_run_is_in_the_history(guest, tmp_path, monkeypatch, capsys):
+    db = tmp_path / "history.db"
+    monkeypatch.setenv("MIGTUNE_DB", str(db))
+    argv = ["lab", "run", "--ram", "256MiB", "--workload", "idle", "--max-bandwidth",
+            "64MiB/s", "--time-limit", "60s", "--vm", "lab-idle", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = list_runs(db=db)
+    assert row["origin"] == "lab" and row["vm"] == "lab-idle" and row["workload"] == "idle"
+    assert row["status"] == out["status"] == "completed"
+    assert row["transferred_bytes"] == out["transferred_bytes"]
+    assert row["qemu_version"] == out["qemu_version"]
+    assert row["source"] is None  # no --record: the text is the recording kept in memory
+    run = parse_text(raw_text(row["id"], db=db).decode())
+    assert run.status == "completed" and len(run.samples) >= 2
