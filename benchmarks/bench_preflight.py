@@ -141,7 +141,7 @@ def replay(row: dict) -> dict:
         zero_samples=row.get("zero_samples", 1024),
     )
     inf, _cal, _pred, check, _rec, _ = predict_from_measurement(
-        m, settings_of(case), limits=Limits(None, case.time_limit)
+        m, settings_of(case), limits=Limits(2.0, case.time_limit), recommend_settings=False
     )
     return {
         **row,

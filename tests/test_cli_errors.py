@@ -140,7 +140,7 @@ CASES = [
     (["preflight"], BAD_INPUT, "--qmp: missing"),
     (["preflight", "--qmp", "{MISSING}"], MISSING, "does not exist"),
     (["preflight", "--qmp", "{NOTSOCK}"], MISSING, "not a socket"),
-    (["preflight", "--qmp", "{MISSING}", "--allow", "xbzrle"], BAD_INPUT, "--allow: 'xbzrle'"),
+    (["preflight", "--qmp", "{MISSING}", "--allow", "magic"], BAD_INPUT, "--allow: 'magic'"),
     (["preflight", "--qmp", "{MISSING}", "--measure", "soon"], BAD_INPUT, "--measure"),
     (["preflight", "--qmp", "{MISSING}", "--platform", "vmware"], BAD_INPUT, "--platform"),
     (["preflight", "--qmp", "{MISSING}", "--link", "fast"], BAD_INPUT, "--link"),

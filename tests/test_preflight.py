@@ -136,40 +136,44 @@ def test_measured_zero_share_sets_the_non_zero_memory():
 def test_below_the_cap_converges_and_needs_no_change():
     m = synthetic("random", 128 * MiB, 16 * MiB)
     _, _, _, check, rec, _ = predict_from_measurement(
-        m, Settings(max_bandwidth=32 * MiB), limits=Limits(None, 90)
+        m, Settings(max_bandwidth=32 * MiB), limits=Limits(2.0, 90)
     )
     assert check["converges"] and check["meets_limits"]
     assert check["total_time_s"]["min"] <= check["total_time_s"]["median"]
-    assert rec is not None and rec.changes == []
+    # tune still offers the fastest settings it found, which meet the limits too
+    assert rec is not None and rec.check["meets_limits"]
 
 
-def test_above_the_cap_does_not_converge_and_auto_converge_is_recommended():
+def test_above_the_cap_does_not_converge_and_tune_finds_settings_that_do():
     m = synthetic("random", 128 * MiB, 64 * MiB)
     _, _, _, check, rec, _ = predict_from_measurement(
-        m, Settings(max_bandwidth=32 * MiB), limits=Limits(None, 120)
+        m, Settings(max_bandwidth=32 * MiB), limits=Limits(2.0, 120), allow=("auto-converge",)
     )
     assert not check["converges"] and not check["meets_limits"]
     assert "does not converge" in check["why_not"]
-    assert rec is not None and "auto-converge=on" in rec.changes
-    assert rec.check["meets_limits"]
+    assert rec is not None and rec.source == "tune"
+    assert "auto-converge=on" in rec.changes  # the only feature allowed that can do it
+    assert rec.check["meets_limits"] and rec.check["certain"]
     assert any("auto-converge" in c for c in rec.commands["qmp"])
     assert "--auto-converge" in rec.flags
 
 
-def test_nothing_allowed_means_no_recommendation():
+def test_nothing_allowed_means_no_recommendation_and_the_closest():
     m = synthetic("random", 128 * MiB, 64 * MiB)
     _, _, _, check, rec, _ = predict_from_measurement(
-        m, Settings(max_bandwidth=32 * MiB), limits=Limits(None, 60), allow=()
+        m, Settings(max_bandwidth=32 * MiB), limits=Limits(2.0, 60), allow=()
     )
     assert not check["meets_limits"] and rec is None
+    assert check["closest"]["label"]  # what tune came nearest with
 
 
-def test_a_faster_link_is_recommended_when_the_cap_binds():
+def test_with_a_fast_link_the_cap_is_lifted():
     m = synthetic("random", 128 * MiB, 64 * MiB)
     _, _, _, _, rec, _ = predict_from_measurement(
-        m, Settings(max_bandwidth=32 * MiB), link_rate=1e9, limits=Limits(None, 60), allow=()
+        m, Settings(max_bandwidth=32 * MiB), link_rate=1e9, limits=Limits(2.0, 60), allow=()
     )
-    assert rec is not None and rec.changes == ["max-bandwidth=953.7 MiB/s"]
+    assert rec is not None and "max-bandwidth=unlimited" in rec.changes
+    assert any(f == "--max-bandwidth 0" for f in rec.flags)
 
 
 # -- the lab, replayed -------------------------------------------------------------------
@@ -204,11 +208,20 @@ def test_lab_measurements_replayed_keep_verdicts_and_times():
 # -- the command line ------------------------------------------------------------------
 
 
+def test_the_cli_knows_tunes_names():
+    from migtune.analysis import tune
+    from migtune.cli import preflight as cli
+
+    assert set(cli.ALLOWED) == set(tune.FEATURES)
+    assert set(cli.PLATFORMS) == set(tune.PLATFORMS)
+    assert set(cli.DEFAULT_ALLOW.split("+")) == set(tune.DEFAULT_ALLOW)
+
+
 def test_allow_list():
     assert parse_allow("auto-converge+postcopy") == ("auto-converge", "postcopy")
     assert parse_allow("none") == ()
     with pytest.raises(InputError):
-        parse_allow("xbzrle")
+        parse_allow("magic")
 
 
 def test_a_missing_socket_is_one_line_and_exit_5(tmp_path, capsys):

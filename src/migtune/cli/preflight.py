@@ -18,11 +18,15 @@ from migtune.cli.options import (
 )
 from migtune.errors import InputError
 
-ALLOWED = ("auto-converge", "postcopy")
+# tune's names (migtune.analysis.tune.FEATURES / DEFAULT_ALLOW / PLATFORMS); kept here so
+# --help does not import the simulator
+ALLOWED = ("xbzrle", "auto-converge", "postcopy", "multifd")
+DEFAULT_ALLOW = "xbzrle+auto-converge+multifd"
+PLATFORMS = ("qemu", "proxmox", "libvirt", "nova", "kubevirt")
 
 
 def parse_allow(text: str) -> tuple[str, ...]:
-    """``auto-converge+postcopy`` -> the changes the tuner may make; ``none`` for none."""
+    """``auto-converge+postcopy`` -> the features the tuner may use; ``none`` for none."""
     if text.strip().lower() in ("", "none"):
         return ()
     parts = tuple(p.strip().lower() for p in text.replace(",", "+").split("+") if p.strip())
@@ -45,16 +49,18 @@ def parse_allow(text: str) -> tuple[str, ...]:
 @migration_settings_options(command="simulate")
 @click.option(
     "--platform",
-    type=click.Choice(["qemu", "proxmox", "libvirt"]),
+    type=click.Choice(PLATFORMS),
     default="qemu",
     show_default=True,
-    help="Whose commands to print for the recommended settings.",
+    help="Whose settings to recommend, with its policy in the simulation and its commands.",
 )
 @click.option(
     "--max-downtime",
     type=DURATION,
+    default="2s",
+    show_default=True,
     metavar="TIME",
-    help="Longest pause the guest may take (default: the downtime limit in force decides).",
+    help="Longest pause the guest may take.",
 )
 @click.option(
     "--max-time",
@@ -74,12 +80,11 @@ def parse_allow(text: str) -> tuple[str, ...]:
 )
 @click.option(
     "--allow",
-    default="auto-converge",
+    default=DEFAULT_ALLOW,
     show_default=True,
     metavar="LIST",
-    help="What a recommendation may switch on besides the downtime limit (up to "
-    "--max-downtime) and the bandwidth cap (up to --link): auto-converge, postcopy, "
-    "joined with +, or none.",
+    help="Features a recommendation may switch on besides the downtime limit and the "
+    "bandwidth (xbzrle, auto-converge, multifd, postcopy, joined with +), or none.",
 )
 @click.option(
     "--zero-samples",

@@ -23,6 +23,7 @@ from typing import Any
 from migtune import __version__
 from migtune.analysis.preflight.infer import Inference, infer
 from migtune.analysis.preflight.recommend import Limits, Recommended, assess, recommend
+from migtune.analysis.tune import DEFAULT_ALLOW
 from migtune.errors import EXIT_NOT_CONVERGED, EXIT_OK, InputError
 from migtune.model import Settings, to_dict
 from migtune.outcome import Outcome
@@ -44,6 +45,7 @@ MIGRATING = (
     "postcopy-paused", "postcopy-recover-setup", "postcopy-recover", "cancelling", "colo",
 )  # fmt: skip
 DEFAULT_MAX_TIME = 1800.0
+DEFAULT_MAX_DOWNTIME = 2.0  # s, as tune: what most operators accept
 
 
 @dataclass
@@ -117,13 +119,20 @@ class PreflightResult:
         lines.append(f"  settings: {describe_settings(self.settings)}; link {self.link_how}")
         lines.append(f"  with these settings: {_check_text(c)}")
         rec = self.recommended
-        if rec is not None and rec.changes:
-            lines.append(f"  recommended: {', '.join(rec.changes)}: {_check_text(rec.check)}")
+        if rec is not None:
+            how = "fastest found" if c["meets_limits"] else "recommended"
+            lines.append(f"  {how}: {', '.join(rec.changes)}: {_check_text(rec.check)}")
             for cmd in rec.platform_commands():
                 lines.append(f"      {cmd}")
-            lines.append(f"      migtune migrate ... {' '.join(rec.flags)}")
-        elif rec is None and not c["meets_limits"]:
-            lines.append("  nothing tried meets the limits")
+            if rec.flags:
+                lines.append(f"      migtune migrate ... {' '.join(rec.flags)}")
+        elif not c["meets_limits"]:
+            closest = c.get("closest") or {}
+            give = closest.get("limit_to_give")
+            lines.append(
+                "  nothing allowed meets the limits"
+                + (f"; closest: {closest.get('label')} (needs {give})" if give else "")
+            )
         for w in self.warnings:
             lines.append(f"  warning: {w}")
         return "\n".join(lines)
@@ -185,11 +194,13 @@ def predict_from_measurement(
     link_rate: float | None = None,
     limits: Limits | None = None,
     machine: Machine | None = None,
-    allow: tuple[str, ...] = ("auto-converge",),
+    allow: tuple[str, ...] = DEFAULT_ALLOW,
     platform: str = "qemu",
+    recommend_settings: bool = True,
 ) -> tuple[Inference, Calibration, Prediction, dict[str, Any], Recommended | None, str]:
     """The analysis half of :func:`preflight`, without QMP: measurement -> plausible
-    workloads -> prediction under ``settings`` -> recommendation (tests and replays)."""
+    workloads -> prediction under ``settings`` -> recommendation (tests and replays;
+    ``recommend_settings=False`` skips the tuner)."""
     limits = limits or Limits()
     machine = machine or Machine()
     s = effective(settings)
@@ -210,7 +221,11 @@ def predict_from_measurement(
     )
     pred = what_if(cal, s, horizon=limits.max_time)
     check = assess(pred, limits)
-    rec = recommend(cal, s, pred, check, limits, link_rate, allow, platform)
+    rec, closest = None, None
+    if recommend_settings:
+        rec, closest = recommend(cal, s, limits, link_rate, allow, platform)
+    if closest is not None:
+        check["closest"] = closest  # what tune came nearest with, and the limit it needs
     return inf, cal, pred, check, rec, link_how
 
 
@@ -220,10 +235,10 @@ def preflight(
     settings: Settings | None = None,
     link_rate: float | None = None,
     platform: str = "qemu",
-    max_downtime: float | None = None,
+    max_downtime: float | None = DEFAULT_MAX_DOWNTIME,
     max_time: float = DEFAULT_MAX_TIME,
     measure_s: float = 10.0,
-    allow: tuple[str, ...] = ("auto-converge",),
+    allow: tuple[str, ...] = DEFAULT_ALLOW,
     zero_samples: int = ZERO_SAMPLES,
     machine: Machine | None = None,
     say: Any = None,
@@ -233,8 +248,10 @@ def preflight(
     ``settings`` are what will be set for the migration on top of what QEMU has
     (``None`` fields: as in force).  ``link_rate`` is the network's rate in bytes/s
     (unknown: the lab's loopback is assumed and said).  ``max_downtime`` and
-    ``max_time`` are the limits a migration must meet; ``allow`` what the tuner may
-    switch on (``auto-converge``, ``postcopy``).  Raises ``UnavailableError`` when the
+    ``max_time`` are the limits a migration must meet (``max_downtime=None``: no
+    downtime limit); ``allow`` the features the tuner may switch on (tune's
+    ``FEATURES``: xbzrle, auto-converge, multifd, postcopy); ``platform`` whose settings
+    and commands it recommends (tune's ``PLATFORMS``).  Raises ``UnavailableError`` when the
     socket is gone, ``InputError`` when a migration is in progress or the VM is not
     running."""
     if max_time <= 0:
@@ -292,7 +309,7 @@ def preflight(
 def _verdict(check: dict[str, Any], rec: Recommended | None) -> tuple[str, str]:
     if check["meets_limits"]:
         return "go", "the settings in force meet the limits"
-    if rec is not None and rec.check["meets_limits"]:
-        return "go", f"with {', '.join(rec.changes)} (the settings in force do not)"
     why = check["why_not"] or "the limits are not met"
+    if rec is not None:
+        return "go", f"with {', '.join(rec.changes)} ({why} with the settings in force)"
     return "no-go", f"{why}, and no setting allowed meets the limits"

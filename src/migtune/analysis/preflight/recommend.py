@@ -1,33 +1,28 @@
 """Do the settings meet the limits, and which settings would?
 
 :func:`assess` reads a prediction over the plausible set against the limits.
-:func:`recommend` is the one place that asks for better settings: it uses
-``migtune.analysis.tune.tune`` when that module exists, else a small search of its
-own over the changes an operator makes first (a higher downtime limit within the
-allowance, the bandwidth cap up to the link, auto-converge, post-copy when allowed),
-each simulated over the whole plausible set; the smallest change that meets the
-limits wins.
+:func:`recommend` is the one place that asks for better settings: it hands the
+measurement's calibration to :func:`migtune.analysis.tune.tune`, which simulates what
+the platform can set (downtime limit, bandwidth, XBZRLE, auto-converge, multifd,
+post-copy when allowed) over the whole plausible set with the platform's policy in the
+loop, and keeps the fastest candidate that meets the limits for every member.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from migtune.analysis import recommend as commands
+from migtune.analysis.tune import tune
 from migtune.model import Settings, to_dict
 from migtune.sim.calibrate import Calibration
-from migtune.sim.calibrate.predict import Prediction, what_if
-from migtune.units import format_duration, format_rate
-
-PLATFORM_KEYS = {"qemu": "qmp", "qmp": "qmp", "proxmox": "proxmox", "libvirt": "libvirt"}
+from migtune.sim.calibrate.predict import Prediction
+from migtune.units import format_duration
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_downtime: float | None = None  # s; None: whatever the downtime limit allows
+    max_downtime: float | None = 2.0  # s (tune's default: what most operators accept)
     max_time: float = 1800.0  # s
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,11 +82,12 @@ class Recommended:
     flags: list[str]  # the same as migtune migrate flags
     commands: dict[str, list[str]]  # platform -> commands
     platform: str = "qemu"
-    source: str = "preflight-search"  # or "tune"
+    source: str = "tune"
     notes: list[str] = field(default_factory=list)
 
     def platform_commands(self) -> list[str]:
-        return self.commands.get(PLATFORM_KEYS.get(self.platform, "qmp"), [])
+        """The platform's own commands (QMP for plain QEMU)."""
+        return self.commands.get(self.platform) or self.commands.get("qmp", [])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,92 +105,94 @@ class Recommended:
 def recommend(
     cal: Calibration,
     settings: Settings,
-    pred: Prediction,
-    check: dict[str, Any],
     limits: Limits,
     link_rate: float | None,
     allow: tuple[str, ...],
     platform: str,
-) -> Recommended | None:
-    """Settings that meet the limits, or None when nothing allowed does.  The settings
-    in force come back unchanged (no changes) when they meet the limits already."""
-    if check["meets_limits"]:
-        return _recommended(cal, settings, [], check, platform, pred)
-    return _search(cal, settings, limits, link_rate, allow, platform)
+) -> tuple[Recommended | None, dict[str, Any] | None]:
+    """The fastest settings ``tune`` finds that meet the limits for every plausible
+    workload (None when none does), and, then, the closest candidate and the limit it
+    would need (tune's ``limit_to_give``)."""
+    res = tune(
+        cal,
+        platform=platform,
+        max_downtime=limits.max_downtime,
+        max_time=limits.max_time,
+        link_rate=link_rate,
+        allow=allow,
+        qemu_version=cal.qemu_version,
+    )
+    c = res.recommendation
+    if c is None or c.prediction is None:
+        closest = None
+        if res.closest is not None:
+            closest = {"label": res.closest.label, "limit_to_give": res.limit_to_give}
+        return None, closest
+    rec = Recommended(
+        settings=c.settings,
+        prediction=c.prediction,
+        check=assess(c.prediction, limits),
+        changes=_changes(settings, c.settings) or ["none"],
+        flags=_flags(settings, c.settings),
+        commands=c.commands,
+        platform=platform,
+        source="tune",
+        notes=[f"tune: {c.label}; policy {c.policy}", *res.notes],
+    )
+    return rec, None
 
 
-def _options(
-    s: Settings, limits: Limits, link_rate: float | None, allow: tuple[str, ...]
-) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    if limits.max_downtime is not None and limits.max_downtime > (s.downtime_limit or 0.3):
-        out.append(("downtime-limit", limits.max_downtime))
-    cap = s.max_bandwidth or 0
-    if link_rate and 0 < cap < link_rate:
-        out.append(("max-bandwidth", link_rate))
-    if "auto-converge" in allow and not s.capabilities.get("auto-converge"):
-        out.append(("auto-converge", True))
-    if "postcopy" in allow and not s.capabilities.get("postcopy-ram"):
-        out.append(("postcopy-ram", True))
+def _changes(old: Settings, new: Settings) -> list[str]:
+    """What differs, in QEMU's names: ``downtime-limit=2 s``, ``multifd=on (4)``."""
+    out = []
+    if new.downtime_limit is not None and new.downtime_limit != old.downtime_limit:
+        out.append(f"downtime-limit={format_duration(new.downtime_limit)}")
+    if new.max_bandwidth is not None and new.max_bandwidth != old.max_bandwidth:
+        unlimited = new.max_bandwidth == 0 or new.max_bandwidth >= 2**60
+        out.append(
+            "max-bandwidth=unlimited" if unlimited else f"max-bandwidth={_mib(new.max_bandwidth)}"
+        )
+    for cap in ("xbzrle", "auto-converge", "multifd", "postcopy-ram"):
+        was, now = bool(old.capabilities.get(cap)), bool(new.capabilities.get(cap))
+        if was != now:
+            detail = ""
+            if cap == "multifd" and now and new.multifd_channels:
+                detail = f" ({new.multifd_channels} channels)"
+            if cap == "xbzrle" and now and new.xbzrle_cache_size:
+                detail = f" (cache {new.xbzrle_cache_size // 2**20} MiB)"
+            out.append(f"{cap}={'on' if now else 'off'}{detail}")
+    if new.cpu_throttle_initial and new.cpu_throttle_initial != old.cpu_throttle_initial:
+        out.append(f"cpu-throttle-initial={new.cpu_throttle_initial}")
+    if new.cpu_throttle_increment and new.cpu_throttle_increment != old.cpu_throttle_increment:
+        out.append(f"cpu-throttle-increment={new.cpu_throttle_increment}")
     return out
 
 
-def _apply(s: Settings, changes: tuple[tuple[str, Any], ...]) -> Settings:
-    new = dataclasses.replace(s, capabilities=dict(s.capabilities))
-    for name, value in changes:
-        if name == "downtime-limit":
-            new.downtime_limit = value
-        elif name == "max-bandwidth":
-            new.max_bandwidth = value
-        else:
-            new.capabilities[name] = True
-    return new
+def _mib(rate: float) -> str:
+    return f"{rate / 2**20:g}MiB/s"
 
 
-def _search(cal, s, limits, link_rate, allow, platform) -> Recommended | None:
-    """Every combination of the allowed changes, fewest first (post-copy last: it is the
-    one that puts the VM at risk of a network failure); the first that meets the limits."""
-    opts = _options(s, limits, link_rate, allow)
-    combos = [c for r in range(1, len(opts) + 1) for c in itertools.combinations(opts, r)]
-    combos.sort(key=lambda c: (any(n == "postcopy-ram" for n, _ in c), len(c)))
-    for combo in combos:
-        new = _apply(s, combo)
-        kw = {"postcopy_after_passes": 2} if new.capabilities.get("postcopy-ram") else {}
-        pred = what_if(cal, new, horizon=limits.max_time, **kw)
-        check = assess(pred, limits)
-        if check["meets_limits"]:
-            rec = _recommended(cal, new, list(combo), check, platform, pred)
-            rec.notes.append(
-                f"{len(combos)} combinations of {', '.join(n for n, _ in opts)} tried, "
-                "fewest changes first"
-            )
-            return rec
-    return None
-
-
-def _recommended(cal, s, combo, check, platform, pred=None) -> Recommended:
-    changes, flags = [], []
-    cmds: dict[str, list[str]] = {"qmp": [], "proxmox": [], "libvirt": []}
-    tgt = commands.Target()
-    for name, value in combo:
-        if name == "downtime-limit":
-            changes.append(f"downtime-limit={format_duration(value)}")
-            flags.append(f"--downtime-limit {value:g}s")
-            r = commands.downtime_limit(value, tgt)
-        elif name == "max-bandwidth":
-            changes.append(f"max-bandwidth={format_rate(value)}")
-            flags.append(f"--max-bandwidth {int(value)}B/s")
-            r = commands.bandwidth(value, tgt, "up to the link")
-        elif name == "auto-converge":
-            changes.append("auto-converge=on")
-            flags.append("--auto-converge")
-            r = commands.auto_converge(tgt)
-        else:
-            changes.append("post-copy after the first pass")
-            flags.append("--postcopy")
-            r = commands.postcopy(tgt)
-        for key in cmds:
-            cmds[key] += r.commands.get(key, [])
-    if pred is None:
-        pred = what_if(cal, s, horizon=check["horizon_s"])
-    return Recommended(s, pred, check, changes, flags, cmds, platform)
+def _flags(old: Settings, new: Settings) -> list[str]:
+    """The ``migtune migrate`` flags that put ``new`` in force over ``old``."""
+    out = []
+    if new.downtime_limit is not None and new.downtime_limit != old.downtime_limit:
+        out.append(f"--downtime-limit {new.downtime_limit:g}s")
+    if new.max_bandwidth is not None and new.max_bandwidth != old.max_bandwidth:
+        unlimited = new.max_bandwidth == 0 or new.max_bandwidth >= 2**60
+        out.append(f"--max-bandwidth {0 if unlimited else _mib(new.max_bandwidth)}")
+    flag = {"xbzrle": "xbzrle", "auto-converge": "auto-converge", "multifd": "multifd"}
+    for cap, name in flag.items():
+        was, now = bool(old.capabilities.get(cap)), bool(new.capabilities.get(cap))
+        if was != now:
+            out.append(f"--{name}" if now else f"--no-{name}")
+    if new.capabilities.get("xbzrle") and new.xbzrle_cache_size:
+        out.append(f"--xbzrle-cache-size {new.xbzrle_cache_size // 2**20}MiB")
+    if new.capabilities.get("multifd") and new.multifd_channels:
+        out.append(f"--multifd-channels {new.multifd_channels} --dest-qmp DEST_SOCKET")
+    if new.capabilities.get("postcopy-ram") and not old.capabilities.get("postcopy-ram"):
+        out.append("--postcopy --dest-qmp DEST_SOCKET")
+    if new.cpu_throttle_initial and new.cpu_throttle_initial != old.cpu_throttle_initial:
+        out.append(f"--cpu-throttle-initial {new.cpu_throttle_initial}")
+    if new.cpu_throttle_increment and new.cpu_throttle_increment != old.cpu_throttle_increment:
+        out.append(f"--cpu-throttle-increment {new.cpu_throttle_increment}")
+    return out
