@@ -81,9 +81,11 @@ def test_no_go_predicted_and_not_converged(image):
     workload = parse_workload("ws=96MiB,rate=40MiB/s,pattern=random")
 
     def before(path: str):
+        # nothing to switch on, and no pause above QEMU's default allowed: no-go
         return preflight(
-            path, settings=Settings(max_bandwidth=CAP), max_time=20, measure_s=5, allow=()
-        )
+            path, settings=Settings(max_bandwidth=CAP), max_time=20, max_downtime=0.3,
+            measure_s=5, allow=(),
+        )  # fmt: skip
 
     lab = lab_run(
         RAM, workload, Settings(max_bandwidth=CAP), time_limit=20, progress=False,
