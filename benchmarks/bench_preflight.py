@@ -109,6 +109,7 @@ def run_case(case: Case, measure: float, record_dir: str | None = None) -> dict:
         "inferred": pf.inference.describe(),
         "mode": pf.measurement.mode,
         "zero_share": pf.measurement.zero_share,
+        "bytes_changed": pf.measurement.bytes_changed,
         "steadiness": pf.measurement.steadiness(),
         "periods": [(p.length, p.rate_mib) for p in pf.measurement.periods],
         "real_status": real.status,
@@ -139,6 +140,7 @@ def replay(row: dict) -> dict:
         case.ram_mib * MiB,
         zero_share=row["zero_share"],
         zero_samples=row.get("zero_samples", 1024),
+        bytes_changed=row.get("bytes_changed", []),
     )
     inf, _cal, _pred, check, _rec, _ = predict_from_measurement(
         m, settings_of(case), limits=Limits(2.0, case.time_limit), recommend_settings=False

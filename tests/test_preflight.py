@@ -115,6 +115,18 @@ def test_an_idle_guest_is_idle():
     assert "idle" in inf.describe()
 
 
+def test_measured_bytes_per_write_replace_the_guesses():
+    m = synthetic("random", 128 * MiB, 16 * MiB)
+    assert {w.bytes_per_write for w in infer(m).workloads} == {16, 256, 4096}
+    m.bytes_changed = [8] * 20 + [16] * 10 + [4] * 10
+    assert m.bytes_per_write() == (8, 8, 16)
+    inf = infer(m)
+    assert {w.bytes_per_write for w in inf.workloads} == {8, 16}
+    assert inf.ranges()["bytes_per_write"] == [8, 16]
+    m.bytes_changed = [8] * 5  # too few pages seen changing to say
+    assert m.bytes_per_write() is None
+
+
 def test_unknown_zero_share_keeps_both_ends():
     m = synthetic("random", 128 * MiB, 16 * MiB, zero_share=None)
     zeros = {w.zero for w in infer(m).workloads}

@@ -70,6 +70,9 @@ def test_go_predicted_and_completed(image, capsys):
     assert result["measurement"]["mode"] == "page-sampling"  # TCG: the only mode that works
     assert result["measurement"]["modes_not_used"]["dirty-bitmap"]
     assert result["ram_bytes"] == RAM
+    # the writer changes 8 bytes a page per write: seen in pages read twice
+    q1, median, q3 = result["measurement"]["bytes_changed_per_page"]
+    assert 4 <= median <= 16
     lo, hi = result["workload"]["inferred"]["write_rate_bytes_per_s"]
     assert 0.6 * 8 * MiB <= lo <= hi <= 1.4 * 8 * MiB
     assert lab.outcome.status == "completed"

@@ -15,10 +15,11 @@ set.  Three modes:
   most QEMU allows here) at both ends of the period; works everywhere, with sampling
   noise, which :meth:`DirtyPeriod.bounds` carries.
 
-The zero-page share is not something QEMU reports before a migration.
-:func:`sample_zero_share` reads a random sample of guest pages with the monitor's
-read-only ``xp`` command (a few hundred pages; no page is written, the guest is not
-paused) and says so; :func:`measure` leaves it unknown when that is not possible.
+The zero-page share is not something QEMU reports before a migration, nor how many
+bytes a rewrite changes in a page (what XBZRLE's deltas carry).  :func:`sample_pages`
+reads a random sample of guest pages twice, a second apart, with the monitor's
+read-only ``xp`` command (no page is written, the guest is not paused, no file is
+written) and says so; :func:`measure` leaves both unknown when that is not possible.
 
 Nothing here sets a migration parameter or capability.
 """
@@ -95,6 +96,15 @@ class DirtyMeasurement:
     zero_samples: int = 0
     zero_how: str = "not measured"
     duration: float = 0.0  # s the whole measurement took
+    # bytes that changed in each sampled page the guest rewrote between two reads
+    bytes_changed: list[int] = field(default_factory=list)
+
+    def bytes_per_write(self) -> tuple[int, int, int] | None:
+        """Quartiles of the bytes changed per rewritten page (None: fewer than 8 seen)."""
+        v = sorted(self.bytes_changed)
+        if len(v) < 8:
+            return None
+        return v[len(v) // 4], v[len(v) // 2], v[(3 * len(v)) // 4]
 
     def by_length(self) -> dict[float, list[DirtyPeriod]]:
         out: dict[float, list[DirtyPeriod]] = {}
@@ -138,6 +148,8 @@ class DirtyMeasurement:
             "zero_page_share": self.zero_share,
             "zero_page_samples": self.zero_samples,
             "zero_page_how": self.zero_how,
+            "rewritten_pages": len(self.bytes_changed),
+            "bytes_changed_per_page": list(self.bytes_per_write() or []) or None,
             "duration_s": round(self.duration, 3),
         }
 
@@ -230,39 +242,63 @@ def choose_mode(q: QMP, kvm: bool | None, ms_units: bool, not_used: dict[str, st
     return "page-sampling"
 
 
-def sample_zero_share(
-    q: QMP, ram: int, samples: int = ZERO_SAMPLES, seed: int = 0
-) -> tuple[float | None, int, str]:
-    """Share of guest RAM that reads as zero pages, from ``samples`` random pages read
-    with the monitor's ``xp`` (read-only).  Guest-physical RAM is assumed to start at 0
-    (x86 ``pc``/``q35``); above 2 GiB only the low 2 GiB are sampled (the rest of RAM sits
-    above the 4 GiB hole, where this sample does not look)."""
+def _read_page(q: QMP, page: int) -> bytes | None:
+    """One guest page through the monitor's read-only ``xp`` (None: not readable)."""
+    text = q.cmd("human-monitor-command", **{"command-line": f"xp /512xg {page * PAGE:#x}"})
+    # one line per 16 bytes: "0000000000001000: 0x0000000000000000 0x..."
+    words = [
+        int(w, 16)
+        for line in str(text).splitlines()
+        for w in re.findall(r"0x([0-9a-fA-F]+)", line.partition(":")[2])
+    ]
+    if len(words) != 512:
+        return None
+    return b"".join(w.to_bytes(8, "little") for w in words)
+
+
+@dataclass
+class PageSample:
+    """What reading a random sample of guest pages twice, ``gap`` seconds apart, shows."""
+
+    zero_share: float | None = None  # share of pages that read as zero
+    pages: int = 0
+    changed_pages: int = 0  # pages whose content differed between the two reads
+    bytes_changed: list[int] = field(default_factory=list)  # per changed page
+    how: str = "not measured"
+
+
+def sample_pages(
+    q: QMP, ram: int, samples: int = ZERO_SAMPLES, gap: float = 1.0, seed: int = 0
+) -> PageSample:
+    """Read ``samples`` random guest pages with the monitor's ``xp`` (read-only), twice:
+    the share of zero pages, and for the pages the guest changed in between, how many
+    bytes changed (what an XBZRLE delta has to carry).  Guest-physical RAM is assumed
+    to start at 0 (x86 ``pc``/``q35``); above 2 GiB only the low 2 GiB are sampled (the
+    rest of RAM sits above the 4 GiB hole, where this sample does not look)."""
     low = min(ram, 2 * GiB)
     rng = random.Random(seed)
     # skip the first MiB: BIOS, option ROMs and the VGA window are not guest RAM
     pages = sorted(rng.randrange(256, low // PAGE) for _ in range(samples))
-    zero = read = 0
-    for page in pages:
-        try:
-            text = q.cmd("human-monitor-command", **{"command-line": f"xp /512xg {page * PAGE:#x}"})
-        except QMPCommandError:
-            return None, 0, "the monitor's xp command is not available"
-        # one line per 16 bytes: "0000000000001000: 0x0000000000000000 0x..."
-        words = [
-            w
-            for line in str(text).splitlines()
-            for w in re.findall(r"0x([0-9a-fA-F]+)", line.partition(":")[2])
-        ]
-        if len(words) < 512:
-            continue
-        read += 1
-        zero += all(int(w, 16) == 0 for w in words)
+    try:
+        first = {p: _read_page(q, p) for p in pages}
+    except QMPCommandError:
+        return PageSample(how="the monitor's xp command is not available")
+    read = {p: b for p, b in first.items() if b is not None}
     if not read:
-        return None, 0, "no guest page could be read with xp"
-    how = f"{read} random guest pages read with the monitor's xp (read-only)"
+        return PageSample(how="no guest page could be read with xp")
+    out = PageSample(pages=len(read))
+    out.zero_share = sum(1 for b in read.values() if not any(b)) / len(read)
+    out.how = f"{len(read)} random guest pages read with the monitor's xp (read-only)"
     if ram > low:
-        how += "; only the low 2 GiB sampled"
-    return zero / read, read, how
+        out.how += "; only the low 2 GiB sampled"
+    if gap > 0:
+        time.sleep(gap)
+        for p, before in read.items():
+            after = _read_page(q, p)
+            if after is not None and after != before:
+                out.bytes_changed.append(sum(x != y for x, y in zip(before, after, strict=True)))
+        out.changed_pages = len(out.bytes_changed)
+    return out
 
 
 def measure(
@@ -314,7 +350,9 @@ def measure(
     out = DirtyMeasurement(mode, periods, ram, not_used, kvm)
     if zero_samples > 0:
         if say:
-            say("sampling guest pages for zero pages")
-        out.zero_share, out.zero_samples, out.zero_how = sample_zero_share(q, ram, zero_samples)
+            say("reading a sample of guest pages (zero pages, bytes changed per write)")
+        ps = sample_pages(q, ram, zero_samples)
+        out.zero_share, out.zero_samples, out.zero_how = ps.zero_share, ps.pages, ps.how
+        out.bytes_changed = ps.bytes_changed
     out.duration = time.monotonic() - t0
     return out

@@ -115,6 +115,12 @@ class PreflightResult:
             )
         zero = "unknown" if m.zero_share is None else f"{m.zero_share:.0%}"
         lines.append(f"  RAM {m.ram_bytes // 2**20} MiB, zero pages {zero} ({m.zero_how})")
+        bpw = m.bytes_per_write()
+        if bpw is not None:
+            lines.append(
+                f"  a rewrite changes {bpw[1]} bytes of a page (quartiles {bpw[0]}-{bpw[2]}, "
+                f"{len(m.bytes_changed)} pages seen changing)"
+            )
         lines.append(f"  guest: {self.inference.describe()}")
         lines.append(f"  settings: {describe_settings(self.settings)}; link {self.link_how}")
         lines.append(f"  with these settings: {_check_text(c)}")

@@ -70,6 +70,7 @@ class Inference:
             "write_rate_bytes_per_s": [min(rate), max(rate)] if rate else None,
             "patterns": sorted({w.pattern for w in busy}),
             "idle_possible": any(w.idle for w in self.workloads),
+            "bytes_per_write": sorted({w.bytes_per_write for w in busy}),
             "non_zero_bytes": list(self.nonzero_bytes) if self.nonzero_bytes else None,
         }
 
@@ -197,7 +198,18 @@ def infer(m: DirtyMeasurement, machine: Machine | None = None) -> Inference:
             "zero-page share unknown: members with mostly zero and with all non-zero "
             "memory outside the working set"
         )
-    workloads = _variants(chosen, ram, nz)
+    bpw = m.bytes_per_write()
+    if bpw is not None:
+        notes.append(
+            f"bytes changed per rewritten page: {bpw[1]} (quartiles {bpw[0]}-{bpw[2]}, "
+            f"{len(m.bytes_changed)} pages read twice)"
+        )
+    else:
+        notes.append(
+            "bytes changed per write unknown (too few sampled pages rewritten): "
+            f"{BYTES_RANGE[0]}-{BYTES_RANGE[-1]} kept in the set"
+        )
+    workloads = _variants(chosen, ram, nz, bpw)
     notes.append(
         f"{len(pts)} period lengths ({', '.join(f'{p.length:g} s' for p in pts)}), "
         f"best fit chi2 {best_chi2:.1f} over {len(pts)} points, margin {margin:.1f}"
@@ -224,10 +236,17 @@ def _spread(bases: list[tuple[float, Workload]]) -> list[Workload]:
     return out[:MAX_BASES]
 
 
-def _variants(bases: list[Workload], ram: int, nz: tuple[float, float] | None) -> list[Workload]:
+def _variants(
+    bases: list[Workload],
+    ram: int,
+    nz: tuple[float, float] | None,
+    bpw: tuple[int, int, int] | None = None,
+) -> list[Workload]:
     """Each base in the variants the measurement cannot tell apart: the throttle
-    response and bytes per write (paired low/middle/high, as calibrate does), and the
-    non-zero memory outside the working set (measured, or both ends when unknown)."""
+    response and bytes per write (paired low/middle/high, as calibrate does; the bytes
+    are the measured quartiles where pages were read twice), and the non-zero memory
+    outside the working set (measured, or both ends when unknown)."""
+    low, mid, high = (max(1, min(PAGE_SIZE, b)) for b in bpw) if bpw else BYTES_RANGE
     out: list[Workload] = []
     for b in bases:
         if nz is not None:
@@ -239,7 +258,6 @@ def _variants(bases: list[Workload], ram: int, nz: tuple[float, float] | None) -
                 out.append(z)
                 continue
             # the middle variant first: the first member is the best fit
-            for cpu, n in ((CPU_RANGE[1], BYTES_RANGE[1]), (CPU_RANGE[0], BYTES_RANGE[0]),
-                           (CPU_RANGE[2], BYTES_RANGE[2])):  # fmt: skip
+            for cpu, n in ((CPU_RANGE[1], mid), (CPU_RANGE[0], low), (CPU_RANGE[2], high)):
                 out.append(dataclasses.replace(z, cpu=cpu, bytes_per_write=n))
     return out
