@@ -63,6 +63,15 @@ CASES = (
     Case("above-64", 512, "ws=128MiB,rate=64MiB/s,pattern=random,bytes=8", (LINK32,), 35),
     Case("above-seq", 384, "ws=96MiB,rate=48MiB/s,pattern=seq,bytes=256", (LINK32,), 35),
     Case("above-256", 256, "ws=96MiB,rate=40MiB/s,pattern=random,bytes=16", (LINK32,), 35),
+    # XBZRLE: whether it converges depends on the bytes a write changes
+    Case(
+        "xbz-16", 512, "ws=128MiB,rate=48MiB/s,pattern=random,bytes=16",
+        (LINK32, "xbzrle=on", "xbzrle-cache-size=256MiB"), 40,
+    ),
+    Case(
+        "xbz-4096", 512, "ws=128MiB,rate=48MiB/s,pattern=random,bytes=4096",
+        (LINK32, "xbzrle=on", "xbzrle-cache-size=256MiB"), 35,
+    ),
     # near the link rate: where the verdict is hardest
     Case("near-28", 512, "ws=128MiB,rate=28MiB/s,pattern=random,bytes=8", (LINK32,), 45),
     Case("near-36", 512, "ws=128MiB,rate=36MiB/s,pattern=random,bytes=8", (LINK32,), 40),
