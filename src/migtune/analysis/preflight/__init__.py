@@ -186,10 +186,13 @@ def _link(link_rate: float | None, s: Settings, machine: Machine) -> tuple[float
     if link_rate is not None:
         return link_rate, f"{format_bits(link_rate)} (--link)"
     cap = s.max_bandwidth or 0
-    text = f"not given: {format_bits(machine.link_rate)} assumed (the lab's loopback; --link)"
+    lab = f"the lab's loopback ({format_bits(machine.link_rate)}) assumed"
     if cap and cap < 2**60:
-        text = f"not given: the {format_rate(cap)} cap binds, faster links assumed ({text})"
-    return machine.link_rate, text
+        return (
+            machine.link_rate,
+            f"not given (--link): the {format_rate(cap)} cap binds; {lab} behind it",
+        )
+    return machine.link_rate, f"not given (--link): {lab}"
 
 
 def predict_from_measurement(
