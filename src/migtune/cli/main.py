@@ -37,7 +37,17 @@ def cli() -> None:
 
 def _register() -> None:
     # Importing a command module registers its commands on ``cli``.
-    from migtune.cli import history, lab, logs, migrate, plan, report, simulate, tune  # noqa: F401
+    from migtune.cli import (  # noqa: F401
+        history,
+        lab,
+        logs,
+        migrate,
+        plan,
+        preflight,
+        report,
+        simulate,
+        tune,
+    )
 
 
 def one_line(message: str) -> str:

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migtune.errors import (
     EXIT_CANCELLED,
@@ -56,6 +56,9 @@ from migtune.qemu.supervisor import (
 )
 from migtune.settings import check_for_guest
 from migtune.sources.recording import parse_recording
+
+if TYPE_CHECKING:
+    from migtune.outputs.metrics import MigrationMetrics
 
 __all__ = ["MigrationResult", "migrate", "attach", "cancel_migration", "CancelResult"]
 
@@ -119,6 +122,7 @@ def migrate(
     workload: str | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
 ) -> MigrationResult:
     """Migrate the QEMU behind ``source_qmp`` to ``to_uri`` and return what happened.
 
@@ -132,7 +136,8 @@ def migrate(
     A destination that does not answer QMP for ``dest_grace`` seconds fails the
     migration.  Raises ``UnavailableError`` when a QMP socket is missing,
     ``InputError`` for a combination QEMU rejects; otherwise returns a
-    :class:`MigrationResult`.
+    :class:`MigrationResult`.  ``metrics`` (:mod:`migtune.outputs.metrics`) is fed
+    every sample, the settings in force and the outcome, for a Prometheus endpoint.
     """
     postcopy_refusal(settings, allow_postcopy)
     pol = parse_policy(policy)
@@ -145,6 +150,7 @@ def migrate(
         source_qmp, to_uri, settings, pol, time_limit, dest_qmp, allow_postcopy,
         postcopy_after_passes, postcopy_after, poll_interval, dest_grace, keep_settings,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, meta or {}, workload)
 
 
@@ -162,6 +168,7 @@ def attach(
     poll_interval: float | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
 ) -> MigrationResult:
     """Take over supervision of the migration already running on ``source_qmp``.
 
@@ -176,6 +183,7 @@ def attach(
         allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,
         keep_settings,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, {"attached": True}, None)
 
 
@@ -202,6 +210,7 @@ class _Driver(Supervisor):
         # side -> (connection, settings before migtune touched them)
         self.snapshots: dict[str, tuple[QMP, restore.SettingsSnapshot]] = {}
         self.restored: bool | None = None
+        self.metrics: MigrationMetrics | None = None  # a Prometheus endpoint's figures
 
     # -- set-up ------------------------------------------------------------------------
     def _snapshot(self, side: str, q: QMP, path: str) -> None:
@@ -345,6 +354,8 @@ class _Driver(Supervisor):
                     version, effective, run_state = self._configure(src, dst)
                     self.t0 = time.time()
                 self.show = display = progress_sink(progress)
+                if self.metrics is not None:  # every sample also goes to the endpoint
+                    self.show = self.metrics.progress_sink(display, effective, self.actions)
                 src.events()  # drop whatever was queued before this migration
                 self.rec.header(
                     "migrate", to_dict(effective), self.t0, qemu_version=version,
@@ -401,6 +412,8 @@ class _Driver(Supervisor):
                 if not issued:
                     tee.close_file()
         result = self._result(tee, record, status, reason, source_status, version)
+        if self.metrics is not None:
+            self.metrics.finish(result.status)
         if error is not None:
             raise _after_cancel(error, source_status)
         return result
