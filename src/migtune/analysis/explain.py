@@ -15,6 +15,7 @@ from migtune.analysis import explain_proxmox, explain_qemu, explain_qmp
 from migtune.analysis.diagnose import Diagnosis, diagnose
 from migtune.analysis.explain_ctx import Ctx
 from migtune.analysis.findings import ExplainedLine, Phase
+from migtune.analysis.live import timeline_rows
 from migtune.analysis.metrics import Metrics, count_remaining_jumps, storage_window
 from migtune.model import Event, Run, Sample
 from migtune.settings import describe
@@ -29,6 +30,8 @@ class Explanation:
     timeline: list[Phase]
     diagnosis: Diagnosis
     summary: list[str] = field(default_factory=list)  # a few sentences: what happened
+    # live predictions recorded during the run, and the decisions they justified
+    predictions: list[dict] = field(default_factory=list)
 
     @property
     def metrics(self) -> Metrics:
@@ -77,6 +80,7 @@ def explain(run: Run) -> Explanation:
         timeline=timeline(run, m),
         diagnosis=diagnosis,
         summary=summary(run, m),
+        predictions=timeline_rows(run),
     )
 
 
@@ -198,6 +202,13 @@ def event_notes(events: list[Event]) -> list[str]:
             notes += explain_qemu.status_meaning(d["status"])
         elif e.kind == "info" and "pass" in d:
             notes.append(f"pass {d['pass']} starts (dirty-bitmap sync)")
+        elif e.kind == "prediction" and isinstance(d.get("text"), str):
+            notes.append(
+                f"migtune's live prediction from the first {format_duration(d.get('t'))} "
+                f"of the migration: {d['text']}"
+            )
+        elif isinstance(d.get("prediction"), dict) and e.message:
+            notes.append(f"migtune policy decision, justified by the live prediction: {e.message}")
         elif e.kind in ("error", "warning") and e.message:
             notes.append(f"{e.kind}: {e.message}")
         elif e.kind in _KIND_NOTES:

@@ -110,7 +110,7 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
 )
 @migration_settings_options(command="lab")
 @click.option("--policy", default="fixed", show_default=True, metavar="SPEC",
-              help="fixed, proxmox, nova or kubevirt, with parameters as for `migtune migrate`.")  # fmt: skip
+              help="fixed, proxmox, nova, kubevirt or migtune, with parameters as for `migtune migrate`.")  # fmt: skip
 @click.option("--time-limit", type=DURATION, default="60s", show_default=True, metavar="TIME",
               help="Cancel the migration after this long (the source keeps running).")  # fmt: skip
 @click.option("--record", type=click.Path(dir_okay=False), metavar="FILE",

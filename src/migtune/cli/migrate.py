@@ -38,6 +38,9 @@ POLICY_HELP = (
     "size=N): abort when remaining has not fallen for progress_timeout; at "
     "completion_per_gib x ceil(RAM/1e9) switch to post-copy if allowed (or pause with "
     "disruption=yes), else abort. "
+    "migtune (max-downtime=2s, max-time=TIME, allow=auto-converge+postcopy, link=RATE): "
+    "predict at every sync and make the smallest change the model says converges within "
+    "the limits, or cancel early when nothing allowed can. "
     "Example: --policy nova:steps=5,timeout=400s."
 )
 

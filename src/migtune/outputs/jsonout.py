@@ -133,6 +133,7 @@ def explanation_dict(x: Explanation, lines: Any = None) -> dict[str, Any]:
                 }
                 for p in x.timeline
             ],
+            "predictions": list(x.predictions),
             "diagnosis": d,
         }
     )

@@ -192,4 +192,10 @@ def _render_rest(x: Explanation, con: Console) -> None:
             dur = format_duration(p.duration) if p.duration is not None else "?"
             con.print(Text(f"  {p.name:13} at {start:>10}  {dur:>12}  {p.note}"))
         con.print()
+    if x.predictions:
+        con.print(Text("Live predictions (what migtune expected while it ran)", style="bold"))
+        for r in x.predictions:
+            at = "?" if r["t"] is None else f"{r['t']:8.1f} s"
+            con.print(Text(f"  {r['kind']:10} at {at:>10}  {r['text']}"))
+        con.print()
     render_diagnosis(x.diagnosis, con=con)
