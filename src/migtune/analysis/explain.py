@@ -7,6 +7,7 @@ module walks the lines, builds the phase timeline and adds the diagnosis.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from migtune.analysis.live import timeline_rows
 from migtune.analysis.metrics import Metrics, count_remaining_jumps, storage_window
 from migtune.model import Event, Run, Sample
 from migtune.settings import describe
+from migtune.sources import fewer_collections
 from migtune.units import format_bytes, format_duration, format_rate
 
 
@@ -85,6 +87,14 @@ def explain(run: Run) -> Explanation:
 def _explained_lines(
     run: Run, m: Metrics, wanted: Callable[[int], bool] | None = None
 ) -> Iterator[ExplainedLine | None]:
+    # A huge log streams through here as through the parse: see fewer_collections.
+    with fewer_collections():
+        yield from _explained(run, m, wanted)
+
+
+def _explained(
+    run: Run, m: Metrics, wanted: Callable[[int], bool] | None
+) -> Iterator[ExplainedLine | None]:
     ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
     samples: dict[int, Sample] = {}
     for s in run.samples:
@@ -95,17 +105,19 @@ def _explained_lines(
             ctx.events_by_line.setdefault(e.source.line, []).append(e)
     reparsed = _reparsed_samples(run)
     proxmox = run.format == "proxmox"
+    events_by_line = ctx.events_by_line
     for no, text in _numbered_lines(run):
         notes: list[str] = []
+        # (``text and not text.isspace()`` is ``text.strip()`` without a copy of the line)
         if wanted is not None and not wanted(no) and proxmox:
-            if text.strip() and not text.startswith("#"):
+            if text and not text.isspace() and not text.startswith("#"):
                 sample = samples.get(no)
                 if sample is None and reparsed is not None:
                     sample = reparsed(no)
                 explain_proxmox.advance(text, sample, ctx)
             yield None
             continue
-        if text.strip() and not text.startswith("#"):
+        if text and not text.isspace() and not text.startswith("#"):
             if proxmox:
                 sample = samples.get(no)
                 if sample is None and reparsed is not None:
@@ -119,8 +131,8 @@ def _explained_lines(
                 notes = [f"migtune recording header; settings in force: {describe(run.settings)}"]
             else:
                 notes = explain_qemu.notes_for(text, ctx)
-        if not notes and no in ctx.events_by_line:
-            notes = event_notes(ctx.events_by_line[no])
+        if not notes and no in events_by_line:
+            notes = event_notes(events_by_line[no])
         yield ExplainedLine(no, text, notes)
 
 
@@ -136,10 +148,9 @@ def _reparsed_samples(run: Run) -> Callable[[int], Sample | None] | None:
         return None
     if run.lines is None:
         return None
-    from migtune.sources import blank_header_comments
     from migtune.sources.proxmox import iter_records
 
-    records = iter_records(blank_header_comments(iter(run.lines), []))
+    records = iter_records(_blanked_header(_lines_of(run.lines)))
     pending: list[Sample | None] = [None]
 
     def sample_at(no: int) -> Sample | None:
@@ -205,6 +216,20 @@ def event_notes(events: list[Event]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+def _blanked_header(lines: Iterator[str]) -> Iterator[str]:
+    """The lines with the leading ``#`` block blanked, as the parse read them
+    (sources.blank_header_comments, without a generator step per line after it)."""
+    head: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            head.append("")
+            continue
+        head.append(line)
+        if line.strip():
+            break
+    return itertools.chain(head, lines)
+
+
 def _one_line_object(text: str) -> bool:
     body = text.strip()
     return body.startswith("{") and body.endswith("}") and body.count(":") > 2
@@ -214,9 +239,16 @@ def _page_size(run: Run) -> int | None:
     return next((s.page_size for s in run.samples if s.page_size), None)
 
 
+def _lines_of(lines: Iterable[str]) -> Iterator[str]:
+    batches = getattr(lines, "batches", None)
+    if batches is not None:  # a LineSource: its lists of lines, chained in C
+        return itertools.chain.from_iterable(batches())
+    return iter(lines)
+
+
 def _numbered_lines(run: Run) -> Iterable[tuple[int, str]]:
     if run.lines is not None:
-        return enumerate(run.lines, 1)
+        return enumerate(_lines_of(run.lines), 1)
     # No source text kept (e.g. a Run built in code): rebuild it from the source refs.
     refs: dict[int, str] = {}
     for item in [*run.samples, *run.events]:

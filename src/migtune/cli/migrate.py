@@ -11,6 +11,7 @@ import click
 
 from migtune.cli.history import history_options, record_quietly
 from migtune.cli.main import cli
+from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
     DURATION,
     migration_settings_options,
@@ -111,6 +112,7 @@ POLICY_HELP = (
     "back what was in force before, on the source always and on the destination unless "
     "the migration completed).",
 )
+@metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")
 @history_options
@@ -156,10 +158,11 @@ def migrate_cmd(**kwargs: Any) -> int:
         "keep_settings": kwargs["keep_settings"],
         **rule.as_kwargs(),
     }
-    if kwargs["attach"]:
-        result = attach(kwargs["qmp"], **common)
-    else:
-        result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, **common)
+    with metrics_endpoint(kwargs) as metrics:  # a port in use: exit 2 before QEMU is touched
+        if kwargs["attach"]:
+            result = attach(kwargs["qmp"], metrics=metrics, **common)
+        else:
+            result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, metrics=metrics, **common)
     history_id = _record(result, kwargs)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))

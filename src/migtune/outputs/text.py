@@ -152,6 +152,8 @@ def _plain_log(x: Explanation, out: IO[str]) -> None:
 
 def _as_rich_plain(line: str) -> str:
     """What rich prints for a plain Text line: control codes dropped, tabs expanded."""
+    if line.isprintable():  # no control code, no tab: the usual line, as it is
+        return line
     return strip_control_codes(line).expandtabs(8)
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migtune.errors import (
     EXIT_CANCELLED,
@@ -57,6 +57,9 @@ from migtune.qemu.supervisor import (
 )
 from migtune.settings import check_for_guest
 from migtune.sources.recording import parse_recording
+
+if TYPE_CHECKING:
+    from migtune.outputs.metrics import MigrationMetrics
 
 __all__ = ["MigrationResult", "migrate", "attach", "cancel_migration", "CancelResult"]
 
@@ -120,6 +123,7 @@ def migrate(
     workload: str | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
     predict: bool = True,
 ) -> MigrationResult:
     """Migrate the QEMU behind ``source_qmp`` to ``to_uri`` and return what happened.
@@ -137,7 +141,8 @@ def migrate(
     (:mod:`migtune.qemu.livewatch`): shown on the progress line, recorded as
     ``prediction`` events.  Raises ``UnavailableError`` when a QMP socket is missing,
     ``InputError`` for a combination QEMU rejects; otherwise returns a
-    :class:`MigrationResult`.
+    :class:`MigrationResult`.  ``metrics`` (:mod:`migtune.outputs.metrics`) is fed
+    every sample, the settings in force and the outcome, for a Prometheus endpoint.
     """
     postcopy_refusal(settings, allow_postcopy)
     pol = parse_policy(policy)
@@ -151,6 +156,7 @@ def migrate(
         postcopy_after_passes, postcopy_after, poll_interval, dest_grace, keep_settings,
         predict,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, meta or {}, workload)
 
 
@@ -168,6 +174,7 @@ def attach(
     poll_interval: float | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
     predict: bool = True,
 ) -> MigrationResult:
     """Take over supervision of the migration already running on ``source_qmp``.
@@ -183,6 +190,7 @@ def attach(
         allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,
         keep_settings, predict,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, {"attached": True}, None)
 
 
@@ -210,6 +218,7 @@ class _Driver(Supervisor):
         # side -> (connection, settings before migtune touched them)
         self.snapshots: dict[str, tuple[QMP, restore.SettingsSnapshot]] = {}
         self.restored: bool | None = None
+        self.metrics: MigrationMetrics | None = None  # a Prometheus endpoint's figures
 
     # -- set-up ------------------------------------------------------------------------
     def _snapshot(self, side: str, q: QMP, path: str) -> None:
@@ -354,6 +363,8 @@ class _Driver(Supervisor):
                     version, effective, run_state = self._configure(src, dst)
                     self.t0 = time.time()
                 self.show = display = progress_sink(progress)
+                if self.metrics is not None:  # every sample also goes to the endpoint
+                    self.show = self.metrics.progress_sink(display, effective, self.actions)
                 src.events()  # drop whatever was queued before this migration
                 self.rec.header(
                     "migrate", to_dict(effective), self.t0, qemu_version=version,
@@ -424,6 +435,8 @@ class _Driver(Supervisor):
                 if not issued:
                     tee.close_file()
         result = self._result(tee, record, status, reason, source_status, version)
+        if self.metrics is not None:
+            self.metrics.finish(result.status)
         if error is not None:
             raise _after_cancel(error, source_status)
         return result
