@@ -277,3 +277,19 @@ def test_a_policy_stepping_auto_converge_is_replayed_maximum_first():
     run = recording_prefix([*lines[:at], json.dumps(step), *lines[at:]], 12.0)
     names = [a.split("=")[0] for _, a in extract(run).schedule]
     assert names == ["max-cpu-throttle", "cpu-throttle-initial", "cpu-throttle-increment"]
+
+
+def test_predictions_reach_the_prometheus_endpoint():
+    from prometheus_client import generate_latest
+
+    from migtune.outputs.metrics import MigrationMetrics
+
+    sup, _ = _supervisor(Policy())
+    sup.metrics = MigrationMetrics()
+    for sample, text in replay(lines_of("below-link-1.jsonl")):
+        sup.snapshot = lambda text=text: text
+        sup._live_step(sample, sample.t)
+    page = generate_latest(sup.metrics.registry).decode()
+    assert "migtune_migration_predicted_converges 1.0" in page
+    eta = [ln for ln in page.splitlines() if ln.startswith("migtune_migration_predicted_remaining")]
+    assert eta and all("nan" not in ln.lower() for ln in eta)
