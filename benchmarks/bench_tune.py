@@ -286,8 +286,10 @@ def report(names: list[str]) -> None:
                     ok.append((o.total_time_s, labels[label]))
         best = min(ok, default=None)
         rec = d / "recommended.jsonl"
-        ro = _outcome(rec) if rec.exists() else None
         same = next((k for k, v in labels.items() if v == t["recommendation"]), None)
+        if not rec.exists() and same:  # not run again: its run in the sweep stands for it
+            rec = d / f"{same}.jsonl"
+        ro = _outcome(rec) if rec.exists() else None
         pred = next((c["predicted"] for c in cands if c["label"] == t["recommendation"]), None)
         ratio = f"{ro.total_time_s / best[0]:.2f}x" if ro and ro.converged and best else "-"
         ram, workload, cap = SCENARIOS[name]
