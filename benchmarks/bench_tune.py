@@ -330,7 +330,9 @@ def main() -> int:
         report(names)
         return 0
     for n in names:
-        {"record": record, "tune": run_tune}.get(a.stage, lambda x: sweep(x, a.minutes, a.not_after))(n)
+        {"record": record, "tune": run_tune}.get(
+            a.stage, lambda x: sweep(x, a.minutes, a.not_after)
+        )(n)
     return 0
 
 
