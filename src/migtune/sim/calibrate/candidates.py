@@ -86,6 +86,57 @@ def sync_pairs(ev: Evidence) -> list[tuple[float, float]]:
     return out
 
 
+def rate_periods(ev: Evidence, nonzero: int | None = None) -> list[tuple[float, float, bool]]:
+    """(period seconds, bytes dirtied in it, is the first period) for each unthrottled
+    rate period the log shows a ``dirty-pages-rate`` for.
+
+    QEMU computes the rate at a sync that closes a period of at least 1 s: the pages
+    newly dirtied in the period over its length (docs/qemu-migration.md §1.6), so a
+    period is about a pass, not a second, and rate x period is the pass's dirty set.
+    A value seen for the first time ended its period between the line before and its
+    own line.  The first period starts with the migration and ends with the first
+    pass: where the log says how much memory is non-zero, when ``transferred`` reached
+    it; otherwise half-way between the two lines.  Later periods run from one change of
+    the value to the next (a slow sampler may merge several)."""
+    rates = sorted((t, r) for t, r, thr in ev.dirty_rates if r > 0 and not thr)
+    if not rates:
+        return []
+    times = sorted(t for t, _ in ev.progress)
+    changes: list[tuple[float, float, float]] = []  # (earliest end, latest end, rate)
+    prev_value = None
+    for t, r in rates:
+        if r != prev_value:
+            before = [x for x in times if x < t - 1e-9]
+            changes.append((before[-1] if before else 0.0, t, r))
+        prev_value = r
+    out: list[tuple[float, float, bool]] = []
+    lo, hi, r = changes[0]
+    if ev.start_known and not any(t < hi - 1e-9 for t, _, _ in ev.dirty_rates if _ > 0):
+        end = (lo + hi) / 2
+        crossed = _time_sent(ev, nonzero) if nonzero else None
+        if crossed is not None:
+            end = min(hi, max(lo, crossed))
+        if end > 0:
+            out.append((end, r * end, True))
+    for (lo0, hi0, _), (lo1, hi1, r1) in zip(changes, changes[1:], strict=False):
+        span = (lo1 + hi1) / 2 - (lo0 + hi0) / 2
+        if span >= 1.0:
+            out.append((span, r1 * span, False))
+    return out
+
+
+def _time_sent(ev: Evidence, sent: float) -> float | None:
+    """When ``transferred`` reached ``sent`` (linear between the lines around it)."""
+    prev = (0.0, 0) if ev.start_known else None
+    for t, b in sorted(ev.progress):
+        if b >= sent:
+            if prev is None or b <= prev[1]:
+                return t
+            return prev[0] + (t - prev[0]) * (sent - prev[1]) / (b - prev[1])
+        prev = (t, b)
+    return None
+
+
 def fit_pattern(pattern: str, pairs: list[tuple[float, float]], writable: int):
     """The working sets (ladder) with the rate fitting ``pairs`` best, by residual:
     ``[(residual, ws, rate)]`` sorted, best first."""
@@ -154,6 +205,19 @@ def seeds(
                 add(pattern, ws, rate_for(pattern, ws, min(drate, ws * 0.9), 1.0))
         add("seq", lo, drate)
         how = f"a dirty-page rate of {drate / 2**20:.1f} MiB/s"
+        # the periods the rates were measured over: a period of T s that counted D
+        # bytes dirty fixes the rate once the working set is chosen, as a pass does
+        periods = [p for p in rate_periods(ev, writable) if p[1] < writable]
+        for t, d, _ in periods[:3]:
+            for ws in _ladder(d * 1.1, hi, 4):
+                for pattern in ("random", "hotcold"):
+                    add(pattern, ws, rate_for(pattern, ws, d, t))
+            add("seq", min(hi, d * 1.1), d / t)
+        if periods:
+            how += (
+                f" over rate periods of {min(p[0] for p in periods):.1f}-"
+                f"{max(p[0] for p in periods):.1f} s"
+            )
     elif not ev.converged and ev.transferred and ev.transferred > writable:
         # re-sent bytes while still running: the guest keeps dirtying at about link speed
         lo = min(writable, max(link * 2, MIN_WS))
