@@ -101,26 +101,37 @@ def rate_periods(ev: Evidence, nonzero: int | None = None) -> list[tuple[float, 
     rates = sorted((t, r) for t, r, thr in ev.dirty_rates if r > 0 and not thr)
     if not rates:
         return []
+    seen = {round(t, 3) for t, _ in rates}
     times = sorted(t for t, _ in ev.progress)
-    changes: list[tuple[float, float, float]] = []  # (earliest end, latest end, rate)
+    # (earliest end, latest end, rate, every line since the previous change had a rate)
+    changes: list[tuple[float, float, float, bool]] = []
     prev_value = None
-    for t, r in rates:
+    unbroken = True
+    for t in times:
+        if round(t, 3) not in seen:
+            unbroken = ev.rate_absent_is_zero and prev_value is None
+            continue
+        r = next(v for x, v in rates if round(x, 3) == round(t, 3))
         if r != prev_value:
             before = [x for x in times if x < t - 1e-9]
-            changes.append((before[-1] if before else 0.0, t, r))
+            changes.append((before[-1] if before else 0.0, t, r, unbroken))
+            unbroken = True
         prev_value = r
+    if not changes:
+        return []
     out: list[tuple[float, float, bool]] = []
-    lo, hi, r = changes[0]
-    if ev.start_known and not any(t < hi - 1e-9 for t, _, _ in ev.dirty_rates if _ > 0):
+    lo, hi, r, _ = changes[0]
+    # the first value ends the first period only where a line without a rate means 0
+    if ev.start_known and ev.rate_absent_is_zero and rates[0][0] >= hi - 1e-9:
         end = (lo + hi) / 2
         crossed = _time_sent(ev, nonzero) if nonzero else None
         if crossed is not None:
             end = min(hi, max(lo, crossed))
         if end > 0:
             out.append((end, r * end, True))
-    for (lo0, hi0, _), (lo1, hi1, r1) in zip(changes, changes[1:], strict=False):
+    for (lo0, hi0, _, _), (lo1, hi1, r1, unbroken1) in zip(changes, changes[1:], strict=False):
         span = (lo1 + hi1) / 2 - (lo0 + hi0) / 2
-        if span >= 1.0:
+        if span >= 1.0 and unbroken1:
             out.append((span, r1 * span, False))
     return out
 
