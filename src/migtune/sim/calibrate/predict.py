@@ -104,7 +104,7 @@ class Prediction:
             out = (
                 f"converges for {c} of {n} plausible workloads (in "
                 f"{_span_text(min(done), max(done), format_duration)}); the others did not "
-                f"finish within {h}"
+                f"finish within {h}: the log cannot tell which, low confidence"
             )
         if self.low_confidence:
             out += " [low confidence: the replay did not reproduce the observed outcome]"
@@ -118,6 +118,8 @@ class Prediction:
         d["range"] = self.summary()
         d["verdict"] = self.verdict()
         d["low_confidence"] = self.low_confidence
+        # the plausible workloads disagree on whether it converges: the log cannot tell
+        d["outcome_uncertain"] = 0 < self.converged_count < len(self.members)
         d["notes"] = self.notes
         d["members"] = [
             {

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from migtune.model import Run
+from migtune.outcome import Outcome
 from migtune.outputs.platform_logs import hmp_snapshots, proxmox_task_log
-from migtune.sim.calibrate import calibrate, what_if
+from migtune.sim.calibrate import Prediction, calibrate, what_if
 from migtune.sim.calibrate.evidence import extract, observed_outcome
 from migtune.sources import load_run
 from migtune.sources.hmp import parse as parse_hmp
@@ -153,6 +154,11 @@ def pair_case(a: str, b: str, source: str = "recording") -> Case:
     cal = calibrate(load(a, source))
     horizon = None if real.converged else ev.duration
     pred = what_if(cal, target.settings, horizon=horizon)
+    return judge(f"{a} -> {b}", source, pred, real)
+
+
+def judge(name: str, source: str, pred: Prediction, real: Outcome) -> Case:
+    """A what-if against what really happened (the accounting above)."""
     o = pred.result.outcome
     members = [m.outcome for m in pred.members]
     if real.converged:
@@ -175,7 +181,7 @@ def pair_case(a: str, b: str, source: str = "recording") -> Case:
     t_err = _rel(o.total_time_s, real.total_time_s) if ok and real.converged else None
     b_err = _rel(o.transferred_bytes, real.transferred_bytes) if ok else None
     return Case(
-        f"{a} -> {b}",
+        name,
         source,
         ok,
         t_err,
