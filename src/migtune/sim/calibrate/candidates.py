@@ -208,27 +208,29 @@ def seeds(
             "(remaining right after each sync)"
         )
     elif drate:
-        # QEMU's dirty-pages-rate: distinct pages per rate period (>= 1 s, about a pass)
+        # QEMU's dirty-pages-rate: the pages newly dirtied in a rate period (>= 1 s,
+        # closed by a sync: about a pass) over its length.  A period of T s that
+        # counted D bytes fixes the rate once the working set is chosen, as a pass
+        # does: the first period (the first pass) and the median later one are used;
+        # where the log shows no period, the rate is read as one second's dirtying
         hi = writable
-        lo = min(hi, max(drate * 4, MIN_WS))
-        for ws in _ladder(lo, hi, 4):
-            for pattern in ("random", "hotcold"):
-                add(pattern, ws, rate_for(pattern, ws, min(drate, ws * 0.9), 1.0))
-        add("seq", lo, drate)
-        how = f"a dirty-page rate of {drate / 2**20:.1f} MiB/s"
-        # the periods the rates were measured over: a period of T s that counted D
-        # bytes dirty fixes the rate once the working set is chosen, as a pass does
         periods = [p for p in rate_periods(ev, writable) if p[1] < writable]
-        for t, d, _ in periods[:3]:
+        later = sorted((p for p in periods if not p[2]), key=lambda p: p[0])
+        chosen = [p for p in periods if p[2]] + ([later[len(later) // 2]] if later else [])
+        for t, d, _ in chosen:
             for ws in _ladder(d * 1.1, hi, 4):
                 for pattern in ("random", "hotcold"):
                     add(pattern, ws, rate_for(pattern, ws, d, t))
             add("seq", min(hi, d * 1.1), d / t)
-        if periods:
-            how += (
-                f" over rate periods of {min(p[0] for p in periods):.1f}-"
-                f"{max(p[0] for p in periods):.1f} s"
-            )
+        if not chosen:
+            lo = min(hi, max(drate * 4, MIN_WS))
+            for ws in _ladder(lo, hi, 4):
+                for pattern in ("random", "hotcold"):
+                    add(pattern, ws, rate_for(pattern, ws, min(drate, ws * 0.9), 1.0))
+            add("seq", lo, drate)
+        how = f"a dirty-page rate of {drate / 2**20:.1f} MiB/s"
+        if chosen:
+            how += " over rate periods of " + ", ".join(f"{t:.1f} s" for t, _, _ in chosen)
     elif not ev.converged and ev.transferred and ev.transferred > writable:
         # re-sent bytes while still running: the guest keeps dirtying at about link speed
         lo = min(writable, max(link * 2, MIN_WS))
