@@ -13,6 +13,7 @@ recordings, which are kept in ``tests/fixtures/lab/tune-<scenario>/``.
 
 Run:
   python benchmarks/bench_tune.py                       # speed
+  python benchmarks/bench_tune.py --inputs              # every example and real log
   flock /tmp/migtune-qemu.lock python benchmarks/bench_tune.py --lab t1 --stage record
   python benchmarks/bench_tune.py --lab t1 --stage tune
   flock /tmp/migtune-qemu.lock python benchmarks/bench_tune.py --lab t1 --stage sweep --minutes 8
@@ -26,6 +27,7 @@ the sweep, its real downtime never above the limit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -106,6 +108,32 @@ def speed() -> None:
         print(f"{platform + '+log':<10} {s['candidates']:>10}  {s['confirmed']:>9}  "
               f"{s['simulations']:>11}  {per * 1000:6.1f} ms  {wall:9.1f} s  {verdict}"
               "  (wall includes calibration)")  # fmt: skip
+
+
+def inputs() -> None:
+    """tune on every example and public real log: exit code, answer, wall time."""
+    from migtune.cli.tune import PLATFORM_OF_FORMAT
+    from migtune.errors import MigtuneError
+
+    files = sorted(p for p in (ROOT / "examples").iterdir() if p.is_file())
+    files += sorted((ROOT / "tests" / "fixtures" / "real").glob("*.txt"))
+    for path in files:
+        t0 = time.perf_counter()
+        try:
+            run = load_run(str(path))
+            platform = PLATFORM_OF_FORMAT.get(run.format, "qemu")
+            r = tune(run, platform=platform)
+            code = 0 if r.recommendation else 6
+            best = r.recommendation or r.closest
+            p = best.predicted() if best else {}
+            t = p.get("total_time_s", {})
+            answer = (f"{'recommend' if code == 0 else 'closest'}: {best.label}; total "
+                      f"{format_duration(t.get('min'))}-{format_duration(t.get('max'))}, "
+                      f"{p.get('converged_share', 0):.0%} converge" if best else "no candidate")  # fmt: skip
+        except MigtuneError as exc:
+            code, answer = exc.exit_code, f"error: {exc}"
+        wall = time.perf_counter() - t0
+        print(f"{path.name:<55} exit {code}  {wall:6.1f} s  {answer}", flush=True)
 
 
 # -- lab -----------------------------------------------------------------------------------
@@ -208,57 +236,84 @@ def sweep(name: str, minutes: float) -> None:
 
 
 def _outcome(path: Path):
-    return outcome_from_run(load_run(str(path)))
+    run = load_run(str(path))
+    o = outcome_from_run(run)
+    if o.total_time_s is None and run.samples:  # cancelled: QEMU's clock stops with it
+        o = dataclasses.replace(o, total_time_s=run.samples[-1].t)
+    return o
+
+
+def _load(path: Path) -> float | None:
+    """The 1-minute load average the lab wrote at the start of a recording."""
+    try:
+        head = json.loads(path.read_text().split("\n", 1)[0])
+        return head["meta"]["machine"]["loadavg"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _cell(p: Path) -> str:
+    if not p.exists():
+        return "not run"
+    o = _outcome(p)
+    if not o.converged:
+        return f"{o.status} at {format_duration(o.total_time_s)}"
+    return f"{format_duration(o.total_time_s)}, {o.downtime_ms:.0f} ms"
 
 
 def report(names: list[str]) -> None:
-    print("scenario  workload / cap | rec. converged | rec. time | best sweep time | ratio | "
-          "rec. downtime (limit 1 s) | proxmox | nova | kubevirt")  # fmt: skip
+    """A markdown table: one row per scenario."""
+    print("| scenario | recommendation (predicted worst case) | converged | real time | "
+          "best real in the sweep | ratio | real downtime (limit 1 s) | same settings in the "
+          "sweep | sweep meeting the limits | Proxmox | Nova | KubeVirt | load |")  # fmt: skip
+    print("|" + "---|" * 13)
     for name in names:
         d = FIXTURES / f"tune-{name}"
         if not (PREDICTED / f"{name}.json").exists():
             continue
         t = json.loads((PREDICTED / f"{name}.json").read_text())
-        labels = {f"sweep-{i:02d}": c["label"]
-                  for i, c in enumerate(sorted(t["candidates"], key=lambda c: c["label"]))}  # fmt: skip
-        ok = []
+        cands = sorted(t["candidates"], key=lambda c: c["label"])
+        labels = {f"sweep-{i:02d}": c["label"] for i, c in enumerate(cands)}
+        ok, ran, loads = [], 0, []
         for label in labels:
             p = d / f"{label}.jsonl"
             if p.exists():
+                ran += 1
+                loads.append(_load(p))
                 o = _outcome(p)
                 if o.converged and (o.downtime_ms or 0) <= MAX_DOWNTIME * 1000:
                     ok.append((o.total_time_s, labels[label]))
         best = min(ok, default=None)
-
-        def cell(label: str, d: Path = d) -> str:
-            p = d / f"{label}.jsonl"
-            if not p.exists():
-                return "not run"
-            o = _outcome(p)
-            if not o.converged:
-                return f"{o.status} after {format_duration(o.total_time_s)}"
-            return f"{format_duration(o.total_time_s)}, downtime {o.downtime_ms:.0f} ms"
-
         rec = d / "recommended.jsonl"
         ro = _outcome(rec) if rec.exists() else None
+        same = next((k for k, v in labels.items() if v == t["recommendation"]), None)
+        pred = next((c["predicted"] for c in cands if c["label"] == t["recommendation"]), None)
         ratio = f"{ro.total_time_s / best[0]:.2f}x" if ro and ro.converged and best else "-"
         ram, workload, cap = SCENARIOS[name]
-        print(f"{name} {ram // MiB} MiB {workload} cap {cap // MiB} MiB/s | "
-              f"{t['recommendation'] or 'none: ' + str(t['closest'])} | "
-              f"{'yes' if ro and ro.converged else 'no' if ro else 'not run'} | "
+        loads = [x for x in loads if x is not None]
+        where = f"{name}: {ram // MiB} MiB, `{workload}`, cap {cap // MiB} MiB/s"
+        said = (f"{t['recommendation']} ({format_duration(pred['total_time_s']['max'])})"
+                if pred else f"none (closest {t['closest']})")  # fmt: skip
+        print(f"| {where} | {said} | {'yes' if ro and ro.converged else 'no' if ro else 'not run'} | "
               f"{format_duration(ro.total_time_s) if ro and ro.converged else '-'} | "
-              f"{format_duration(best[0]) + ' (' + best[1] + ')' if best else 'none converged'} | "
-              f"{ratio} | {f'{ro.downtime_ms:.0f} ms' if ro and ro.converged else '-'} | "
-              f"{cell('policy-proxmox')} | {cell('policy-nova')} | {cell('policy-kubevirt')} | "
-              f"sweep: {len(ok)} of {len(labels)} met the limits")  # fmt: skip
+              f"{format_duration(best[0]) + ' (' + best[1] + ')' if best else 'none'} | {ratio} | "
+              f"{f'{ro.downtime_ms:.0f} ms' if ro and ro.converged else '-'} | "
+              f"{_cell(d / f'{same}.jsonl') if same else '-'} | {len(ok)} of {ran} run "
+              f"({len(labels)} planned) | {_cell(d / 'policy-proxmox.jsonl')} | "
+              f"{_cell(d / 'policy-nova.jsonl')} | {_cell(d / 'policy-kubevirt.jsonl')} | "
+              f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} |")  # fmt: skip
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab", help="scenario name(s), comma-separated, or 'all'")
     ap.add_argument("--stage", choices=("record", "tune", "sweep", "report"), default="report")
+    ap.add_argument("--inputs", action="store_true", help="tune every example and real log")
     ap.add_argument("--minutes", type=float, default=8.0, help="sweep: stop starting runs after")
     a = ap.parse_args()
+    if a.inputs:
+        inputs()
+        return 0
     if not a.lab:
         speed()
         return 0

@@ -22,7 +22,8 @@ def test_text_has_the_table_the_recommendation_and_commands(capsys):
     assert "Tuning for qemu (limits: downtime <= 1.0 s" in out
     assert "total time" in out and "downtime" in out and "sent" in out and "throttle" in out
     assert "Recommendation: downtime" in out
-    assert "why: recommended: converges for the workload in at most" in out
+    assert "why: it converges for the workload in at most" in out
+    assert "with the platform's defaults (downtime 300 ms) it does not converge within" in out
     assert '"execute": "migrate-set-parameters"' in out
     # units in the cells: seconds and bytes
     assert " s " in out and "MiB" in out

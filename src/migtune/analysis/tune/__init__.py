@@ -28,6 +28,7 @@ from migtune.analysis.tune.grid import (
     Transport,
     describe,
     grid,
+    is_default,
     policy_for,
     settings_for,
     transports,
@@ -45,7 +46,7 @@ DEFAULT_MAX_DOWNTIME = 2.0  # s: what most operators accept for a live migration
 ASSUMED_LINK_BITS = 10e9  # --ram/--workload without --link
 # candidates confirmed on the whole plausible set (the rest keep their screening figures)
 CONFIRM_FIRST = 6
-CONFIRM_MAX = 24
+CONFIRM_MAX = 12
 CONFIRM_ENOUGH = 3  # stop confirming once this many meet the limits
 
 
@@ -59,6 +60,8 @@ class Candidate:
     prediction: Prediction | None = None
     meets_limits: bool = False
     confirmed: bool = False  # simulated on every plausible workload (else screened only)
+    # not simulated: the same settings with a higher downtime limit did not converge
+    inferred: bool = False
     commands: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -79,6 +82,7 @@ class Candidate:
             "workloads": n,
             "horizon_s": p.horizon,
             "confirmed": self.confirmed,
+            "inferred": self.inferred,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,15 +250,26 @@ def tune(
     stats = {"candidates": len(cands), "confirmed": sum(c.confirmed for c in cands),
              "simulations": ctx.sims, "simulation_s": round(ctx.sim_seconds, 3)}  # fmt: skip
     return TuneResult(platform, ranked, rec, closest, give, limits, calib, observed,
-                      why_line(rec or closest, observed, rec is not None), notes, stats)  # fmt: skip
+                      why_line(rec or closest, observed, rec is not None,
+                               _defaults(ranked, platform)), notes, stats)  # fmt: skip
 
 
 def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> None:
     """Screen every candidate, then confirm the most promising on every workload."""
     total = len(cands) + CONFIRM_FIRST * len(ctx.workloads)
     done = 0
-    for c in cands:
-        c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=True)
+    # Without a policy, a lower downtime limit only makes converging harder: candidates
+    # that differ only in it are screened from the highest limit down, and once one does
+    # not converge, the lower ones are known not to either (their figures are its own).
+    failed: dict[tuple, Prediction] = {}
+    for c in sorted(cands, key=lambda c: -(c.settings.downtime_limit or 0)):
+        family = (c.policy, c.transport, repr(dataclasses.replace(c.knobs, downtime=None)))
+        if c.policy == "fixed" and family in failed:
+            c.prediction, c.inferred = failed[family], True
+        else:
+            c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=True)
+            if c.prediction.converged_count == 0:
+                failed[family] = c.prediction
         done += 1
         if progress:
             progress(done, total)
@@ -266,14 +281,11 @@ def _search(ctx, cands: list[Candidate], max_downtime, max_time, progress) -> No
         screened_ok = ev.meets(c.prediction, max_downtime, max_time)
         # past the first few, confirm only what could still beat the best so far: the
         # best fit's time is about what the worst plausible case can reach at best
-        if (
-            i >= CONFIRM_FIRST
-            and meeting >= CONFIRM_ENOUGH
-            and (not screened_ok or screened >= best)
-        ):
+        beats = screened_ok and screened * ev.TIME_BUCKET < best
+        if i >= CONFIRM_FIRST and (not screened_ok or (meeting >= CONFIRM_ENOUGH and not beats)):
             break
         c.prediction = ev.predict(ctx, c.settings, c.link_rate, c.policy, screen=False)
-        c.confirmed = True
+        c.confirmed, c.inferred = True, False
         within = max_downtime is None or (c.settings.downtime_limit or 0) <= max_downtime + 1e-9
         c.meets_limits = within and ev.meets(c.prediction, max_downtime, max_time)
         if c.meets_limits:
@@ -314,8 +326,18 @@ def limit_to_give(c: Candidate, max_downtime, max_time) -> dict[str, Any]:
     return out
 
 
-def why_line(c: Candidate | None, observed: dict | None, meets: bool) -> str:
-    """One line: what the candidate would do against what was observed."""
+def _defaults(cands: list[Candidate], platform: str) -> Candidate | None:
+    """The candidate that is the platform's own default, if the grid has it."""
+    return next(
+        (c for c in cands if c.transport.name == "observed" and is_default(c.knobs, platform)), None
+    )
+
+
+def why_line(
+    c: Candidate | None, observed: dict | None, meets: bool, default: Candidate | None = None
+) -> str:
+    """One line: what the candidate would do against what was observed (or, without a
+    log, against the platform's defaults)."""
     if c is None or c.prediction is None:
         return "no candidate"
     p = c.prediction
@@ -327,6 +349,15 @@ def why_line(c: Candidate | None, observed: dict | None, meets: bool) -> str:
                 f" with a downtime of at most {format_duration((dt['max'] or 0) / 1000)}")  # fmt: skip
     else:
         mine = f"converges for {p.converged_count} of {n} plausible workloads"
+    if observed is None and default is not None and default is not c:
+        dp = default.prediction
+        if dp is not None and dp.converged_count == 0:
+            theirs = f"does not converge within {format_duration(dp.horizon)}"
+        elif dp is not None:
+            theirs = f"takes up to {format_duration(dp.spread('total_time_s')['max'])}"
+        else:
+            theirs = "was not simulated"
+        return f"it {mine}; with the platform's defaults ({default.label}) it {theirs}"
     if observed is None:
         return ("recommended: " if meets else "closest: ") + mine
     if observed.get("converged"):

@@ -40,6 +40,9 @@ class Context:
     low_confidence: bool = False
     sims: int = 0  # simulations run so far
     sim_seconds: float = 0.0  # their CPU time
+    # predictions already made: candidates that differ only in what the simulation does
+    # not see (the commands of a transport with the same rate) share them
+    seen: dict = dataclasses.field(default_factory=dict)
 
 
 def screen_scale(ram: int) -> int:
@@ -61,7 +64,8 @@ def simulate_one(
         time_limit=ctx.horizon,
         machine=ctx.machine,
         stop_when_settled=True,
-        policy=policy,
+        # ``fixed`` never acts: no need to poll it
+        policy=None if _fixed(policy) else policy,
         policy_ram_bytes=ctx.ram,
         # a post-copy candidate switches once the first pass is done, at sync 2 (virsh
         # --postcopy-after-precopy) unless its platform's policy decides when
@@ -94,6 +98,16 @@ def predict(
 ) -> Prediction:
     """Simulate ``settings`` on the best fit at screening scale, or on every plausible
     workload at the calibration's scale."""
+    key = (repr(dataclasses.replace(settings, migration_type=None, migration_uri=None)), link,
+           policy, screen)  # fmt: skip
+    if key not in ctx.seen:
+        ctx.seen[key] = _predict(ctx, settings, link, policy, screen)
+    return ctx.seen[key]
+
+
+def _predict(
+    ctx: Context, settings: Settings, link: float, policy: str, screen: bool
+) -> Prediction:
     if screen:
         ws = ctx.workloads[:1]
         scale = screen_scale(ctx.ram)

@@ -119,6 +119,23 @@ def settings_for(k: Knobs, base: Settings, platform: str) -> Settings:
     return s
 
 
+def is_default(k: Knobs, platform: str) -> bool:
+    """The platform's own settings: what runs when nobody tunes anything."""
+    plain = not (k.auto_converge or k.postcopy or k.multifd or k.aggressive_throttle)
+    if platform == "proxmox":
+        return k.downtime == 0.1
+    if platform == "nova":
+        return plain and (k.nova_downtime_ms, k.nova_steps, k.nova_delay, k.nova_action) == (
+            500,
+            10,
+            75.0,
+            "abort",
+        )
+    if platform == "kubevirt":
+        return plain and k.kv_completion_per_gib == 150.0 and not k.kv_disruption
+    return plain and not k.xbzrle_cache and k.downtime == 0.3
+
+
 def policy_for(k: Knobs, platform: str) -> str:
     """The ``--policy`` spec that runs the platform's behaviour in the loop."""
     if platform == "proxmox":
