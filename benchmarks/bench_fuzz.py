@@ -84,9 +84,14 @@ def run_pipeline(path: str, fmt: str | None, html: bool, full_text: bool = True)
     if full_text:
         text.render_explanation(x, stream=sink)
     if html:
-        from migtune.report import build_report
+        from migtune.report import ProxmoxExcerpt, render
 
-        build_report(run)
+        # As `migtune report` does: the log excerpt made during the parse, its notes
+        # written from what it kept (whatever the size of the log).
+        excerpt = ProxmoxExcerpt()
+        run = load_run(path, fmt, observe=excerpt)
+        render(run, (), excerpt)
+        excerpt.rows(run, explain(run).metrics)
 
 
 def signature(exc: BaseException) -> str:

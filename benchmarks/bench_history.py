@@ -1,7 +1,7 @@
 """The history database: cost of adding a run, of opening a big history (the integrity
 check runs on every open), of listing, and of calibrating from several runs together.
 
-    .venv/bin/python benchmarks/bench_history.py [--runs 2000]
+    .venv/bin/python benchmarks/bench_history.py [--runs 2000] [--big 100 400]
 
 Works in a temporary directory; prints figures, asserts nothing.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,14 @@ LAB = REPO / "tests" / "fixtures" / "lab"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000, help="runs in the big history")
+    ap.add_argument(
+        "--big",
+        type=int,
+        nargs="*",
+        default=[100, 400],
+        metavar="MiB",
+        help="sizes of the big logs `history add` reads (0 to skip)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         db = Path(tmp) / "history.db"
@@ -76,7 +85,32 @@ def main() -> None:
                 f"({len(r.fits)} runs, {len(r.calibration.plausible)} plausible, "
                 f"reproduces all: {r.reproduces_all}, drift findings: {len(r.drift)})"
             )
+        if args.big and args.big != [0]:
+            big_logs(Path(tmp), args.big)
         print(f"(cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.2f})")
+
+
+def big_logs(tmp: Path, sizes: list[int]) -> None:
+    """`history add` of big Proxmox logs in a child process: wall time and peak RSS,
+    against `diagnose` of the same file (the log is read as a stream by both)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_parse import write_log
+    from bench_stream import BYTES_PER_LINE, run_child
+
+    for mb in sizes:
+        log = tmp / f"big-{mb}.log"
+        write_log(str(log), mb * 2**20 // BYTES_PER_LINE)
+        db = tmp / f"big-{mb}.db"
+        add = run_child(["history", "add", str(log), "--db", str(db), "--vm", "big"])
+        diag = run_child(["diagnose", str(log)])
+        (row,) = list_runs(db=db)
+        print(
+            f"history add of a {log.stat().st_size / 2**20:.0f} MiB log: {add['wall']:.1f} s, "
+            f"peak RSS {add['rss'] / 2**20:.0f} MiB (diagnose: {diag['wall']:.1f} s, "
+            f"{diag['rss'] / 2**20:.0f} MiB); text kept: {row['raw_stored']}, history "
+            f"{db.stat().st_size / 2**20:.1f} MiB"
+        )
+        log.unlink()
 
 
 if __name__ == "__main__":

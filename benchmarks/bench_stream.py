@@ -11,12 +11,14 @@ Generates, into a temporary directory deleted afterwards:
 * the report's hostile input: a Proxmox log whose ``transferred`` passes 1 TiB (the
   series used to walk back over every line for every line there), at 1x..10x of 1.8 MB.
 
-Each command (``diagnose --json``, ``explain --json > /dev/null``, ``simulate --from``,
-``report -o``) runs in a child process (above ``--no-simulate-above`` MB, ``simulate``
-is replaced by what it reads before simulating: the log and the calibration's inputs,
-because the simulation's own time depends on the VM, not on the log); the script prints wall time, CPU time and peak
+Each command (``diagnose --json``, ``explain --json > /dev/null``, ``explain > /dev/null``
+(text), ``simulate --from``, ``report -o``) runs in a child process (above ``--no-simulate-above`` MB, ``simulate``
+is replaced by what it reads before simulating: the log and the calibration's evidence,
+because the simulations' own time depends on the VM, not on the log); the script prints wall time, CPU time and peak
 RSS (``ru_maxrss`` of that child), and the rate of bench_parse.py's stream parser measured
 on the same file in the same run, so the ratio "command time / parse time" is printed too.
+At the end one table sums it up: per file and command, CPU time, ratio to the parse, peak
+RSS and whether both goals are met.
 
 Run: ``nice -n 5 python benchmarks/bench_stream.py [--sizes 10 100 1000] [--hostile 1 10]``
 Goals: peak RSS <= 200 MB and time <= 2x the parse time for every size; the hostile
@@ -42,14 +44,19 @@ from migtune.units import GiB, MiB, format_bytes  # noqa: E402
 
 BYTES_PER_LINE = 122  # of bench_parse.write_log's lines
 RSS_GOAL = 200 * 1024**2
-COMMANDS = ("diagnose", "explain", "simulate", "report", "calibrate")
+COMMANDS = ("diagnose", "explain", "explain-text", "simulate", "report", "calibrate")
+DEFAULT_COMMANDS = ("diagnose", "explain", "explain-text", "simulate", "report")
+RATIO_GOAL = 2.0
+SUMMARY: list[tuple[str, str, dict, float | None]] = []  # (file, command, figures, parse CPU)
 
 
 # What ``simulate --from`` reads before it simulates: the log, then the calibration's
-# inputs (without the fit, which runs the simulator: its speed is the simulator's).
+# evidence from it (the seeds' and the fit's simulations run the simulator: their speed
+# depends on the VM, not on the size of the log, and is bench_sim's business).
 _CALIBRATE = (
     "import sys; from migtune.sources import load_run; "
-    "from migtune.sim.calibrate import calibrate; calibrate(load_run(sys.argv[1]), fit=False)"
+    "from migtune.sim.calibrate.evidence import extract, observed_outcome; "
+    "run = load_run(sys.argv[1]); extract(run); observed_outcome(run)"
 )
 
 
@@ -179,6 +186,8 @@ def bench_file(
             fig = run_child(["diagnose", "--json", *fmt, path])
         elif cmd == "explain":
             fig = run_child(["explain", "--json", *fmt, path])
+        elif cmd == "explain-text":
+            fig = run_child(["explain", *fmt, path])
         elif cmd == "simulate":
             fig = run_child(["simulate", "--from", path, "--set", "downtime-limit=2s"])
         elif cmd == "calibrate":
@@ -190,6 +199,32 @@ def bench_file(
                 fig["err"] = [f"page {format_bytes(os.path.getsize(out))}"]
                 os.unlink(out)
         show(cmd, fig, parse_cpu)
+        SUMMARY.append((label, cmd, fig, parse_cpu))
+
+
+def summary() -> None:
+    """One table of every figure of this run: CPU, ratio to the parse, peak RSS, goals."""
+    if not SUMMARY:
+        return
+    print(
+        f"\nsummary (goals: CPU <= {RATIO_GOAL:g}x the parse, peak RSS <= "
+        f"{format_bytes(RSS_GOAL)}):"
+    )
+    print(
+        f"  {'file':38} {'command':13} {'rc':>3} {'CPU s':>8} {'x parse':>8} {'peak RSS':>10}  goals"
+    )
+    for label, cmd, fig, parse_cpu in SUMMARY:
+        ratio = fig["cpu"] / parse_cpu if parse_cpu else None
+        ok_time = ratio is not None and ratio <= RATIO_GOAL
+        ok_rss = fig["rss"] <= RSS_GOAL
+        goals = (
+            ("time ok" if ok_time else "TIME OVER") + ", " + ("RSS ok" if ok_rss else "RSS OVER")
+        )
+        shown = f"{ratio:7.2f}x" if ratio is not None else "       ?"
+        print(
+            f"  {label:38} {cmd:13} {fig['rc']:>3} {fig['cpu']:8.1f} {shown} "
+            f"{format_bytes(fig['rss']):>10}  {goals}"
+        )
 
 
 def hostile(scales: list[int], tmp: str) -> None:
@@ -224,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "--big", type=int, default=1000, help="MB of the single-line/garbage files (0: skip)"
     )
     ap.add_argument("--hostile", type=int, nargs="*", default=[1, 2, 5, 10], help="scales")
-    ap.add_argument("--commands", nargs="*", default=list(COMMANDS[:4]), choices=COMMANDS)
+    ap.add_argument("--commands", nargs="*", default=list(DEFAULT_COMMANDS), choices=COMMANDS)
     ap.add_argument(
         "--no-simulate-above",
         type=int,
@@ -235,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     commands = tuple(args.commands)
     print(f"migtune bench_stream (goal: peak RSS <= {format_bytes(RSS_GOAL)}, time <= 2x parse)")
+    start = run_child(["--version"])
+    print(
+        f"start-up of `migtune --version`: {start['cpu']:.2f} s CPU; every figure below "
+        "includes at least that (it weighs on the small files' ratios)"
+    )
     with tempfile.TemporaryDirectory(prefix="migtune-stream-", dir=args.dir) as tmp:
         for mb in args.sizes:
             path = os.path.join(tmp, f"proxmox-{mb}MB.log")
@@ -251,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_file(
                 path,
                 f"single line {args.big} MB",
-                ("diagnose", "explain", "report"),
+                ("diagnose", "explain", "explain-text", "report"),
                 tmp,
                 [],
                 False,
@@ -263,12 +303,13 @@ def main(argv: list[str] | None = None) -> int:
             bench_file(
                 path,
                 f"garbage {args.big} MB (--format proxmox)",
-                ("diagnose", "explain", "report"),
+                ("diagnose", "explain", "explain-text", "report"),
                 tmp,
                 ["--format", "proxmox"],
                 False,
             )
             os.unlink(path)
+        summary()
         if args.hostile:
             hostile(args.hostile, tmp)
     return 0

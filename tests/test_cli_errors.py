@@ -136,6 +136,15 @@ CASES = [
     (["lab", "matrix", "--only", "nope"], BAD_INPUT, "unknown scenario nope"),
     (["lab", "matrix", "--accel", "foo"], BAD_INPUT, "--accel: 'foo' is not one of"),
     (["lab", "matrix", "--out", "{EMPTY}"], BAD_INPUT, "--out: directory"),
+    # preflight
+    (["preflight"], BAD_INPUT, "--qmp: missing"),
+    (["preflight", "--qmp", "{MISSING}"], MISSING, "does not exist"),
+    (["preflight", "--qmp", "{NOTSOCK}"], MISSING, "not a socket"),
+    (["preflight", "--qmp", "{MISSING}", "--allow", "magic"], BAD_INPUT, "--allow: 'magic'"),
+    (["preflight", "--qmp", "{MISSING}", "--measure", "soon"], BAD_INPUT, "--measure"),
+    (["preflight", "--qmp", "{MISSING}", "--platform", "vmware"], BAD_INPUT, "--platform"),
+    (["preflight", "--qmp", "{MISSING}", "--link", "fast"], BAD_INPUT, "--link"),
+    (["preflight", "--qmp", "{MISSING}", "--max-downtime", "0s"], BAD_INPUT, "--max-downtime"),
     # history
     (["history", "add"], BAD_INPUT, "LOG...: missing"),
     (["history", "add", "{MISSING}"], BAD_INPUT, "missing.log"),
@@ -165,6 +174,13 @@ CASES = [
     (["report", LOG, "--format", "zzz"], BAD_INPUT, "--format: 'zzz' is not one of"),
     (["report", LOG, "-o", "{NOWHERE}"], BAD_INPUT, "out.html"),
     (["report", LOG, "--png", "{EMPTY}"], BAD_INPUT, "--png: directory"),
+    (["plan", "evacuate"], BAD_INPUT, "VMS.csv|VMS.toml: missing"),
+    (["plan", "evacuate", "{MISSING}", "--serial"], BAD_INPUT, "missing.log: no such file"),
+    (["plan", "evacuate", "{BINARY}", "--serial"], BAD_INPUT, "core.bin: not a text file"),
+    (["plan", "evacuate", "{EMPTY}", "--serial"], BAD_INPUT, "empty.log: no header line"),
+    (["plan", "evacuate", "{EMPTY}", "--link", "0"], BAD_INPUT, "--link"),
+    (["plan", "evacuate", "{EMPTY}", "--max-parallel", "0"], BAD_INPUT, "--max-parallel"),
+    (["plan", "evacuate", "{EMPTY}", "--platform", "vmware"], BAD_INPUT, "--platform"),
 ]
 
 

@@ -119,6 +119,9 @@ def test_calibrate_repeats_of_one_workload_agree(db, capsys):
     # stored, and shown with the runs it used
     show = _json(capsys, ["history", "show", "2", "--json"])
     assert [c["id"] for c in show["calibrations"]] == [1]
+    doc = _json(capsys, ["history", "export", "--format", "json"])
+    assert [c["run_ids"] for c in doc["calibrations"]] == [[1, 2]]
+    assert all([c["id"] for c in r["calibrations"]] == [1] for r in doc["runs"])
 
 
 def test_calibrate_says_when_the_workload_drifted(db, capsys):
@@ -253,3 +256,36 @@ def test_each_run_of_lab_matrix_is_added_as_its_scenario(db, monkeypatch, capsys
     assert len(list_runs()) == 2  # a new scenario, not added
     assert main(["lab", "matrix", "--only", "above-link"]) == 0
     assert len(list_runs()) == 3
+
+
+def test_a_run_alone_scores_its_own_best_fit_as_calibrate_did(db):
+    """The replay conditions rebuilt from a Calibration are calibrate's own: the best
+    fit scores on them exactly as calibrate scored it (else joint fits are judged on
+    other conditions than single ones)."""
+    from migtune.history.multical import _fit, _outcome_at_scale
+    from migtune.sources import load_run
+
+    logs = [LAB / "below-link-1.jsonl", LAB / "xbzrle-cache-small-1.jsonl",
+            EXAMPLES / "proxmox-4GiB-pre64-xbzrle-completed.log"]  # fmt: skip
+    for path in logs:  # the last: sampled every second, fitted on a guest 2 times smaller
+        fit = _fit(1, "t", load_run(path))
+        cal = fit.calibration
+        replay = _outcome_at_scale(fit.best, fit.setup.scale)
+        assert fit.best.class_ok == cal.replay_class_ok
+        assert replay.total_time_s == cal.replay.outcome.total_time_s
+        assert replay.transferred_bytes == cal.replay.outcome.transferred_bytes
+
+
+def test_a_recording_cut_by_a_full_disk_is_kept_whole_from_memory(db, tmp_path):
+    from migtune.cli.history import record_quietly
+    from migtune.history import raw_text
+    from migtune.sources import load_run
+
+    path = LAB / "below-link-2.jsonl"
+    full = path.read_text()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(full.splitlines(keepends=True)[:5]))  # the disk filled here
+    run = load_run(path)
+    run.lines = full.splitlines()  # what the migration driver kept in memory
+    run_id = record_quietly(run, origin="migrate", recording=str(cut))
+    assert raw_text(run_id).decode().splitlines() == full.splitlines()

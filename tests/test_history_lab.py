@@ -43,3 +43,34 @@ def test_lab_run_is_in_the_history(guest, tmp_path, monkeypatch, capsys):
     assert row["source"] is None  # no --record: the text is the recording kept in memory
     run = parse_text(raw_text(row["id"], db=db).decode())
     assert run.status == "completed" and len(run.samples) >= 2
+
+
+def test_migrate_is_in_the_history(tmp_path, monkeypatch, capsys):
+    """`migtune migrate` between two BIOS-only QEMUs (a second or two), no --record."""
+    import socket
+
+    from migtune.qemu.process import QemuProcess, free_port
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    db = tmp_path / "history.db"
+    monkeypatch.setenv("MIGTUNE_DB", str(db))
+    port = free_port()
+    args = ["-machine", "pc", "-m", "256"]
+    src = QemuProcess(args, accel="tcg", name="src").start()
+    dst = QemuProcess([*args, "-incoming", f"tcp:127.0.0.1:{port}"], accel="tcg", name="dst")
+    try:
+        dst.start()
+        argv = ["migrate", "--qmp", src.qmp_path, "--to", f"tcp:127.0.0.1:{port}",
+                "--dest-qmp", dst.qmp_path, "--vm", "bios", "--no-diagnosis"]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        dst.stop()
+        src.stop()
+    out = capsys.readouterr().out
+    (row,) = list_runs(db=db)
+    assert f"history: run #{row['id']}" in out
+    assert (row["origin"], row["vm"], row["status"]) == ("migrate", "bios", "completed")
+    assert row["source_host"] == socket.gethostname() and row["target_host"] == "127.0.0.1"
+    run = parse_text(raw_text(row["id"], db=db).decode())
+    assert run.meta["origin"] == "migrate" and run.status == "completed"

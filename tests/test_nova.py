@@ -6,6 +6,7 @@ import pytest
 
 from conftest import FIXTURES
 from migtune.errors import InputError
+from migtune.model import Run
 from migtune.sources import load_run, nova, parse_text
 from migtune.sources._nova_infer import infer_downtime_config
 
@@ -139,3 +140,23 @@ def test_bare_lines_and_unknown():
 def test_sniff():
     assert nova.sniff(["Increasing downtime to 714 ms after 0 sec elapsed time"]) > 0.2
     assert nova.sniff(["2025-01-01 10:00:00 migration status: completed"]) == 0.0
+
+
+def test_a_whole_nova_compute_log_keeps_only_the_migration_lines(tmp_path):
+    # The migration's lines in a day of other nova-compute messages: the run is the same,
+    # and the parse keeps only the lines it uses (bounded memory on a huge log).
+    migration = (NOVA / "nova-compute-4GiB-completed.log").read_text().splitlines()
+    noise = [
+        f"2026-01-05 09:{i // 60 % 60:02d}:{i % 60:02d}.000 4242 INFO nova.compute.manager "
+        f"[req-{i}] periodic task {i} ran"
+        for i in range(20_000)
+    ]
+    path = tmp_path / "nova-compute.log"
+    path.write_text("\n".join(noise[:10_000] + migration + noise[10_000:]) + "\n")
+    alone, whole = load_run(NOVA / "nova-compute-4GiB-completed.log"), load_run(path)
+    assert [(s.t, s.transferred) for s in whole.samples] == [
+        (s.t, s.transferred) for s in alone.samples
+    ]
+    assert whole.status == alone.status and whole.meta.get("nova") == alone.meta.get("nova")
+    records, _, prefixed = nova._collect(Run(format="nova"), iter(path.read_text().splitlines()))
+    assert prefixed and len(records) <= len(migration)

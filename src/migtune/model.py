@@ -53,6 +53,7 @@ EVENT_KINDS = {
     "error": "an error",
     "warning": "a warning",
     "info": "informational line",
+    "prediction": "migtune's live prediction of the outcome (migrate, lab run)",
 }
 
 

@@ -7,6 +7,7 @@ module walks the lines, builds the phase timeline and adds the diagnosis.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -14,9 +15,11 @@ from migtune.analysis import explain_proxmox, explain_qemu, explain_qmp
 from migtune.analysis.diagnose import Diagnosis, diagnose
 from migtune.analysis.explain_ctx import Ctx
 from migtune.analysis.findings import ExplainedLine, Phase
+from migtune.analysis.live import timeline_rows
 from migtune.analysis.metrics import Metrics, count_remaining_jumps, storage_window
 from migtune.model import Event, Run, Sample
 from migtune.settings import describe
+from migtune.sources import fewer_collections
 from migtune.units import format_bytes, format_duration, format_rate
 
 
@@ -27,6 +30,8 @@ class Explanation:
     timeline: list[Phase]
     diagnosis: Diagnosis
     summary: list[str] = field(default_factory=list)  # a few sentences: what happened
+    # live predictions recorded during the run, and the decisions they justified
+    predictions: list[dict] = field(default_factory=list)
 
     @property
     def metrics(self) -> Metrics:
@@ -75,11 +80,20 @@ def explain(run: Run) -> Explanation:
         timeline=timeline(run, m),
         diagnosis=diagnosis,
         summary=summary(run, m),
+        predictions=timeline_rows(run),
     )
 
 
 def _explained_lines(
     run: Run, m: Metrics, wanted: Callable[[int], bool] | None = None
+) -> Iterator[ExplainedLine | None]:
+    # A huge log streams through here as through the parse: see fewer_collections.
+    with fewer_collections():
+        yield from _explained(run, m, wanted)
+
+
+def _explained(
+    run: Run, m: Metrics, wanted: Callable[[int], bool] | None
 ) -> Iterator[ExplainedLine | None]:
     ctx = Ctx(run=run, m=m, fmt=run.format, page_size=_page_size(run))
     samples: dict[int, Sample] = {}
@@ -91,17 +105,19 @@ def _explained_lines(
             ctx.events_by_line.setdefault(e.source.line, []).append(e)
     reparsed = _reparsed_samples(run)
     proxmox = run.format == "proxmox"
+    events_by_line = ctx.events_by_line
     for no, text in _numbered_lines(run):
         notes: list[str] = []
+        # (``text and not text.isspace()`` is ``text.strip()`` without a copy of the line)
         if wanted is not None and not wanted(no) and proxmox:
-            if text.strip() and not text.startswith("#"):
+            if text and not text.isspace() and not text.startswith("#"):
                 sample = samples.get(no)
                 if sample is None and reparsed is not None:
                     sample = reparsed(no)
                 explain_proxmox.advance(text, sample, ctx)
             yield None
             continue
-        if text.strip() and not text.startswith("#"):
+        if text and not text.isspace() and not text.startswith("#"):
             if proxmox:
                 sample = samples.get(no)
                 if sample is None and reparsed is not None:
@@ -115,8 +131,8 @@ def _explained_lines(
                 notes = [f"migtune recording header; settings in force: {describe(run.settings)}"]
             else:
                 notes = explain_qemu.notes_for(text, ctx)
-        if not notes and no in ctx.events_by_line:
-            notes = event_notes(ctx.events_by_line[no])
+        if not notes and no in events_by_line:
+            notes = event_notes(events_by_line[no])
         yield ExplainedLine(no, text, notes)
 
 
@@ -132,10 +148,9 @@ def _reparsed_samples(run: Run) -> Callable[[int], Sample | None] | None:
         return None
     if run.lines is None:
         return None
-    from migtune.sources import blank_header_comments
     from migtune.sources.proxmox import iter_records
 
-    records = iter_records(blank_header_comments(iter(run.lines), []))
+    records = iter_records(_blanked_header(_lines_of(run.lines)))
     pending: list[Sample | None] = [None]
 
     def sample_at(no: int) -> Sample | None:
@@ -187,11 +202,32 @@ def event_notes(events: list[Event]) -> list[str]:
             notes += explain_qemu.status_meaning(d["status"])
         elif e.kind == "info" and "pass" in d:
             notes.append(f"pass {d['pass']} starts (dirty-bitmap sync)")
+        elif e.kind == "prediction" and isinstance(d.get("text"), str):
+            notes.append(
+                f"migtune's live prediction from the first {format_duration(d.get('t'))} "
+                f"of the migration: {d['text']}"
+            )
+        elif isinstance(d.get("prediction"), dict) and e.message:
+            notes.append(f"migtune policy decision, justified by the live prediction: {e.message}")
         elif e.kind in ("error", "warning") and e.message:
             notes.append(f"{e.kind}: {e.message}")
         elif e.kind in _KIND_NOTES:
             notes.append(_KIND_NOTES[e.kind])
     return list(dict.fromkeys(notes))
+
+
+def _blanked_header(lines: Iterator[str]) -> Iterator[str]:
+    """The lines with the leading ``#`` block blanked, as the parse read them
+    (sources.blank_header_comments, without a generator step per line after it)."""
+    head: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            head.append("")
+            continue
+        head.append(line)
+        if line.strip():
+            break
+    return itertools.chain(head, lines)
 
 
 def _one_line_object(text: str) -> bool:
@@ -203,9 +239,16 @@ def _page_size(run: Run) -> int | None:
     return next((s.page_size for s in run.samples if s.page_size), None)
 
 
+def _lines_of(lines: Iterable[str]) -> Iterator[str]:
+    batches = getattr(lines, "batches", None)
+    if batches is not None:  # a LineSource: its lists of lines, chained in C
+        return itertools.chain.from_iterable(batches())
+    return iter(lines)
+
+
 def _numbered_lines(run: Run) -> Iterable[tuple[int, str]]:
     if run.lines is not None:
-        return enumerate(run.lines, 1)
+        return enumerate(_lines_of(run.lines), 1)
     # No source text kept (e.g. a Run built in code): rebuild it from the source refs.
     refs: dict[int, str] = {}
     for item in [*run.samples, *run.events]:

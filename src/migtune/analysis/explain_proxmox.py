@@ -6,11 +6,12 @@ and units are handled once) and from the line text for the purely descriptive li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable
 
-from migtune.analysis.explain_ctx import Ctx
+from migtune.analysis.explain_ctx import Ctx, Memo, fmt_bytes, fmt_rate
 from migtune.model import Sample
 from migtune.units import MiB, format_bytes, format_duration, format_rate
 
@@ -24,46 +25,58 @@ def message(text: str) -> str:
     return _PREFIX_RE.sub("", text, count=1).strip()
 
 
-def _progress(s: Sample, c: Ctx) -> list[str]:
+_UNSET: tuple = ()  # "work the real rate out here" (see progress_notes)
+
+
+def progress_notes(s: Sample, c: Ctx, real: tuple[float, float] | None) -> list[str]:
+    """The notes of a progress line whose real rate (:func:`_delta`) was worked out
+    already, while the context was advanced over the whole log (report excerpts)."""
+    return _progress(s, c, real)
+
+
+def _progress(s: Sample, c: Ctx, real: tuple[float, float] | None = _UNSET) -> list[str]:
+    # Runs for every progress line of a log that may have millions: the values go
+    # through the memoised formatters, and a once-only remark is built only the once.
     notes: list[str] = []
     if s.transferred is not None:
-        notes.append(f"{format_bytes(s.transferred)} sent so far, " + c.pass_phrase(s.transferred))
-    if s.total is not None:
+        notes.append(f"{fmt_bytes[s.transferred]} sent so far, " + c.pass_phrase(s.transferred))
+    if s.total is not None and not c.said_once("total"):
         label = "VM-state" if s.remaining is None else "total"
-        notes += c.once(
-            "total", f"{label} {format_bytes(s.total)} is the RAM size (plus ROM/VGA), not disk"
-        )
+        notes.append(f"{label} {fmt_bytes[s.total]} is the RAM size (plus ROM/VGA), not disk")
     if s.status == "device":
         notes.append(
             "status 'device': QEMU 10 switch-over, the guest is paused while device state goes"
         )
-    real = _delta(s, c)
+    if real is _UNSET:
+        real = _delta(s, c)
     if s.page_rate is not None:
-        notes += c.once(
-            "page_rate",
-            f"{format_rate(s.page_rate)} is QEMU's pages-per-second x page size over ~100 ms: "
-            "zero pages count but cost nothing on the wire, so it is not the network rate",
-        )
+        if not c.said_once("page_rate"):
+            notes.append(
+                f"{fmt_rate[s.page_rate]} is QEMU's pages-per-second x page size over ~100 ms: "
+                "zero pages count but cost nothing on the wire, so it is not the network rate"
+            )
         if real is not None:
             notes.append(
-                f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])} "
-                f"(the per-line figure says {format_rate(s.page_rate)})"
+                f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]} "
+                f"(the per-line figure says {fmt_rate[s.page_rate]})"
             )
     elif real is not None:
-        notes.append(f"real rate over the last {real[1]:.0f} s: {format_rate(real[0])}")
+        notes.append(f"real rate over the last {real[1]:.0f} s: {fmt_rate[real[0]]}")
     if s.remaining is not None:
         notes.append(_remaining_note(s, c))
     if s.dirty_rate is not None:
         send = real[0] if real is not None else c.m.throughput
-        rel = f", {s.dirty_rate / send:.2f}x the real rate of {format_rate(send)}" if send else ""
-        short = f"the guest dirties {format_rate(s.dirty_rate)}{rel}"
-        notes += c.once(
-            "dirty",
-            short + ": Proxmox adds this only when the dirty rate beats the per-line rate, so the "
-            "guest writes memory faster than the migration sends it",
-        ) or [short]
+        rel = f", {s.dirty_rate / send:.2f}x the real rate of {fmt_rate[send]}" if send else ""
+        short = f"the guest dirties {fmt_rate[s.dirty_rate]}{rel}"
+        if c.said_once("dirty"):
+            notes.append(short)
+        else:
+            notes.append(
+                short + ": Proxmox adds this only when the dirty rate beats the per-line rate, "
+                "so the guest writes memory faster than the migration sends it"
+            )
     if s.vfio_bytes is not None:
-        notes.append(f"plus {format_bytes(s.vfio_bytes)} of passed-through device (VFIO) state")
+        notes.append(f"plus {fmt_bytes[s.vfio_bytes]} of passed-through device (VFIO) state")
     c.prev = s
     if s.t is not None and s.transferred is not None:
         c.history.append(s)
@@ -82,6 +95,9 @@ def _rounding(value: int) -> float:
     return 0.05 * unit
 
 
+_roundings = Memo(_rounding)
+
+
 def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     """Real rate and the seconds it was measured over.
 
@@ -91,7 +107,7 @@ def _delta(s: Sample, c: Ctx) -> tuple[float, float] | None:
     if s.t is None or s.transferred is None:
         return None
     exact = s.remaining is not None  # the old format prints raw bytes
-    need = 0 if exact else 20 * _rounding(s.transferred)
+    need = 0 if exact else 20 * _roundings[s.transferred]
     hist = c.history
     if not hist:
         return None
@@ -130,25 +146,29 @@ def _xbzrle(s: Sample, c: Ctx) -> list[str]:
             f"XBZRLE has sent {x.pages} re-dirtied pages as deltas against the cached copy{avg}"
         )
     if x.cache_miss_rate is not None:
-        size = x.cache_size or c.run.settings.xbzrle_cache_size
-        cache = f" {format_bytes(size)}" if size else ""
         pct = x.cache_miss_rate * 100
         verdict = "; the cache is too small for what the guest rewrites" if pct >= 90 else ""
-        long = (
-            f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had no old "
-            f"copy in the{cache} cache and went in full{verdict}"
-        )
-        notes += c.once("xbzrle-miss", long) or [f"cache-miss {pct:.2f}%{verdict}"]
+        if c.said_once("xbzrle-miss"):
+            notes.append(f"cache-miss {pct:.2f}%{verdict}")
+        else:
+            size = x.cache_size or c.run.settings.xbzrle_cache_size
+            cache = f" {fmt_bytes[size]}" if size else ""
+            notes.append(
+                f"cache-miss {pct:.2f}%: in QEMU's last period {pct:.2f}% of re-sent pages had "
+                f"no old copy in the{cache} cache and went in full{verdict}"
+            )
     if x.cache_miss is not None:
         notes.append(f"{x.cache_miss} cache misses so far (a cumulative count)")
     if x.overflow:
-        before = c.last_overflow
-        grew = f" (+{x.overflow - before} since the last report)" if before is not None else ""
-        long = (
-            f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded for "
-            "nothing and sent raw"
-        )
-        notes += c.once("xbzrle-overflow", long) or [f"overflow {x.overflow}{grew}"]
+        if c.said_once("xbzrle-overflow"):
+            before = c.last_overflow
+            grew = f" (+{x.overflow - before} since the last report)" if before is not None else ""
+            notes.append(f"overflow {x.overflow}{grew}")
+        else:
+            notes.append(
+                f"overflow {x.overflow}: pages (cumulative) whose delta did not fit, encoded "
+                "for nothing and sent raw"
+            )
         c.last_overflow = x.overflow
     return notes
 
@@ -327,37 +347,71 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match, Ctx], list[str]]]] = [
 
 
 _XBZRLE_LINE_RE = re.compile(r"^(?:xbzrle: send updates|migration xbzrle cachesize)")
+_STATEFUL_RULES = _RULES[:3]  # the rules whose function changes the context (limit_now)
+# The same test on a line with an ISO stamp, without cutting the stamp off first: where
+# this matches, message(text) starts with one of the two (a shortcut, not a new rule).
+_STAMPED_XBZRLE_RE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?:ERROR: )?\s*"
+    r"(?:xbzrle: send updates|migration xbzrle cachesize)"
+)
+# A plain xbzrle line, nothing else in it: no rule before the xbzrle one can match it, so
+# the rules need not be tried in turn (one such line a second in a long log).
+_PLAIN_XBZRLE_RE = re.compile(
+    r"xbzrle: send updates to \d+ pages in [\d.]+ \w+ encoded memory, "
+    r"cache-miss [\d.]+%, overflow \d+"
+)
 
 
-def advance(text: str, sample: Sample | None, c: Ctx) -> None:
+def advance(text: str, sample: Sample | None, c: Ctx) -> tuple[float, float] | None:
     """Do to ``c`` what :func:`notes_for` does, without writing notes (a line not shown).
 
     The report shows an excerpt of a huge log; the notes of the lines it shows depend on
     every progress line before them (rates over a window, pass numbers, once-only
     remarks), so the lines left out still go through here.  Mirrors _progress/_xbzrle:
-    tests compare the shown notes with a full explanation.
+    tests compare the shown notes with a full explanation.  Returns the real rate a
+    progress line's notes give (:func:`_delta`), None for other lines.
     """
     if sample is not None and sample.transferred is not None:
-        _advance_progress(sample, c)
-        return
+        return _advance_progress(sample, c)
     if sample is not None and sample.xbzrle is not None:
         _advance_xbzrle(sample, c)
-        return
-    msg = message(text)
-    if _XBZRLE_LINE_RE.search(msg):
-        if c.prev is not None and c.prev.xbzrle is not None:
-            _advance_xbzrle(c.prev, c)
-        return
-    notes_for(text, sample, c)  # anything else is rare: the full path
+        return None
+    if _STAMPED_XBZRLE_RE.match(text):
+        msg = None
+    else:
+        msg = message(text)
+        if not _XBZRLE_LINE_RE.search(msg):
+            _advance_rules(msg, c)  # any other line: only the rules that change ``c``
+            return None
+    if c.prev is not None and c.prev.xbzrle is not None:
+        _advance_xbzrle(c.prev, c)
+    return None
 
 
-def _advance_progress(s: Sample, c: Ctx) -> None:
+def _advance_rules(msg: str, c: Ctx) -> None:
+    """What notes_for does to ``c`` for a line that is neither progress nor xbzrle.
+
+    Of the rules only the downtime-limit ones (the first three, so they are also the
+    first to match) change the context; a fixed line or a line another rule matches
+    first changes nothing.
+    """
+    if _FIXED.get(msg):
+        return
+    for rx, fn in _STATEFUL_RULES:
+        m = rx.search(msg)
+        if m:
+            with contextlib.suppress(ValueError, ArithmeticError):  # as in notes_for
+                fn(m, c)
+            return
+
+
+def _advance_progress(s: Sample, c: Ctx) -> tuple[float, float] | None:
     said = c.said
     if c.m.ram_bytes:
         said.add("pass1" if s.transferred / c.m.ram_bytes < 1 else "resend")
     if s.total is not None:
         said.add("total")
-    _delta(s, c)
+    real = _delta(s, c)
     if s.page_rate is not None:
         said.add("page_rate")
     if s.remaining is not None:
@@ -369,6 +423,7 @@ def _advance_progress(s: Sample, c: Ctx) -> None:
     c.prev = s
     if s.t is not None:
         c.history.append(s)
+    return real
 
 
 def _advance_xbzrle(s: Sample, c: Ctx) -> None:
@@ -387,6 +442,11 @@ def notes_for(text: str, sample: Sample | None, c: Ctx) -> list[str]:
     fixed = _FIXED.get(msg)
     if fixed:
         return [fixed]
+    if msg.startswith("xbzrle: send updates") and _PLAIN_XBZRLE_RE.fullmatch(msg):
+        try:
+            return _xbzrle_line(None, c)  # type: ignore[arg-type]
+        except (ValueError, ArithmeticError):
+            return []
     for rx, fn in _RULES:
         m = rx.search(msg)
         if m:

@@ -96,15 +96,20 @@ def record_recording(path: str, *, origin: str, no_history: bool = False, **kw: 
 
 
 def _raw_of(run: Any, recording: str | None) -> bytes:
-    """The recording's text: the file when one was written (it may hold more than the
-    run, e.g. the lab's final facts), else the lines the run was read from."""
+    """The recording's text: the file when one was written (the lab adds its final
+    facts there), unless it holds less than the migration kept in memory (a disk that
+    filled up stopped the file, not the supervision)."""
+    memory = ("\n".join(run.lines) + "\n").encode("utf-8") if run.lines is not None else None
     if recording:
         try:
-            return Path(recording).read_bytes()
+            written = Path(recording).read_bytes()
         except OSError:
-            pass  # a full disk stopped the recording: the lines in memory are complete
-    lines = run.lines if run.lines is not None else []
-    return ("\n".join(lines) + "\n").encode("utf-8")
+            written = None
+        if written is not None and (memory is None or written.count(b"\n") >= memory.count(b"\n")):
+            return written
+    if memory is None:
+        raise InputError("no recording text to keep")
+    return memory
 
 
 # -- migtune history ... ------------------------------------------------------------------

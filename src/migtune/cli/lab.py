@@ -12,6 +12,7 @@ import click
 
 from migtune.cli.history import history_options, record_quietly
 from migtune.cli.main import cli
+from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
     DURATION,
     SIZE,
@@ -109,7 +110,7 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
 )
 @migration_settings_options(command="lab")
 @click.option("--policy", default="fixed", show_default=True, metavar="SPEC",
-              help="fixed, proxmox, nova or kubevirt, with parameters as for `migtune migrate`.")  # fmt: skip
+              help="fixed, proxmox, nova, kubevirt or migtune, with parameters as for `migtune migrate`.")  # fmt: skip
 @click.option("--time-limit", type=DURATION, default="60s", show_default=True, metavar="TIME",
               help="Cancel the migration after this long (the source keeps running).")  # fmt: skip
 @click.option("--record", type=click.Path(dir_okay=False), metavar="FILE",
@@ -120,6 +121,7 @@ ACCEL = click.Choice(["auto", "kvm", "tcg"])
 @click.option("--verify", is_flag=True,
               help="Keep the destination paused after the migration, compare both sides' RAM "
               "page by page, then resume it (pre-copy only).")  # fmt: skip
+@metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 @history_options
 def run_cmd(**kwargs: Any) -> int:
@@ -143,7 +145,7 @@ def run_cmd(**kwargs: Any) -> int:
             "post-copy, the VM is lost (neither side holds all of it)",
             err=True,
         )
-    with _status(not as_json) as say:
+    with metrics_endpoint(kwargs) as metrics, _status(not as_json) as say:
         result = lab_run(
             int(kwargs["ram"]),
             workload,
@@ -156,6 +158,7 @@ def run_cmd(**kwargs: Any) -> int:
             progress=not as_json,
             status=say,
             verify=kwargs["verify"],
+            metrics=metrics,
             **rule.as_kwargs(),
         )
     history_id = record_lab(result, kwargs["vm_name"], kwargs["no_history"])

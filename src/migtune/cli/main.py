@@ -37,7 +37,17 @@ def cli() -> None:
 
 def _register() -> None:
     # Importing a command module registers its commands on ``cli``.
-    from migtune.cli import history, lab, logs, migrate, report, simulate, tune  # noqa: F401
+    from migtune.cli import (  # noqa: F401
+        history,
+        lab,
+        logs,
+        migrate,
+        plan,
+        preflight,
+        report,
+        simulate,
+        tune,
+    )
 
 
 def one_line(message: str) -> str:
@@ -110,16 +120,17 @@ def _recognised_anything(run: Run) -> bool:
     )
 
 
-def load_log(path: str, fmt: str | None = None) -> Run:
+def load_log(path: str, fmt: str | None = None, observe=None) -> Run:
     """``load_run`` for the commands: every error names the file, and a format forced
-    with ``--format`` that recognises nothing in the file is bad input, not an empty run."""
+    with ``--format`` that recognises nothing in the file is bad input, not an empty run.
+    ``observe``: see :func:`migtune.sources.parse_lines`."""
     from migtune.sources import load_run
 
     name = "standard input" if path == "-" else str(path)
     if "\x00" in name:
         raise InputError(f"{name!r}: not a file name (it contains a NUL byte)")
     try:
-        run = load_run(path, fmt)
+        run = load_run(path, fmt, observe=observe)
     except MigtuneError as exc:
         if name not in exc.message and str(path) not in exc.message:
             exc.message = f"{name}: {exc.message}"

@@ -11,6 +11,7 @@ import click
 
 from migtune.cli.history import history_options, record_quietly
 from migtune.cli.main import cli
+from migtune.cli.metrics import metrics_endpoint, metrics_options
 from migtune.cli.options import (
     DURATION,
     migration_settings_options,
@@ -37,6 +38,9 @@ POLICY_HELP = (
     "size=N): abort when remaining has not fallen for progress_timeout; at "
     "completion_per_gib x ceil(RAM/1e9) switch to post-copy if allowed (or pause with "
     "disruption=yes), else abort. "
+    "migtune (max-downtime=2s, max-time=TIME, allow=auto-converge+postcopy, link=RATE): "
+    "predict at every sync and make the smallest change the model says converges within "
+    "the limits, or cancel early when nothing allowed can. "
     "Example: --policy nova:steps=5,timeout=400s."
 )
 
@@ -108,6 +112,7 @@ POLICY_HELP = (
     "back what was in force before, on the source always and on the destination unless "
     "the migration completed).",
 )
+@metrics_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-diagnosis", is_flag=True, help="Do not print the diagnosis of the run.")
 @history_options
@@ -153,10 +158,11 @@ def migrate_cmd(**kwargs: Any) -> int:
         "keep_settings": kwargs["keep_settings"],
         **rule.as_kwargs(),
     }
-    if kwargs["attach"]:
-        result = attach(kwargs["qmp"], **common)
-    else:
-        result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, **common)
+    with metrics_endpoint(kwargs) as metrics:  # a port in use: exit 2 before QEMU is touched
+        if kwargs["attach"]:
+            result = attach(kwargs["qmp"], metrics=metrics, **common)
+        else:
+            result = migrate(kwargs["qmp"], kwargs["to_uri"], settings, metrics=metrics, **common)
     history_id = _record(result, kwargs)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))

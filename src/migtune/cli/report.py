@@ -50,12 +50,15 @@ def report(
     'info migrate', virsh domjobinfo, nova-compute lines, or a migtune recording.  The
     page loads nothing from the network, so it can be attached to a ticket as is.
     """
-    from migtune.report import write_report
+    from migtune.report import ProxmoxExcerpt, write_report
 
-    run = load_log(run_path, fmt)
+    excerpt = ProxmoxExcerpt()  # the explained-log excerpt, made in the same pass
+    run = load_log(run_path, fmt, observe=excerpt)
     others = [load_log(p) for p in compare]
     to_stdout = output == "-"
-    html, written = write_report(run, None if to_stdout else output, others, png_dir)
+    html, written = write_report(
+        run, None if to_stdout else output, others, png_dir, log_excerpt=excerpt
+    )
     if to_stdout:
         sys.stdout.write(html)
     for path in written:

@@ -14,6 +14,7 @@ from migtune import __version__
 from migtune.errors import InputError, MigtuneError
 from migtune.history.entries import (
     LIST_KEYS,
+    calibration_brief,
     compress_file,
     detailed,
     listed,
@@ -154,13 +155,13 @@ def export_runs(fmt: str, out: IO[str], *, db: Db = None) -> int:
     cals: list[dict[str, Any]] = []
     if store is not None:
         try:
-            rows = [
-                detailed(store.run(r["id"]) or r, store.calibrations(run_id=r["id"]))
-                for r in store.runs()
-            ]
-            from migtune.history.entries import calibration_brief
-
-            cals = [calibration_brief(c) for c in store.calibrations()]
+            stored = store.calibrations()
+            by_run: dict[int, list[dict[str, Any]]] = {}
+            for c in stored:
+                for rid in json.loads(c["run_ids"] or "[]"):
+                    by_run.setdefault(rid, []).append(c)
+            rows = [detailed(r, by_run.get(r["id"], [])) for r in store.runs()]
+            cals = [calibration_brief(c) for c in stored]
         finally:
             store.close()
     if fmt == "json":

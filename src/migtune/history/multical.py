@@ -121,16 +121,18 @@ class VmCalibration:
 
 def _fit(run_id: int, at: str, run: Any) -> RunFit:
     cal = calibrate(run)
+    # the conditions calibrate() replayed its candidates under, rebuilt from its result
     setup = Setup(
-        cal.ram_bytes,
-        cal.settings,
-        cal.qemu_version,
-        cal.link_rate,
-        list(cal.schedule),
-        cal.postcopy_after,
-        cal.time_limit,
-        cal.machine,
-        search_scale(cal.ram_bytes),
+        ram=cal.ram_bytes,
+        settings=cal.settings,
+        qemu_version=cal.qemu_version,
+        link=cal.link_rate,
+        schedule=list(cal.schedule),
+        postcopy_after=cal.postcopy_after,
+        limit=cal.time_limit,
+        machine=cal.machine,
+        scale=search_scale(cal.ram_bytes),
+        sample_interval=getattr(cal, "sample_interval", None),
     )
     fit = RunFit(run_id, at, cal, setup, best=None)  # type: ignore[arg-type]
     fit.best = fit.score(cal.workload)
@@ -165,17 +167,15 @@ def _load_fits(vm: str, db: Any, last: int | None) -> tuple[list[RunFit], list[s
         chosen = usable[-(last or DEFAULT_LAST) :]
         if len(usable) > len(chosen):
             skipped.append(f"{len(usable) - len(chosen)} older runs not used (--last)")
-        for r in chosen:
-            raw = store.raw_text(r["id"]) or b""
-            try:
-                run = parse_lines(
-                    raw.decode("utf-8", "replace").splitlines(), name=f"run #{r['id']}"
-                )
-                fits.append(_fit(r["id"], r["at"], run))
-            except MigtuneError as exc:
-                skipped.append(f"run #{r['id']}: {exc}")
+        texts = [(r["id"], r["at"], store.raw_text(r["id"]) or b"") for r in chosen]
     finally:
-        store.close()
+        store.close()  # calibrating can take minutes: the file is not held meanwhile
+    for run_id, at, raw in texts:
+        try:
+            run = parse_lines(raw.decode("utf-8", "replace").splitlines(), name=f"run #{run_id}")
+            fits.append(_fit(run_id, at, run))
+        except MigtuneError as exc:
+            skipped.append(f"run #{run_id}: {exc}")
     if not fits:
         why = "; ".join(skipped) or "none usable"
         raise InputError(f"no run of VM {vm!r} can be calibrated from ({why})")

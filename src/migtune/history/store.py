@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 import zlib
 from collections.abc import Iterator
@@ -94,6 +95,20 @@ def inspect(path: Path) -> int | None:
         return None
     if not head.startswith(SQLITE_MAGIC):
         raise InputError(f"{path}: not a migtune history database (not an SQLite file); left as is")
+    for attempt in range(3):
+        try:
+            return _identify(path)
+        except InputError:
+            # A writer that checkpointed while the file was read without locks
+            # (immutable) can make a sound file look torn; it leaves its WAL file
+            # behind while it works, and with one there the next read takes locks.
+            if attempt == 2 or not Path(f"{path}-wal").exists():
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _identify(path: Path) -> int | None:
     try:
         conn = sqlite3.connect(_ro_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
@@ -182,8 +197,7 @@ class HistoryStore:
         if since is not None:
             where.append("at >= ?")
             args.append(since)
-        cols = "id, " + ", ".join(c for c in _run_columns(self.db) if c not in ("id", "raw"))
-        sql = f"SELECT {cols}, raw IS NOT NULL AS raw_stored FROM runs"
+        sql = f"SELECT {self._columns()} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY at DESC, id DESC"
@@ -193,12 +207,13 @@ class HistoryStore:
         return list(reversed(rows))
 
     def run(self, run_id: int) -> dict[str, Any] | None:
-        rows = list(self._query("SELECT * FROM runs WHERE id = ?", [run_id]))
-        if not rows:
-            return None
-        row = dict(rows[0])
-        row["raw_stored"] = row.pop("raw") is not None
-        return row
+        rows = list(self._query(f"SELECT {self._columns()} FROM runs WHERE id = ?", [run_id]))
+        return dict(rows[0]) if rows else None
+
+    def _columns(self) -> str:
+        """Every column but the text itself (it can be megabytes), and whether it is kept."""
+        cols = [c.name for c in self.db["runs"].columns if c.name != "raw"]
+        return ", ".join(cols) + ", raw IS NOT NULL AS raw_stored"
 
     def raw_text(self, run_id: int) -> bytes | None:
         found = self.db.execute(
@@ -229,10 +244,6 @@ class HistoryStore:
         cur = self.db.conn.cursor()
         cur.row_factory = sqlite3.Row
         yield from cur.execute(sql, args)
-
-
-def _run_columns(db: Database) -> list[str]:
-    return [c.name for c in db["runs"].columns]
 
 
 def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True):

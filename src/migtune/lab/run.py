@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migtune.errors import InputError, UnavailableError
 from migtune.lab.guest import GuestImage, GuestLine, SerialTail, build_guest, cache_dir
@@ -43,6 +43,9 @@ from migtune.qemu.qmp import QMPCommandError, QMPConnectionLost
 from migtune.settings import check_for_guest
 from migtune.units import MiB, format_rate
 from migtune.workload import Workload
+
+if TYPE_CHECKING:
+    from migtune.outputs.metrics import MigrationMetrics
 
 BOOT_TIMEOUT = 60.0  # s for the guest's first line (TCG boots in 3-4 s, slower when loaded)
 WARMUP_TIMEOUT = 60.0  # s from the first line until the writer runs at its rate
@@ -67,6 +70,7 @@ class LabResult:
     differing_pages: int | None = None  # --verify: pages whose content differs after migration
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    before: Any = None  # what lab_run's before_migrate returned (a preflight, say)
 
     def guest_rate_during(self, side: str = "source") -> float | None:
         rates = [g["rate_Bps"] for g in self.guest_rates if g["side"] == side and g["t"] >= 0]
@@ -288,8 +292,14 @@ def lab_run(
     meta: dict[str, Any] | None = None,
     image: GuestImage | None = None,
     verify: bool = False,
+    metrics: MigrationMetrics | None = None,
+    before_migrate: Callable[[str], Any] | None = None,
 ) -> LabResult:
     """Boot source and destination, warm the workload up, migrate, check, stop both.
+
+    ``before_migrate(source_qmp_path)`` runs once the workload is warm, before the
+    migration starts (``migtune preflight`` measures the guest there; its return value
+    is in ``LabResult.before``).  ``metrics`` goes to :func:`migrate`.
 
     With ``verify`` the destination starts paused (``-S``); after a completed
     pre-copy migration both sides' RAM is dumped and compared page by page before
@@ -311,7 +321,7 @@ def lab_run(
         return _lab_run(
             ram, workload, settings, version, policy, time_limit, record, allow_postcopy,
             postcopy_after_passes, postcopy_after, accel, machine, progress, status, meta,
-            image, verify,
+            image, verify, metrics, before_migrate,
         )  # fmt: skip
 
 
@@ -320,7 +330,8 @@ def _lab_run(
     time_limit: float | None, record: str | Path | None, allow_postcopy: bool,
     postcopy_after_passes: int | None, postcopy_after: float | None, accel: str,
     machine: str, progress: bool, status: Status | None, meta: dict[str, Any] | None,
-    image: GuestImage | None, verify: bool,
+    image: GuestImage | None, verify: bool, metrics: MigrationMetrics | None = None,
+    before_migrate: Callable[[str], Any] | None = None,
 ) -> LabResult:  # fmt: skip
     clean_stale_workdirs()  # directories of lab runs that were killed outright
     policy = parse_policy(policy)
@@ -343,6 +354,7 @@ def _lab_run(
         before = [g.get("rate_Bps") for _, g in watcher.of("source", "rate")[-3:]]
         rate_before = statistics.median(before) if before else None
         watcher.start()
+        ahead = before_migrate(src.qmp_path) if before_migrate is not None else None
         port = free_port()
         run_meta = {
             **(meta or {}),
@@ -372,6 +384,7 @@ def _lab_run(
             progress=progress,
             meta=run_meta,
             workload=workload.spec(),
+            metrics=metrics,
         )
         end = time.time()
         say("checking the guest")
@@ -408,6 +421,7 @@ def _lab_run(
         differing_pages=differing,
         warnings=warnings,
         meta={"machine_after": machine_meta()},
+        before=ahead,
     )
     if record is not None:
         try:

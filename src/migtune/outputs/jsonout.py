@@ -133,6 +133,7 @@ def explanation_dict(x: Explanation, lines: Any = None) -> dict[str, Any]:
                 }
                 for p in x.timeline
             ],
+            "predictions": list(x.predictions),
             "diagnosis": d,
         }
     )
@@ -146,7 +147,9 @@ def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
 
 
-_string = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder for one string
+# The C encoder for one string: what JSONEncoder(ensure_ascii=False).encode does for a
+# str, without its Python-level checks (a line object has ~4 strings, a log millions).
+_string = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
 
 
 def _line_json(ln: ExplainedLine) -> str:
@@ -156,7 +159,7 @@ def _line_json(ln: ExplainedLine) -> str:
     item has a fixed shape, so it is assembled from C-encoded strings instead.
     """
     notes = (
-        "[\n        " + ",\n        ".join(_string(n) for n in ln.notes) + "\n      ]"
+        "[\n        " + ",\n        ".join(map(_string, ln.notes)) + "\n      ]"
         if ln.notes
         else "[]"
     )

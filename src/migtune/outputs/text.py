@@ -152,6 +152,8 @@ def _plain_log(x: Explanation, out: IO[str]) -> None:
 
 def _as_rich_plain(line: str) -> str:
     """What rich prints for a plain Text line: control codes dropped, tabs expanded."""
+    if line.isprintable():  # no control code, no tab: the usual line, as it is
+        return line
     return strip_control_codes(line).expandtabs(8)
 
 
@@ -189,5 +191,11 @@ def _render_rest(x: Explanation, con: Console) -> None:
             start = "?" if p.start is None else f"{p.start:8.1f} s"
             dur = format_duration(p.duration) if p.duration is not None else "?"
             con.print(Text(f"  {p.name:13} at {start:>10}  {dur:>12}  {p.note}"))
+        con.print()
+    if x.predictions:
+        con.print(Text("Live predictions (what migtune expected while it ran)", style="bold"))
+        for r in x.predictions:
+            at = "?" if r["t"] is None else f"{r['t']:8.1f} s"
+            con.print(Text(f"  {r['kind']:10} at {at:>10}  {r['text']}"))
         con.print()
     render_diagnosis(x.diagnosis, con=con)

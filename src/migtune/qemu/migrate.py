@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migtune.errors import (
     EXIT_CANCELLED,
@@ -39,6 +39,7 @@ from migtune.model import Run, Settings, to_dict
 from migtune.outcome import Outcome, outcome_from_run
 from migtune.outputs.recording import RecordingTee, RecordingWriter
 from migtune.qemu import compat, restore
+from migtune.qemu.livewatch import LiveWatch
 from migtune.qemu.params import qmp_parameters, settings_from_qemu
 from migtune.qemu.policies import POSTCOPY_STATES, SET_PARAMETERS, Action, Policy, parse_policy
 from migtune.qemu.qmp import QMP, QMPCommandError, QMPConnectionLost, QMPReplyError
@@ -56,6 +57,9 @@ from migtune.qemu.supervisor import (
 )
 from migtune.settings import check_for_guest
 from migtune.sources.recording import parse_recording
+
+if TYPE_CHECKING:
+    from migtune.outputs.metrics import MigrationMetrics
 
 __all__ = ["MigrationResult", "migrate", "attach", "cancel_migration", "CancelResult"]
 
@@ -119,6 +123,8 @@ def migrate(
     workload: str | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
+    predict: bool = True,
 ) -> MigrationResult:
     """Migrate the QEMU behind ``source_qmp`` to ``to_uri`` and return what happened.
 
@@ -130,9 +136,13 @@ def migrate(
     no trigger given it switches once the first full pass is done (count 2).
     ``postcopy-ram`` in ``settings`` without ``allow_postcopy`` is refused.
     A destination that does not answer QMP for ``dest_grace`` seconds fails the
-    migration.  Raises ``UnavailableError`` when a QMP socket is missing,
+    migration.  With ``predict`` (always with ``--policy migtune``) the model predicts
+    the outcome at every sync from the first pass's end on, off the polling loop
+    (:mod:`migtune.qemu.livewatch`): shown on the progress line, recorded as
+    ``prediction`` events.  Raises ``UnavailableError`` when a QMP socket is missing,
     ``InputError`` for a combination QEMU rejects; otherwise returns a
-    :class:`MigrationResult`.
+    :class:`MigrationResult`.  ``metrics`` (:mod:`migtune.outputs.metrics`) is fed
+    every sample, the settings in force and the outcome, for a Prometheus endpoint.
     """
     postcopy_refusal(settings, allow_postcopy)
     pol = parse_policy(policy)
@@ -144,7 +154,9 @@ def migrate(
     driver = _Driver(
         source_qmp, to_uri, settings, pol, time_limit, dest_qmp, allow_postcopy,
         postcopy_after_passes, postcopy_after, poll_interval, dest_grace, keep_settings,
+        predict,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, meta or {}, workload)
 
 
@@ -162,6 +174,8 @@ def attach(
     poll_interval: float | None = None,
     dest_grace: float = DEST_GRACE,
     keep_settings: bool = False,
+    metrics: MigrationMetrics | None = None,
+    predict: bool = True,
 ) -> MigrationResult:
     """Take over supervision of the migration already running on ``source_qmp``.
 
@@ -174,8 +188,9 @@ def attach(
     driver = _Driver(
         source_qmp, None, Settings(), parse_policy(policy), time_limit, dest_qmp,
         allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,
-        keep_settings,
+        keep_settings, predict,
     )  # fmt: skip
+    driver.metrics = metrics
     return driver.run(record, progress, {"attached": True}, None)
 
 
@@ -191,7 +206,7 @@ class _Driver(Supervisor):
         self, source_qmp: str, to_uri: str | None, settings: Settings, policy: Policy,
         time_limit: float | None, dest_qmp: str | None, allow_postcopy: bool,
         after_passes: int | None, after: float | None, poll_interval: float | None,
-        dest_grace: float, keep_settings: bool,
+        dest_grace: float, keep_settings: bool, predict: bool = True,
     ):  # fmt: skip
         super().__init__(
             policy, time_limit, poll_interval, allow_postcopy, after_passes, after, dest_grace
@@ -199,9 +214,11 @@ class _Driver(Supervisor):
         self.source_qmp, self.to_uri, self.settings = source_qmp, to_uri, settings
         self.dest_qmp, self.keep_settings = dest_qmp, keep_settings
         self.attaching = to_uri is None
+        self.predict = predict or policy.name == "migtune"  # it steers by the prediction
         # side -> (connection, settings before migtune touched them)
         self.snapshots: dict[str, tuple[QMP, restore.SettingsSnapshot]] = {}
         self.restored: bool | None = None
+        self.metrics: MigrationMetrics | None = None  # a Prometheus endpoint's figures
 
     # -- set-up ------------------------------------------------------------------------
     def _snapshot(self, side: str, q: QMP, path: str) -> None:
@@ -234,7 +251,7 @@ class _Driver(Supervisor):
         run_state = src.status()
         if run_state in ("inmigrate", "postmigrate", "shutdown", "internal-error"):
             raise InputError(f"the source VM cannot be migrated now (run state {run_state})")
-        caps = dict(self.settings.capabilities)
+        caps = {**self.policy.capabilities(self.settings), **self.settings.capabilities}
         if self.allow_postcopy:
             caps["postcopy-ram"] = True
         caps_arg = [{"capability": k, "state": bool(v)} for k, v in caps.items()]
@@ -305,6 +322,7 @@ class _Driver(Supervisor):
             ram_bytes=guest_ram,
             allow_postcopy=self.allow_postcopy,
             requested=self.settings,
+            time_limit=self.time_limit,
         )
 
     def _effective(self, src: QMP, version: str) -> Settings:
@@ -345,18 +363,31 @@ class _Driver(Supervisor):
                     version, effective, run_state = self._configure(src, dst)
                     self.t0 = time.time()
                 self.show = display = progress_sink(progress)
+                if self.metrics is not None:  # every sample also goes to the endpoint
+                    self.show = self.metrics.progress_sink(display, effective, self.actions)
                 src.events()  # drop whatever was queued before this migration
                 self.rec.header(
                     "migrate", to_dict(effective), self.t0, qemu_version=version,
                     workload=workload,
                     meta={**meta, "policy": self.policy.describe(), "uri": self.to_uri,
                           "time_limit": self.time_limit, "allow_postcopy": self.allow_postcopy,
-                          "source_run_state": run_state, "warnings": self.warnings},
+                          "source_run_state": run_state, "warnings": self.warnings,
+                          "postcopy_after_passes": self.after_passes,
+                          "postcopy_after": self.after, "predict": self.predict},
                 )  # fmt: skip
                 for action in self.actions:
                     self.rec.event(0.0, "settings", action.reason, action.to_dict())
                 if not self.attaching:
                     self.rec.event(0.0, "ram-start", f"migrate uri={self.to_uri}")
+                if self.predict:
+                    self.live = LiveWatch(
+                        time_limit=self.policy.prediction_limit(),
+                        postcopy_after_passes=self.after_passes,
+                        postcopy_after=self.after,
+                    )
+                    self.snapshot = tee.getvalue
+                    self.live.start()
+                    self.policy.live_fed = True  # predictions come from the worker
                 if self.flag.get("stop") and not self.attaching:  # Ctrl-C while configuring
                     raise MigrationCancelled(f"{self.flag['stop']} before the migration started")
                 tee.strict = False  # from now on a write error only stops the recording
@@ -392,6 +423,9 @@ class _Driver(Supervisor):
                     self._restore_settings(status)
                 except Exception as exc:  # noqa: BLE001 - the connections must still be closed
                     self.warnings.append(f"settings not restored: {type(exc).__name__}: {exc}")
+                if self.live is not None:
+                    with contextlib.suppress(Exception):
+                        self.live.close()
                 if hasattr(display, "close"):
                     with contextlib.suppress(Exception):
                         display.close()
@@ -401,6 +435,8 @@ class _Driver(Supervisor):
                 if not issued:
                     tee.close_file()
         result = self._result(tee, record, status, reason, source_status, version)
+        if self.metrics is not None:
+            self.metrics.finish(result.status)
         if error is not None:
             raise _after_cancel(error, source_status)
         return result

@@ -34,9 +34,14 @@ class Action:
     reason: str
     params: dict[str, Any] = field(default_factory=dict)
     t: float | None = None  # seconds since the migration started, set by the driver
+    # the live prediction that justified it (``--policy migtune``): LivePrediction.to_dict()
+    prediction: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reason": self.reason, "params": self.params, "t": self.t}
+        out = {"kind": self.kind, "reason": self.reason, "params": self.params, "t": self.t}
+        if self.prediction is not None:
+            out["prediction"] = self.prediction
+        return out
 
 
 class Policy:
@@ -61,6 +66,7 @@ class Policy:
             except (ValueError, InputError) as exc:
                 raise InputError(f"policy {self.name}: bad value {v!r} for {k} ({exc})") from None
         self.allow_postcopy = False
+        self.time_limit: float | None = None
         self.ram_bytes: int | None = None
         self.settings = Settings()
         self.requested = Settings()
@@ -73,16 +79,36 @@ class Policy:
         ram_bytes: int | None,
         allow_postcopy: bool = False,
         requested: Settings | None = None,
+        time_limit: float | None = None,
     ) -> None:
         """Called once before the migration starts.
 
         ``settings`` are those in force on the source, ``requested`` what the user
-        asked for (``None`` fields: not given), ``ram_bytes`` the guest's RAM.
+        asked for (``None`` fields: not given), ``ram_bytes`` the guest's RAM,
+        ``time_limit`` the driver's (``--time-limit``).
         """
         self.settings = settings
         self.requested = requested if requested is not None else settings
         self.ram_bytes = ram_bytes
         self.allow_postcopy = allow_postcopy
+        self.time_limit = time_limit
+
+    # -- the live prediction (see migtune.qemu.livewatch) -----------------------------------
+    def capabilities(self, requested: Settings) -> dict[str, bool]:
+        """Capabilities the policy needs switched on before the migration starts."""
+        return {}
+
+    def candidate_changes(self, sample: Sample | None = None) -> list[Any]:
+        """Changes (``migtune.analysis.live.Change``) to predict besides the settings in
+        force at the next prediction."""
+        return []
+
+    def prediction_limit(self) -> float | None:
+        """The time the live prediction asks "converges within?" about."""
+        return self.time_limit
+
+    def on_prediction(self, current: Any, alternatives: list[Any]) -> None:
+        """A live prediction arrived (``LivePrediction`` and ``[(Change, LivePrediction)]``)."""
 
     def observe(self, sample: Sample) -> None:
         if sample.status in POSTCOPY_STATES:
@@ -378,3 +404,8 @@ def policy_help() -> str:
             keys = ", ".join(f"{k}" for k in cls.PARAMS)
             lines.append(f"{name}: parameters {keys}")
     return "; ".join(lines)
+
+
+from migtune.qemu.policy_migtune import MigtunePolicy  # noqa: E402 - it subclasses Policy
+
+POLICIES["migtune"] = MigtunePolicy

@@ -45,6 +45,8 @@ def describe(sample: Sample, extra: dict[str, Any] | None = None) -> str:
     if sample.status in ("active", "setup"):
         e = eta(sample)
         parts.append("ETA " + (format_duration(e) if e is not None else "not converging"))
+    if extra and extra.get("prediction") and sample.status in ("active", "setup"):
+        parts.append(f"model: {extra['prediction']}")
     if extra and extra.get("postcopy"):
         parts.append("post-copy")
     return ", ".join(parts)

@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from migtune.analysis.live import EVENT_KIND
 from migtune.errors import InputError, MigrationFailed, MigtuneError
 from migtune.model import Sample
 from migtune.outputs.recording import RecordingWriter
 from migtune.qemu import restore
+from migtune.qemu.livewatch import LiveWatch, Outcome
 from migtune.qemu.policies import (
     ABORT,
     PAUSE,
@@ -170,6 +172,10 @@ class Supervisor:
         self.show: ProgressFn | None = None
         self.on_pause: Callable[[], None] | None = None  # lets --cancel know who paused it
         self.dest_unreachable = False  # gone or silent: do not wait on it any more
+        # the live prediction (migtune.qemu.livewatch), fed the recording so far
+        self.live: LiveWatch | None = None
+        self.snapshot: Callable[[], str] | None = None
+        self.prediction_text: str | None = None
 
     # -- the loop --------------------------------------------------------------------
     def loop(self, src: QMP, dst: QMP | None) -> tuple[str, str | None]:
@@ -211,6 +217,7 @@ class Supervisor:
                     return "cancelled", stop
                 self.note_once("post-copy is running: it cannot be cancelled, waiting for it")
             now = sample.t or 0.0
+            self._live_step(sample, now)
             for action in self.policy.decide(sample, now) + self._postcopy_trigger(sample, now):
                 if self.apply(src, action, now):
                     return "cancelled", action.reason
@@ -235,11 +242,41 @@ class Supervisor:
             self.postcopy = True
         if self.show is not None:
             try:
-                self.show(sample, {"postcopy": self.postcopy})
+                self.show(sample, {"postcopy": self.postcopy, "prediction": self.prediction_text})
             except Exception:
                 self.show = None  # a broken display must not also break the cancel
                 raise
         return sample
+
+    def _live_step(self, sample: Sample, now: float) -> None:
+        """Collect finished predictions (recorded, shown, handed to the policy) and start
+        the next one at a sync.  Never waits; a failure is one warning, never the
+        migration's end."""
+        live = self.live
+        if live is None or self.snapshot is None:
+            return
+        try:
+            for out in live.collect():
+                if out.current is None:
+                    continue
+                self._record_prediction(out, now)
+                self.policy.on_prediction(out.current, out.alternatives)
+            changes = self.policy.candidate_changes(sample)
+            live.feed(sample, self.snapshot, changes)
+        except Exception as exc:  # noqa: BLE001 - the prediction is optional, the migration is not
+            self.live = None
+            live.close()
+            self.note_once(f"live prediction stopped: {type(exc).__name__}: {exc}")
+        for text in live.warnings:
+            self.note_once(f"live prediction: {text}")
+
+    def _record_prediction(self, out: Outcome, now: float) -> None:
+        self.prediction_text = out.current.short()
+        assert self.rec is not None
+        self.rec.event(now, EVENT_KIND, out.current.message(), out.event_data(now))
+        metrics = getattr(self, "metrics", None)  # a Prometheus endpoint (migrate --metrics-port)
+        if metrics is not None:
+            out.publish(metrics)
 
     def _record_destination_events(self, dst: QMP | None) -> None:
         if dst is None or self.rec is None:

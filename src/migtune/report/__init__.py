@@ -15,10 +15,11 @@ from migtune.model import Run
 from migtune.report import charts as ch
 from migtune.report.analysis import analyse
 from migtune.report.html import ChartView, RunView, page, run_name
+from migtune.report.logexcerpt import ProxmoxExcerpt
 from migtune.report.series import pass_rows, run_series
 from migtune.settings import describe
 
-__all__ = ["build_report", "render", "save_pngs", "write_report"]
+__all__ = ["ProxmoxExcerpt", "build_report", "render", "save_pngs", "write_report"]
 
 
 def _view(run: Run) -> RunView:
@@ -77,15 +78,20 @@ def _captions(views: Sequence[RunView]) -> dict[str, str]:
     }
 
 
-def render(run: Run, compare: Sequence[Run] = ()) -> tuple[str, list[ch.Chart]]:
-    """The page and its matplotlib charts (for ``save_pngs``)."""
+def render(
+    run: Run, compare: Sequence[Run] = (), log_excerpt: ProxmoxExcerpt | None = None
+) -> tuple[str, list[ch.Chart]]:
+    """The page and its matplotlib charts (for ``save_pngs``).
+
+    ``log_excerpt``: the excerpt made while ``run`` was parsed (``load_run(path,
+    observe=ProxmoxExcerpt())``); without it a huge log is read a second time."""
     views = [_view(run), *(_view(r) for r in compare)]
     plots = [ch.RunPlot(v.label, run_series(v.run)) for v in views]
     plots[0].phases = _phases(views[0])
     charts = [c for c in (ch.progress_chart(plots), ch.rates_chart(plots)) if c is not None]
     captions = _captions(views)
     chart_views = [ChartView(c.name, c.title, ch.to_svg(c), captions[c.name]) for c in charts]
-    html = page(views, chart_views, _no_chart_reason(run), _phases(views[0]))
+    html = page(views, chart_views, _no_chart_reason(run), _phases(views[0]), log_excerpt)
     return html, charts
 
 
@@ -99,12 +105,13 @@ def write_report(
     output: str | Path | None,
     compare: Sequence[Run] = (),
     png_dir: str | Path | None = None,
+    log_excerpt: ProxmoxExcerpt | None = None,
 ) -> tuple[str, list[Path]]:
     """Write the HTML report to ``output`` (unless None) and each chart as ``DIR/<name>.png``.
 
     Returns the page and the paths written.
     """
-    html, charts = render(run, compare)
+    html, charts = render(run, compare, log_excerpt)
     written: list[Path] = []
     if output is not None:
         out = Path(output)

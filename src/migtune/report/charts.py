@@ -56,6 +56,7 @@ PHASE_COLOURS = {
 }
 MARKER_COLOURS = {
     "downtime-change": "#6a3d9a",
+    "prediction": "#8c564b",
     "bandwidth-change": "#8c564b",
     "throttle-change": "#2ca02c",
     "postcopy-start": "#e377c2",
@@ -413,6 +414,7 @@ _MARK = {
     "bandwidth-change": "bandwidth limit changed",
     "throttle-change": "CPU throttle changed",
     "postcopy-start": "switched to post-copy",
+    "prediction": "live prediction changed",
 }
 
 

@@ -83,7 +83,18 @@ def select(
     return sorted(must)
 
 
-def render(run: Run, explanation: Any | None) -> str:
+def render(run: Run, explanation: Any | None, excerpt: Any | None = None) -> str:
+    """The log section; ``excerpt``: a :class:`~migtune.report.logexcerpt.ProxmoxExcerpt`
+    that rode along the parse, used for a thinned (huge) log instead of a second read."""
+    if excerpt is not None and explanation is not None and _thinned(run):
+        rows = excerpt.rows(run, explanation.metrics)
+        what = "routine progress lines" if excerpt.stride == 1 else "lines (mostly progress)"
+        why = (
+            f"; {{left}} {what} left out to keep the page small: shown are the first and "
+            "last lines, set-up, setting changes, errors, the first line of each pass and "
+            "an even subset of the progress lines (`migtune explain` prints them all)"
+        )
+        return _section(run, explanation, rows, excerpt.total, None, why)
     stream = iter_log_lines(run, explanation)
     lines, big = _take_within(stream, 4 * LOG_BUDGET)
     if not big:
@@ -111,6 +122,10 @@ def render(run: Run, explanation: Any | None) -> str:
     return _section(run, explanation, plan.rows(), plan.total, None, why)
 
 
+def _thinned(run: Run) -> bool:
+    return run.format == "proxmox" and bool(getattr(run.samples, "thinned", False))
+
+
 def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]:
     """The first lines up to ``budget`` of cost; True if the log goes on beyond it."""
     out: list[Line] = []
@@ -124,6 +139,9 @@ def _take_within(stream: Iterator[Line], budget: int) -> tuple[list[Line], bool]
 
 
 def _count_lines(run: Run, explanation: Any | None) -> int:
+    known = getattr(run.lines, "line_count", None)
+    if known is not None:
+        return known  # counted by the parse, which read the whole file
     batches = getattr(run.lines, "batches", None)
     if batches is not None:
         return sum(len(b) for b in batches())

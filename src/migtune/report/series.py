@@ -257,10 +257,17 @@ def _throttle(run: Run) -> Line:
 def markers(run: Run) -> list[Marker]:
     """Setting changes during the migration, with a short label for the chart."""
     out: list[Marker] = []
+    verdict = None
     for e in run.events:
         if e.t is None:
             continue
-        if e.kind == "downtime-change":
+        if e.kind == "prediction" and isinstance(e.data, dict):
+            # a live prediction, marked where its verdict changes (one per sync is noise)
+            if e.data.get("verdict") == verdict:
+                continue
+            verdict = e.data.get("verdict")
+            v, label = None, f"predicted: {str(verdict).replace('-', ' ')}"
+        elif e.kind == "downtime-change":
             v = event_downtime_limit(e)
             label = f"limit {format_duration(v)}" if v is not None else "downtime limit"
         elif e.kind == "bandwidth-change":

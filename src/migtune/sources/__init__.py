@@ -14,10 +14,14 @@ Each format lives in its own module exposing:
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import gc
 import importlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from migtune.bounded import EventList, SampleList
 from migtune.errors import InputError
@@ -78,12 +82,52 @@ def parse_text(text: str, fmt: str | None = None, name: str = "<input>") -> Run:
     return parse_lines(text.splitlines(), fmt, name)
 
 
-def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<input>") -> Run:
+class LineWindow:
+    """The last few batches of lines the parse read, by line number.
+
+    For an observer of a Proxmox parse (:func:`parse_lines` ``observe``): a record
+    comes out a line or two after its line was read, and the lines that make no record
+    (an xbzrle line folded into the progress sample before it) are looked up here.
+    """
+
+    __slots__ = ("_batches", "end")
+
+    def __init__(self) -> None:
+        self._batches: collections.deque[tuple[int, list[str]]] = collections.deque(maxlen=3)
+        self.end = 0  # number of the last line read
+
+    def push(self, batch: list[str]) -> None:
+        self._batches.append((self.end + 1, batch))
+        self.end += len(batch)
+
+    def text(self, no: int) -> str | None:
+        """Line ``no`` if it is still in the window, else None."""
+        found = self.batch_of(no)
+        return None if found is None else found[1][no - found[0]]
+
+    def batch_of(self, no: int) -> tuple[int, list[str]] | None:
+        """(number of its first line, batch) of the batch holding line ``no``, or None."""
+        for first, batch in reversed(self._batches):
+            if no >= first:
+                return (first, batch) if no - first < len(batch) else None
+        return None
+
+
+def parse_lines(
+    source: Iterable[str],
+    fmt: str | None = None,
+    name: str = "<input>",
+    observe: Callable[[Any], None] | None = None,
+) -> Run:
     """Parse a log given as lines: a list, or a :class:`LineSource` read once, as a stream.
 
     Only the first lines are held to detect the format; the parser then consumes the
     rest one line at a time.  ``run.lines`` is ``source`` itself, so ``explain`` can read
     the lines again without this function having kept them.
+
+    ``observe`` (Proxmox logs only): called with each record of the parse, in line
+    order, after ``observe.start(window)`` gave it a :class:`LineWindow` over the lines
+    read; so one pass can do what would otherwise need a second read of a huge log.
     """
     cut: list[tuple[int, int]] = []
     if isinstance(source, LineSource):
@@ -92,7 +136,8 @@ def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<inp
         batches = _batched(iter(source))
     comments: list[str] = []
     errors = ErrorLines()
-    body = _body(batches, errors, comments)
+    window = LineWindow() if observe is not None else None
+    body = _body(batches, errors, comments, window)
     head: list[str] = []
     seen = 0
     for line in body:
@@ -105,7 +150,11 @@ def parse_lines(source: Iterable[str], fmt: str | None = None, name: str = "<inp
         raise InputError(f"{name}: no log lines")
     chosen = fmt or detect_format([line for line in head if line.strip()], name)
     try:
-        run = _module(chosen).parse(itertools.chain(head, body))
+        if observe is not None and chosen == "proxmox":
+            observe.start(window)  # type: ignore[attr-defined]
+            run = _module(chosen).parse(itertools.chain(head, body), observe=observe)
+        else:
+            run = _module(chosen).parse(itertools.chain(head, body))
     except InputError as exc:
         raise InputError(
             exc.message if exc.message.startswith(name) else f"{name}: {exc}"
@@ -139,14 +188,32 @@ def _batched(lines: Iterator[str], size: int = 1024) -> Iterator[list[str]]:
         yield batch
 
 
-def _body(batches: Iterable[list[str]], errors: ErrorLines, comments: list[str]) -> Iterator[str]:
+def _body(
+    batches: Iterable[list[str]],
+    errors: ErrorLines,
+    comments: list[str],
+    window: LineWindow | None = None,
+) -> Iterator[str]:
     """One pass over the source: header comments blanked, error lines collected.
 
-    A single generator over whole batches keeps the per-line overhead to one ``yield``.
+    The work is done per batch; the lines come out of ``chain`` (in C, no generator
+    step per line of a 10-million-line log).
     """
+    return itertools.chain.from_iterable(_fed(batches, errors, comments, window))
+
+
+def _fed(
+    batches: Iterable[list[str]],
+    errors: ErrorLines,
+    comments: list[str],
+    window: LineWindow | None,
+) -> Iterator[list[str]]:
     in_header = True
     for batch in batches:
+        read = batch  # as read, for the window: explain shows the comments as they are
         if in_header:
+            if window is not None:
+                read = list(batch)
             for i, line in enumerate(batch):
                 if line.startswith("#"):
                     comments.append(line.lstrip("# ").rstrip())
@@ -155,7 +222,9 @@ def _body(batches: Iterable[list[str]], errors: ErrorLines, comments: list[str])
                     in_header = False
                     break
         errors.feed(batch)
-        yield from batch
+        if window is not None:
+            window.push(read)
+        yield batch
 
 
 def blank_header_comments(lines: Iterator[str], comments: list[str]) -> Iterator[str]:
@@ -197,7 +266,36 @@ def _note_bounds(run: Run, cut: list[tuple[int, int]]) -> None:
         run.warnings.append(f"thinned {what} to bound memory")
 
 
-def load_run(path: str | Path, fmt: str | None = None) -> Run:
+@contextlib.contextmanager
+def fewer_collections(threshold: int = 100_000) -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a log streams past.
+
+    A parse makes a record per line (millions of small objects, none in a cycle: freed
+    by reference counting as soon as they are thinned away), and the objects it keeps
+    (samples, a window of recent ones) grow old; with the default threshold the
+    collector runs every 700 allocations and keeps re-scanning those: 15-40 % of the
+    time of a big log.  Restores the thresholds when the last such stream is done
+    (streams may end in any order: an abandoned generator is closed when it is freed).
+    """
+    if not _RELAXED:
+        _RELAXED.append(gc.get_threshold())
+        old = _RELAXED[0]
+        gc.set_threshold(max(old[0], threshold), *old[1:])
+    _RELAXED.append(None)
+    try:
+        yield
+    finally:
+        _RELAXED.pop()
+        if len(_RELAXED) == 1:
+            gc.set_threshold(*_RELAXED.pop())
+
+
+_RELAXED: list = []  # [thresholds to restore, one None per stream going on]
+
+
+def load_run(
+    path: str | Path, fmt: str | None = None, observe: Callable[[Any], None] | None = None
+) -> Run:
     """Read and parse a migration log, recording or simulation file, as a stream.
 
     ``-`` reads standard input (spooled to a temporary file so ``explain`` can read
@@ -206,6 +304,7 @@ def load_run(path: str | Path, fmt: str | None = None) -> Run:
     """
     source = LineSource.from_stdin() if str(path) == "-" else LineSource(path)
     source.check()
-    run = parse_lines(source, fmt, name=str(path))
+    with fewer_collections():
+        run = parse_lines(source, fmt, name=str(path), observe=observe)
     run.meta.setdefault("path", str(path))
     return run

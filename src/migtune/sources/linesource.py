@@ -43,22 +43,36 @@ class LineSource:
         self.path = str(path)
         self.name = name or self.path
         self.cut_lines: dict[int, int] = {}
+        self.line_count: int | None = None  # known once a walk reached the end
         self._spool: str | None = None
 
     @classmethod
     def from_stdin(cls, stream=None) -> LineSource:
-        """Copy standard input to a temporary file (deleted with the source) and read that."""
+        """Copy standard input to a temporary file and read that.
+
+        Where the system lets an open file be opened again by its descriptor (Linux's
+        ``/proc/self/fd``), the file's name is removed at once: the copy then goes away
+        with the process however it ends (killed included).  Elsewhere it is deleted with
+        the source.
+        """
         stream = stream if stream is not None else sys.stdin.buffer
         fd, tmp = tempfile.mkstemp(prefix="migtune-stdin-")
+        reopen = _unlinked_path(fd, tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(os.dup(fd), "wb") as out:
                 shutil.copyfileobj(stream, out, _CHUNK)
         except OSError as exc:
-            os.unlink(tmp)
+            os.close(fd)
+            _unlink(tmp)
             raise InputError(f"-: cannot read standard input ({exc.strerror or exc})") from None
-        source = cls(tmp, name="-")
-        source._spool = tmp
-        weakref.finalize(source, _unlink, tmp)
+        if reopen is None:
+            os.close(fd)
+            source = cls(tmp, name="-")
+            source._spool = tmp
+            weakref.finalize(source, _unlink, tmp)
+        else:
+            source = cls(reopen, name="-")
+            weakref.finalize(source, os.close, fd)
         return source
 
     def check(self) -> None:
@@ -121,7 +135,9 @@ class LineSource:
                 if lines:
                     yield lines
             if carry:
+                no += 1
                 yield [carry]
+        self.line_count = no  # the parse walks the whole file: later walks need not count
 
     def _cut(self, no: int, length: int, on_cut: Callable[[int, int], None] | None) -> None:
         self.cut_lines[no] = length
@@ -152,6 +168,18 @@ def _skip_rest(f) -> int:
         if rest[-1] == "\n":
             return skipped + len(rest) - 1
         skipped += len(rest)
+
+
+def _unlinked_path(fd: int, path: str) -> str | None:
+    """A path that opens ``fd``'s file anew (own offset) after ``path`` is unlinked, or None."""
+    again = f"/proc/self/fd/{fd}"
+    try:
+        if not os.path.samefile(again, path):
+            return None
+        os.unlink(path)
+    except OSError:
+        return None
+    return again
 
 
 def _unlink(path: str) -> None:

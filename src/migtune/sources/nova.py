@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from migtune.errors import InputError
 from migtune.model import Event, Run, Sample, SourceRef
-from migtune.sources._common import add_sample_events, warn
+from migtune.sources._common import MAX_WARNINGS, add_sample_events, warn
 from migtune.sources._nova_infer import infer_downtime_config
 from migtune.units import GiB
 
@@ -103,11 +103,21 @@ class _Record:
         self.elapsed: float | None = None
 
 
-def _collect(run: Run, lines: Sequence[str]) -> list[_Record]:
-    """Pass 1: split prefixes, keep one instance's lines."""
+def _collect(run: Run, lines: Iterable[str]) -> tuple[list[_Record], float | None, bool]:
+    """Pass 1: split prefixes, keep one instance's lines; the first stamp of all, and
+    whether any line (of that instance) had the oslo.log prefix.
+
+    Only the lines parse() can use are kept, so a whole nova-compute.log (gigabytes of
+    other messages around one migration) is read in bounded memory: the migration's
+    own lines, and the first :data:`MAX_WARNINGS` + 1 unprefixed others (each is a
+    warning while the log has no prefixed line; warnings stop at that cap).
+    """
     records: list[_Record] = []
     instance: str | None = None
     others: set[str] = set()
+    first_stamp: float | None = None
+    prefixed = False
+    bare_others = 0  # unprefixed lines kept only for their warning
     for no, raw in enumerate(lines, 1):
         text = raw.strip()
         if not text:
@@ -115,22 +125,48 @@ def _collect(run: Run, lines: Sequence[str]) -> list[_Record]:
         m = _PREFIX_RE.match(text)
         if m:
             inst = m.group("inst")
+            msg = m.group("msg")
             if inst:
-                if instance is None and _is_migration(m.group("msg")):
+                if instance is None and _is_migration(msg):
                     instance = inst
                     run.vm = inst
                 elif instance is not None and inst != instance:
                     others.add(inst)
                     continue
-            records.append(_Record(no, raw, _stamp(m), m.group("msg"), m.group("level")))
-        else:
+            stamp = _stamp(m)
+            if first_stamp is None and stamp is not None:
+                first_stamp = stamp
+            if not prefixed:
+                prefixed = True
+                if bare_others:  # they would not be warned about after all
+                    records = [r for r in records if r.level is not None or _understood(r.msg)]
+            if _understood(msg):
+                records.append(_Record(no, raw, stamp, msg, m.group("level")))
+        elif _understood(text):
+            records.append(_Record(no, raw, None, text, None))
+        elif not prefixed and bare_others <= MAX_WARNINGS:
+            bare_others += 1
             records.append(_Record(no, raw, None, text, None))
     if others:
         # Not a defect of this run's log, so the run is not marked partial.
         run.warnings.append(
             f"lines about {len(others)} other instance(s) left out: {', '.join(sorted(others))}"
         )
-    return records
+    return records, first_stamp, prefixed
+
+
+def _understood(msg: str) -> bool:
+    """A message parse() makes something of (the tests of its loop, in one)."""
+    return bool(
+        _RUNNING_RE.search(msg)
+        or _DOWNTIME_RE.search(msg)
+        or _DOWNTIME_FAIL_RE.search(msg)
+        or _TIMEOUT_RE.search(msg)
+        or _FAILURE_RE.search(msg)
+        or _MONITOR_ERR_RE.search(msg)
+        or _AUTO_CONVERGE_MSG in msg
+        or any(k in msg for k in _MESSAGES)
+    )
 
 
 def _is_migration(msg: str) -> bool:
@@ -142,7 +178,7 @@ def _is_migration(msg: str) -> bool:
     )
 
 
-def _origin(records: list[_Record]) -> float | None:
+def _origin(records: list[_Record], first_stamp: float | None) -> float | None:
     """Wall-clock start of the migration (see module docstring)."""
     for r in records:
         if r.stamp is not None and "Starting monitoring of live migration" in r.msg:
@@ -153,16 +189,15 @@ def _origin(records: list[_Record]) -> float | None:
             m = pattern.search(r.msg) if r.stamp is not None else None
             if m:
                 return r.stamp - float(m.group("secs"))
-    return next((r.stamp for r in records if r.stamp is not None), None)
+    return first_stamp  # of any line
 
 
-def parse(lines: Sequence[str]) -> Run:
+def parse(lines: Iterable[str]) -> Run:
     run = Run(format=FORMAT)
-    records = _collect(run, lines)
-    t0 = _origin(records)
+    records, first_stamp, prefixed = _collect(run, lines)
+    t0 = _origin(records, first_stamp)
     run.t0 = t0
     status = "unknown"
-    prefixed = any(r.level is not None for r in records)
     steps: list[tuple[float, int]] = []
     recognised = 0
     for r in records:

@@ -13,7 +13,7 @@ is RAM size over whole seconds, kept in ``meta["average_speed"]`` with its meani
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from migtune.model import Event, Run, Sample
@@ -247,10 +247,28 @@ def _version_text(versions: dict[str, tuple[int, int]]) -> str | None:
     return None
 
 
-def parse(lines: Iterable[str]) -> Run:
-    """Fold a whole Proxmox task log into a Run; never raises on odd lines."""
+def parse(lines: Iterable[str], observe: Callable[[Record], None] | None = None) -> Run:
+    """Fold a whole Proxmox task log into a Run; never raises on odd lines.
+
+    ``observe`` sees every record too, after the folder (the report's log excerpt of a
+    huge log is made in the same pass).
+    """
     folder = _Folder()
     add = folder.add
-    for rec in iter_records(lines):
-        add(rec)
+    append = folder.run.samples.append
+    # Half the records of a long log are samples: what add() does with one, inline.
+    if observe is None:
+        for rec in iter_records(lines):
+            if type(rec) is Sample:
+                append(rec)
+                if rec.t is not None:
+                    folder.last_t = rec.t
+                    if folder.first_t is None:
+                        folder.first_t = rec.t
+            else:
+                add(rec)
+    else:
+        for rec in iter_records(lines):
+            add(rec)
+            observe(rec)
     return folder.finish()

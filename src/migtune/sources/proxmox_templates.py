@@ -152,8 +152,28 @@ _TEMPLATES = [
 ]
 
 
+def _by_first_char(templates: list) -> tuple[dict[str, list], list]:
+    """The templates a message can start with, by its first character, in list order.
+
+    Garbage read as a Proxmox log is all unknown lines, each tried against every prefix
+    (120 ``startswith`` a line); a message can only start with prefixes that start with
+    its own first character (or the empty prefix, tried for every message).
+    """
+    anywhere = [t for t in templates if not t[0]]
+    table: dict[str, list] = {}
+    for t in templates:
+        if t[0]:
+            table.setdefault(t[0][0], [])
+    for first, bucket in table.items():
+        bucket.extend(t for t in templates if not t[0] or t[0][0] == first)
+    return table, anywhere
+
+
+_BY_FIRST, _ANY_FIRST = _by_first_char(_TEMPLATES)
+
+
 def match_template(msg: str, stamped: bool) -> tuple[Handler, re.Match[str]] | None:
-    for prefix, needle, match, handler in _TEMPLATES:
+    for prefix, needle, match, handler in _BY_FIRST.get(msg[:1], _ANY_FIRST):
         # "[node] ..." is target output only after a stamp; bare "[...]" is an elision.
         if msg.startswith(prefix) and needle in msg and (stamped or handler is not h.target_output):
             m = match(msg)

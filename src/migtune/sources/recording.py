@@ -13,7 +13,14 @@ One JSON object per line, each with a ``kind``:
 ``event``
     ``{"kind": "event", "t": s, "event": kind, "message": text, "data": {...}}`` - an
     action of migtune or its policy (e.g. ``downtime-change``) or a guest report;
-    ``event`` is one of :data:`migtune.model.EVENT_KINDS` or ``guest-rate``.
+    ``event`` is one of :data:`migtune.model.EVENT_KINDS` or ``guest-rate``.  A
+    ``prediction`` event holds a live prediction (``migtune.analysis.live``): ``data``
+    has ``t`` (the last sample it saw), ``available_t``, ``verdict`` (``converges``,
+    ``will-not-converge``, ``uncertain``), ``members``, ``converged_members``,
+    ``eta_s``, ``total_time_s``, ``downtime_ms``, ``max_throttle_pct`` (each min /
+    median / max), ``time_limit_s``, ``text`` and ``alternatives`` (the same for each
+    change a policy asked about, with its ``change``).  A policy action's ``data`` may
+    carry the ``prediction`` that justified it.
 ``qmp-event``
     ``{"kind": "qmp-event", "t": s, "event": "MIGRATION", "data": {...}}`` - an
     asynchronous QMP event (``MIGRATION``, ``MIGRATION_PASS``, ``STOP``, ``RESUME``).

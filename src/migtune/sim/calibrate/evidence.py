@@ -39,6 +39,11 @@ class Evidence:
     wire_rate: float | None = None  # observed bytes/s on the wire while running
     start_known: bool = True  # the log shows when the migration started
     throttle_seen: bool = False  # the log reports the auto-converge throttle at all
+    # a line without a dirty rate means the rate was 0 (QMP, HMP) - not so in Proxmox
+    # logs, which print it only when it exceeds the line's page rate
+    rate_absent_is_zero: bool = True
+    # s into the migration each pass started at, from QMP MIGRATION_PASS events (recordings)
+    pass_starts: dict[int, float] = field(default_factory=dict)
 
     def shift(self, dt: float) -> None:
         """Move every time by ``dt`` (the log began ``dt`` s into the migration)."""
@@ -70,7 +75,23 @@ class Evidence:
         """Median seconds between syncs after the first pass."""
         ts = [t for t, n, _ in self.syncs if n >= 2]
         gaps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
-        return float(statistics.median(gaps)) if gaps else None
+        if gaps:
+            return float(statistics.median(gaps))
+        first = self.first_pass()
+        return first[0] if first else None
+
+    def first_pass(self) -> tuple[float, float] | None:
+        """A run still in its second pass (a live prediction): the first pass is the one
+        pass there is, as (seconds, bytes it left dirty).  The sync's own time comes from
+        QEMU's MIGRATION_PASS event where the recording has it, and the bytes already
+        sent again between the sync and the sample are added back."""
+        if self.status != "active" or [n for _, n, _ in self.syncs] != [2]:
+            return None
+        t, _, rem = self.syncs[0]
+        start = self.pass_starts.get(2, t)
+        if not 0 < start <= t:
+            start = t
+        return start, rem + (self.wire_rate or 0.0) * (t - start)
 
     def overflow_share(self) -> float | None:
         x = self.xbzrle
@@ -139,21 +160,30 @@ def _wire_rate(run: Run) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
+_THROTTLE_PARAMS = ("max-cpu-throttle", "cpu-throttle-initial", "cpu-throttle-increment")
+
+
 def _schedule(run: Run, start: float) -> list[tuple[float, str]]:
     """Setting changes made during the migration (Proxmox doubling, Nova steps, a
     policy's ``migrate-set-parameters``) as ``(t, "name=value")``."""
     out: list[tuple[float, str]] = []
     for e in run.events:
-        if e.kind not in ("downtime-change", "bandwidth-change") or e.t is None:
+        if e.kind not in ("downtime-change", "bandwidth-change", "settings") or e.t is None:
             continue
         data = e.data if isinstance(e.data, dict) else {}
         t = max(0.0, e.t - start)
+        if e.kind == "settings" and t <= 0:
+            continue  # set before the start: already in the header's settings
         params = data.get("params")
         if isinstance(params, dict):
             if "downtime-limit" in params:
                 out.append((t, f"downtime-limit={params['downtime-limit']}ms"))
             if "max-bandwidth" in params:
                 out.append((t, f"max-bandwidth={params['max-bandwidth']}"))
+            # a policy stepping auto-converge mid-run (``--policy migtune``): the
+            # maximum first, so the initial throttle never exceeds it on the way
+            steps = [k for k in _THROTTLE_PARAMS if k in params]
+            out += [(t + i * 1e-6, f"{k}={params[k]}") for i, k in enumerate(steps)]
         elif data.get("downtime_limit") is not None:
             out.append((t, f"downtime-limit={float(data['downtime_limit']) * 1000:.0f}ms"))
         elif data.get("max_bandwidth") is not None:
@@ -207,10 +237,16 @@ def extract(run: Run) -> Evidence:
             ev.dirty_rates.append((t, float(s.dirty_rate), float(s.throttle_pct or 0.0)))
         ev.max_throttle = max(ev.max_throttle, float(s.throttle_pct or 0.0))
         ev.throttle_seen = ev.throttle_seen or s.throttle_pct is not None
+    ev.rate_absent_is_zero = run.format != "proxmox"
     ev.passes = max((s.passes for s in run.samples if s.passes), default=None)
     ev.xbzrle = next((s.xbzrle for s in reversed(run.samples) if s.xbzrle), None)
     ev.duplicate = next((s.duplicate for s in reversed(run.samples) if s.duplicate), None)
     ev.schedule = _schedule(run, start)
+    for e in run.events:
+        if e.kind == "qmp-event" and e.t is not None and e.data.get("event") == "MIGRATION_PASS":
+            n = (e.data.get("data") or {}).get("pass")
+            if isinstance(n, int) and n not in ev.pass_starts:
+                ev.pass_starts[n] = e.t - start
     pc = [e.t for e in run.events if e.kind == "postcopy-start" and e.t is not None]
     ev.postcopy_at = min(pc) - start if pc else None
     ev.wire_rate = _wire_rate(run)
@@ -244,7 +280,9 @@ def nonzero_estimate(ev: Evidence) -> tuple[int, str]:
 
 def observed_outcome(run: Run) -> Outcome:
     """The run's outcome: its result line (``lab run`` / ``migrate --record``) when it has
-    one, else read from the samples."""
+    one, else read from the samples.  A run without an outcome yet (a live prediction's
+    prefix) is ``active``, not converged: the fit reads it as "not finished by its last
+    sample", a lower bound on the total time (``fit.score``), never as a cancelled run."""
     res = run.meta.get("result") if isinstance(run.meta, dict) else None
     if isinstance(res, dict) and "converged" in res:
         xb = res.get("xbzrle")

@@ -1,0 +1,57 @@
+"""``--policy migtune`` against real QEMU: one lab migration that cannot converge within
+the allowance is cancelled early, long before the time limit, with the source running.
+
+One boot of two small QEMUs and about 15 s of migration under TCG.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from migtune.errors import UnavailableError
+from migtune.lab.guest import build_guest
+from migtune.lab.run import lab_run
+from migtune.model import Settings
+from migtune.sources.recording import parse_recording
+from migtune.units import MiB
+from migtune.workload import parse_workload
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def image():
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    try:
+        return build_guest()
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def test_migtune_cancels_a_hopeless_migration_early(image, tmp_path):
+    rec = tmp_path / "hopeless.jsonl"
+    # 128 MiB rewritten at 64 MiB/s over a 32 MiB/s link: no pass shrinks, and a 300 ms
+    # allowance (the limit already in force) leaves nothing to change
+    res = lab_run(
+        384 * MiB,
+        parse_workload("ws=128MiB,rate=16384pages/s,pattern=random"),
+        Settings(downtime_limit=0.3, max_bandwidth=32 * MiB),
+        policy="migtune:max-downtime=300ms",
+        time_limit=60.0,
+        record=rec,
+        progress=False,
+        image=image,
+    )
+    m = res.migration
+    assert m.status == "cancelled" and res.source_alive
+    assert m.reason.startswith("cancelled early: the model predicts no convergence within")
+    [abort] = [a for a in m.actions if a.kind == "abort"]
+    assert abort.t < 30.0  # half of the time limit not spent on a migration that would fail
+    assert abort.prediction["verdict"] == "will-not-converge"
+    run = parse_recording(rec.read_text().splitlines())
+    preds = [e for e in run.events if e.kind == "prediction"]
+    assert len(preds) >= 2 and all(p.data["t"] <= abort.t for p in preds)
+    assert m.warnings == [] or all("live prediction" not in w for w in m.warnings)
