@@ -270,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     commands = tuple(args.commands)
     print(f"migtune bench_stream (goal: peak RSS <= {format_bytes(RSS_GOAL)}, time <= 2x parse)")
+    start = run_child(["--version"])
+    print(
+        f"start-up of `migtune --version`: {start['cpu']:.2f} s CPU; every figure below "
+        "includes at least that (it weighs on the small files' ratios)"
+    )
     with tempfile.TemporaryDirectory(prefix="migtune-stream-", dir=args.dir) as tmp:
         for mb in args.sizes:
             path = os.path.join(tmp, f"proxmox-{mb}MB.log")

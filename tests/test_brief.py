@@ -53,7 +53,11 @@ def test_make_demo_shows_the_diagnosis_first_within_80_lines(monkeypatch, capsys
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in [*EXAMPLES.iterdir(), *REAL_LOGS.glob("*.txt")] if p.suffix != ".md"),
+    sorted(
+        p
+        for p in [*EXAMPLES.iterdir(), *REAL_LOGS.glob("*.txt")]
+        if p.is_file() and p.suffix != ".md"
+    ),
     ids=lambda p: p.name,
 )
 def test_brief_fits_one_screen_for_every_example(path, capsys):

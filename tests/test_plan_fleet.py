@@ -14,8 +14,8 @@ GiB = 1024**3
 
 
 def test_the_examples_read_the_same_as_csv_and_as_toml():
-    csv = load_fleet(ROOT / "examples" / "fleet-mixed.csv")
-    toml = load_fleet(ROOT / "examples" / "fleet-mixed.toml")
+    csv = load_fleet(ROOT / "examples" / "fleets" / "mixed.csv")
+    toml = load_fleet(ROOT / "examples" / "fleets" / "mixed.toml")
     strip = [(v.name, v.ram_bytes, v.workload, v.max_downtime, v.index) for v in csv]
     assert strip == [(v.name, v.ram_bytes, v.workload, v.max_downtime, v.index) for v in toml]
     assert csv[0].name == "db-1" and csv[0].ram_bytes == 64 * GiB and csv[0].max_downtime == 1.0

@@ -14,12 +14,17 @@ from migtune.outputs.jsonout import diagnosis_dict
 from migtune.sources import load_run
 
 PLATFORMS = ("proxmox", "libvirt", "qmp")
-NOT_LOGS = {".md", ".sh", ".py"}  # the fixture folders' READMEs and the scripts that made them
+NOT_LOGS = {".md", ".sh", ".py"}
+NOT_LOG_DIRS = {
+    FIXTURES / "fuzz",
+    FIXTURES / "preflight",
+}  # the fixture folders' READMEs and the scripts that made them
 LOGS = sorted(
     p
     for p in [*EXAMPLES.iterdir(), *FIXTURES.rglob("*")]
-    # the fuzz corpus holds mangled inputs that may rightly be refused: not logs
-    if p.is_file() and p.suffix not in NOT_LOGS and p.parent != FIXTURES / "fuzz"
+    # the fuzz corpus holds mangled inputs that may rightly be refused, and preflight's
+    # folder holds dirty-rate measurements: not logs
+    if p.is_file() and p.suffix not in NOT_LOGS and p.parent not in NOT_LOG_DIRS
 )
 
 

@@ -144,6 +144,7 @@ def test_explain_json_invariants(path):
         "summary",
         "lines",
         "timeline",
+        "predictions",
         "diagnosis",
     ]
     # The streamed writer gives byte for byte what the whole object dumps to.

@@ -241,24 +241,19 @@ def simulate_vm(job: VmJob) -> VmCurves:
 
 
 def _ask_tune(job: VmJob, out: VmCurves):
-    """``migtune tune`` on the VM's first plausible workload at the rate it can expect:
-    its recommendation (or, when nothing meets the budget, the closest) as the
-    candidate ``tune``; the commands are tune's own for the platform."""
-    from migtune.analysis.tune import tune
+    """The candidate ``tune``: ``migtune tune``'s recommendation for this VM at the rate
+    it can expect (:func:`migtune.plan.sources.tune_recommendation`), on its rate grid."""
+    from migtune.plan.sources import tune_recommendation
 
     ask = job.tune
     assert ask is not None
-    r = tune(ram_bytes=job.ram_bytes, workload=job.workloads[0], platform=ask.platform,
-             max_downtime=ask.max_downtime, link_rate=ask.expected_rate,
-             qemu_version=job.qemu_version)  # fmt: skip
-    out.simulations += int(r.stats.get("simulations") or 0)
-    rec = r.recommendation or r.closest
-    if rec is None:
+    found = tune_recommendation(job.ram_bytes, job.workloads[0], ask.platform,
+                                ask.max_downtime, ask.expected_rate, job.qemu_version)  # fmt: skip
+    if found is None:
         return None
-    settings = dataclasses.replace(rec.settings, capabilities=dict(rec.settings.capabilities))
-    out.tuned, out.tuned_label = settings, rec.label
-    key = "qmp" if ask.platform == "qemu" else ask.platform
-    out.tuned_commands = list(rec.commands.get(key) or rec.commands.get("qmp") or [])
+    settings, label, commands, sims = found
+    out.simulations += sims
+    out.tuned, out.tuned_label, out.tuned_commands = settings, label, commands
     cap = (
         settings.max_bandwidth
         if settings.max_bandwidth and settings.max_bandwidth < 2**60

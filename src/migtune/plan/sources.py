@@ -3,10 +3,12 @@
 The one place that knows about the history store and the tuner: a workload spec is one
 workload; ``history:NAME`` is the plausible set the history store calibrated from that
 VM's past migrations.  Candidate settings come from the platform's rules
-(:mod:`.platforms`).
+(:mod:`.platforms`) and, when asked for, from ``migtune tune``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from migtune.errors import InputError, MigtuneError
 from migtune.model import Settings
@@ -43,3 +45,23 @@ def candidates(platform: str, vm: VmSpec, downtime: float) -> tuple[tuple[str, S
     base = platforms.base_settings(platform, vm.ram_bytes, vm.max_bandwidth)
     tuned = platforms.candidate_settings(platform, vm.ram_bytes, vm.max_bandwidth, downtime)
     return (("base", base), *tuned.items())
+
+
+def tune_recommendation(
+    ram_bytes: int, workload: str, platform: str, max_downtime: float, rate: float,
+    qemu_version: str,
+) -> tuple[Settings, str, list[str], int] | None:  # fmt: skip
+    """``migtune tune``'s answer for one VM migrating at ``rate``: its recommendation, or
+    the closest candidate when none meets ``max_downtime``, as (settings, label, the
+    platform's commands, simulations run); None when it has neither."""
+    from migtune.analysis.tune import tune
+
+    r = tune(ram_bytes=ram_bytes, workload=workload, platform=platform,
+             max_downtime=max_downtime, link_rate=rate, qemu_version=qemu_version)  # fmt: skip
+    rec = r.recommendation or r.closest
+    if rec is None:
+        return None
+    settings = dataclasses.replace(rec.settings, capabilities=dict(rec.settings.capabilities))
+    key = "qmp" if platform == "qemu" else platform
+    commands = list(rec.commands.get(key) or rec.commands.get("qmp") or [])
+    return settings, rec.label, commands, int(r.stats.get("simulations") or 0)
