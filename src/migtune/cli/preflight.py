@@ -92,8 +92,8 @@ def parse_allow(text: str) -> tuple[str, ...]:
     default=1024,
     show_default=True,
     metavar="N",
-    help="Guest pages read (monitor xp, read-only) to estimate the zero-page share; 0: "
-    "do not read guest memory (the share is then unknown).",
+    help="Guest pages read twice, a second apart (monitor xp, read-only): the zero-page "
+    "share and the bytes a rewrite changes. 0: do not read guest memory (both unknown).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def preflight_cmd(**kwargs: Any) -> int:
