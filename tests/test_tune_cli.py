@@ -73,7 +73,10 @@ def test_from_a_log_uses_its_platform(capsys):
     [
         ([], "--from: missing"),
         (["--ram", "256MiB"], "--from: missing"),
-        (["--from", "/nonexistent/log", "--ram", "1GiB", "--workload", "idle"], "give one of a log"),
+        (
+            ["--from", "/nonexistent/log", "--ram", "1GiB", "--workload", "idle"],
+            "give one of a log",
+        ),
         (["--from", "/nonexistent/log"], "/nonexistent/log"),
         ([*SMALL[:-2], "--allow", "zstd"], "--allow: unknown feature 'zstd'"),
         ([*SMALL, "--platform", "vmware"], "--platform"),
