@@ -10,6 +10,9 @@ run, predict another run of the same guest with other settings), on the held-out
 recordings (``migtune.sim.calibrate.proof.HELD_OUT``) and, separately, on the
 recordings used to choose the calibration's constants (``FIT``).
 
+Errors are over the cases whose class is right: a class miss (e.g. a prediction that
+did not finish against a run that converged) is counted as a miss, not as a time.
+
 Run: ``python benchmarks/bench_fidelity.py [--part 1|2] [--sources recording,proxmox,hmp]``
 """
 
@@ -74,6 +77,8 @@ def _table(title: str, cases: list[proof.Case]) -> None:
     print(title)
     for c in cases:
         rng = "" if c.in_range is None else ("  in range" if c.in_range else "  OUT of range")
+        if not c.class_ok and c.spans:
+            rng += "  (the set spans the real class)"
         print(
             f"  {c.name[:62]:62} {c.source:9} class {'ok ' if c.class_ok else 'BAD'} "
             f"time {_pct(c.time_err):>5} bytes {_pct(c.bytes_err):>5}{rng}"
@@ -85,6 +90,11 @@ def _table(title: str, cases: list[proof.Case]) -> None:
         if s["in_range"] is None
         else f"; real value within the set's range {s['in_range'][0]}/{s['in_range'][1]}"
     )
+    if s["misses_spanning"] and s["misses_spanning"][1]:
+        rng += (
+            f"; of the {s['misses_spanning'][1]} class misses, {s['misses_spanning'][0]} "
+            "had the real class among the set's members"
+        )
     print(
         f"  => class right {s['class_right']}/{s['cases']}; median |error| time "
         f"{_pct(s['time_median'])} (max {_pct(s['time_max'])}), bytes {_pct(s['bytes_median'])} "

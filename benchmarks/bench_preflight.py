@@ -135,7 +135,7 @@ def run_case(case: Case, measure: float, record_dir: str | None = None) -> dict:
     }
 
 
-def replay(row: dict) -> dict:
+def replay(row: dict, without_bytes: bool = False) -> dict:
     """The row's prediction made again from its saved measurement (no QEMU): how a
     change to the inference would have done on the same guests."""
     from migtune.analysis.preflight import predict_from_measurement
@@ -149,7 +149,7 @@ def replay(row: dict) -> dict:
         case.ram_mib * MiB,
         zero_share=row["zero_share"],
         zero_samples=row.get("zero_samples", 1024),
-        bytes_changed=row.get("bytes_changed", []),
+        bytes_changed=[] if without_bytes else row.get("bytes_changed", []),
     )
     inf, _cal, _pred, check, _rec, _ = predict_from_measurement(
         m, settings_of(case), limits=Limits(2.0, case.time_limit), recommend_settings=False
@@ -214,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", metavar="FILE", help="only print the table of saved results")
     ap.add_argument("--list", action="store_true")
     ap.add_argument(
+        "--without-bytes",
+        action="store_true",
+        help="with --replay: as if no page had been read twice (bytes per write unknown)",
+    )
+    ap.add_argument(
         "--replay",
         action="store_true",
         help="with --table: predict again from the saved measurements",
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.table:
         with open(a.table) as f:
             rows = [json.loads(x) for x in f if x.strip()]
-        print(table([replay(r) for r in rows] if a.replay else rows))
+        print(table([replay(r, a.without_bytes) for r in rows] if a.replay else rows))
         return 0
     names = set(a.only.split(",")) if a.only else None
     rows = []

@@ -226,10 +226,11 @@ def planned(name: str) -> list[tuple[str, Settings, str]]:
     return runs
 
 
-def sweep(name: str, minutes: float) -> None:
+def sweep(name: str, minutes: float, not_after: str | None = None) -> None:
     end = time.monotonic() + minutes * 60
     for label, settings, policy in planned(name):
-        if time.monotonic() > end - TIME_LIMIT - 15:
+        late = not_after is not None and time.strftime("%H:%M", time.gmtime()) >= not_after
+        if time.monotonic() > end - TIME_LIMIT - 15 or late:
             print(f"  {name}: stopping (time budget); run again to continue")
             return
         _lab(name, label, settings, policy)
@@ -285,8 +286,10 @@ def report(names: list[str]) -> None:
                     ok.append((o.total_time_s, labels[label]))
         best = min(ok, default=None)
         rec = d / "recommended.jsonl"
-        ro = _outcome(rec) if rec.exists() else None
         same = next((k for k, v in labels.items() if v == t["recommendation"]), None)
+        if not rec.exists() and same:  # not run again: its run in the sweep stands for it
+            rec = d / f"{same}.jsonl"
+        ro = _outcome(rec) if rec.exists() else None
         pred = next((c["predicted"] for c in cands if c["label"] == t["recommendation"]), None)
         ratio = f"{ro.total_time_s / best[0]:.2f}x" if ro and ro.converged and best else "-"
         ram, workload, cap = SCENARIOS[name]
@@ -309,6 +312,7 @@ def main() -> int:
     ap.add_argument("--lab", help="scenario name(s), comma-separated, or 'all'")
     ap.add_argument("--stage", choices=("record", "tune", "sweep", "report"), default="report")
     ap.add_argument("--inputs", action="store_true", help="tune every example and real log")
+    ap.add_argument("--not-after", metavar="HH:MM", help="sweep: start no run after (UTC)")
     ap.add_argument("--minutes", type=float, default=8.0, help="sweep: stop starting runs after")
     a = ap.parse_args()
     if a.inputs:
@@ -326,7 +330,9 @@ def main() -> int:
         report(names)
         return 0
     for n in names:
-        {"record": record, "tune": run_tune}.get(a.stage, lambda x: sweep(x, a.minutes))(n)
+        {"record": record, "tune": run_tune}.get(
+            a.stage, lambda x: sweep(x, a.minutes, a.not_after)
+        )(n)
     return 0
 
 

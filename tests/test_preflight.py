@@ -7,6 +7,7 @@ verdicts and the predicted times must stay as good as they were in the lab.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -245,3 +246,36 @@ def test_a_missing_socket_is_one_line_and_exit_5(tmp_path, capsys):
 def test_bad_limits_are_exit_2(tmp_path, capsys):
     assert main(["preflight", "--qmp", str(tmp_path / "x"), "--max-time", "0s"]) == 2
     assert main(["preflight", "--qmp", str(tmp_path / "x"), "--allow", "magic"]) == 2
+
+
+def test_history_widens_the_plausible_set_with_past_migrations():
+    """``preflight --vm``: a guest quiet during the measurement whose past migrations
+    showed a heavy writer is not a sure "go" any more."""
+    cap = Settings(max_bandwidth=32 * MiB)
+    hot = synthetic("random", 128 * MiB, 64 * MiB)
+    _, past, *_ = predict_from_measurement(
+        hot, cap, limits=Limits(2.0, 90), recommend_settings=False
+    )
+    quiet = synthetic("random", 128 * MiB, 16 * MiB)
+    alone = predict_from_measurement(quiet, cap, limits=Limits(2.0, 90), recommend_settings=False)
+    both = predict_from_measurement(
+        quiet, cap, limits=Limits(2.0, 90), recommend_settings=False, history=past
+    )
+    assert alone[3]["meets_limits"]
+    assert both[3]["members"] == alone[3]["members"] + len(past.plausible)
+    assert not both[3]["meets_limits"] and not both[3]["certain"]
+    assert any(n.startswith("history: ") for n in both[0].notes)
+    # past runs of another RAM size do not carry over
+    other = predict_from_measurement(
+        dataclasses.replace(quiet, ram_bytes=2 * RAM), cap, limits=Limits(2.0, 90),
+        recommend_settings=False, history=past,
+    )  # fmt: skip
+    assert other[3]["members"] == alone[3]["members"]
+    assert "not used" in other[0].notes[-1]
+
+
+def test_vm_not_in_the_history_is_refused_before_qemu_is_touched(tmp_path, capsys):
+    rc = main(["preflight", "--qmp", str(tmp_path / "gone.sock"), "--vm", "nobody",
+               "--db", str(tmp_path / "empty.db")])  # fmt: skip
+    assert rc == 2
+    assert "no run of VM 'nobody'" in capsys.readouterr().err

@@ -12,8 +12,9 @@ import pytest
 from migtune.model import Settings
 from migtune.outputs.platform_logs import hmp_snapshots, proxmox_task_log
 from migtune.sim.calibrate import calibrate, proof, what_if
-from migtune.sim.calibrate.candidates import dirtied, rate_for
-from migtune.sim.calibrate.evidence import extract
+from migtune.sim.calibrate.candidates import dirtied, rate_for, rate_periods
+from migtune.sim.calibrate.evidence import Evidence, extract, observed_outcome
+from migtune.sim.calibrate.predict import describe_range
 from migtune.sim.workloads import share_limited_rate, throttled_rate
 from migtune.sources import load_run
 from migtune.sources.hmp import parse as parse_hmp
@@ -155,3 +156,45 @@ def test_log_without_capabilities_tries_auto_converge_when_defaults_cannot_conve
     assert cal.replay_class_ok and cal.replay.outcome.converged
     assert cal.settings.capabilities.get("auto-converge")
     assert any("capabilities not in the log" in n for n in cal.notes)
+
+
+def test_a_prediction_that_did_not_finish_is_a_class_miss_not_a_time():
+    # calibrated on a run that never converged, predicted unchanged to its 40 s: against
+    # a run that converged the answer is wrong, and it has no time error to report
+    cal = calibrate(load_run(LAB / "calib-seq-256-dt300.jsonl"))
+    pred = what_if(cal, cal.settings, horizon=40.0)
+    assert pred.converged_count == 0
+    real = observed_outcome(load_run(LAB / "calib-seq-256-dt3s.jsonl"))
+    case = proof.judge("dt300 unchanged vs dt3s", "recording", pred, real)
+    assert not case.class_ok and case.spans is False
+    assert case.time_err is None and case.bytes_err is None
+    assert case.in_range is False
+    s = proof.summary([case])
+    assert s["class_right"] == 0 and s["misses_spanning"] == (0, 1)
+    assert s["time_median"] is None
+    # the text cell says it did not finish rather than printing the horizon as a time
+    assert describe_range(pred)["total_time_s"].startswith("> ")
+
+
+def test_dirty_rate_is_read_over_its_rate_period():
+    # QEMU's dirty-pages-rate is pages per rate period (about a pass), not per second:
+    # a first value of 18.7 MiB/s seen at 10 s after a 7 s first pass is ~131 MiB dirty
+    mib = 2**20
+    ev = Evidence(ram=512 * mib, status="completed", duration=12.0, duration_how="", transferred=0)
+    ev.progress = [(5.0, 160 * mib), (10.0, 320 * mib), (12.0, 400 * mib)]
+    ev.dirty_rates = [(10.0, 18.7 * mib, 0.0)]
+    (t, d, first), *_ = rate_periods(ev, nonzero=224 * mib)
+    assert first and t == pytest.approx(7.0, abs=0.01)
+    assert d == pytest.approx(18.7 * 7.0 * mib, rel=0.01)
+    # a Proxmox log prints the rate only above the line's rate: no first period there
+    ev.rate_absent_is_zero = False
+    assert rate_periods(ev, nonzero=224 * mib) == []
+
+
+def test_hmp_snapshot_rate_read_over_its_period_keeps_xbzrle_off_from_converging():
+    # the HMP snapshots of an XBZRLE run show one dirty-page rate, measured over the
+    # 7 s first pass: read per second it made a slow writer that converges without
+    # XBZRLE; the real run without XBZRLE never converged
+    case = proof.pair_case("calib-random-512-b512-xbzrle", "calib-random-512-b512", "hmp")
+    assert case.class_ok
+    assert abs(case.bytes_err) <= 0.25

@@ -73,7 +73,10 @@ def test_from_a_log_uses_its_platform(capsys):
     [
         ([], "--from: missing"),
         (["--ram", "256MiB"], "--from: missing"),
-        (["--from", "/nonexistent/log", "--ram", "1GiB", "--workload", "idle"], "not both"),
+        (
+            ["--from", "/nonexistent/log", "--ram", "1GiB", "--workload", "idle"],
+            "give one of a log",
+        ),
         (["--from", "/nonexistent/log"], "/nonexistent/log"),
         ([*SMALL[:-2], "--allow", "zstd"], "--allow: unknown feature 'zstd'"),
         ([*SMALL, "--platform", "vmware"], "--platform"),
@@ -105,3 +108,25 @@ def test_the_readme_documents_the_json_contract(capsys):
     assert set(doc["recommendation"]["predicted"]) <= set(rec["predicted"])
     assert set(doc["limits"]) <= set(out["limits"]) and set(doc["stats"]) <= set(out["stats"])
     assert set(doc["recommendation"]["transport"]) == set(rec["transport"])
+
+
+def test_vm_tunes_from_the_runs_in_the_history(tmp_path, capsys):
+    """``tune --vm NAME``: the workload is the VM's runs in the history calibrated together."""
+    db = str(tmp_path / "h.db")
+    run = str(FIXTURES / "lab" / "calib-random-256-b1024.jsonl")
+    assert main(["history", "add", run, "--vm", "web1", "--db", db]) == 0
+    capsys.readouterr()
+    rc = main(["tune", "--vm", "web1", "--db", db, "--max-downtime", "1s", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert d["recommendation"]["predicted"]["converged_share"] == 1.0
+    # the calibration is the history's: the recorded run's guest (256 MiB + ROM/devices)
+    assert 256 * 2**20 <= d["calibration"]["ram_bytes"] < 260 * 2**20
+
+
+def test_vm_unknown_or_combined_with_a_log_is_one_error_line(tmp_path, capsys):
+    db = str(tmp_path / "empty.db")
+    assert main(["tune", "--vm", "nobody", "--db", db]) == 2
+    assert "no run of VM 'nobody'" in capsys.readouterr().err
+    assert main(["tune", "--vm", "web1", "--from", "x.log", "--db", db]) == 2
+    assert "give one of a log, --vm" in capsys.readouterr().err

@@ -92,9 +92,14 @@ def parse_allow(text: str) -> tuple[str, ...]:
     default=1024,
     show_default=True,
     metavar="N",
-    help="Guest pages read (monitor xp, read-only) to estimate the zero-page share; 0: "
-    "do not read guest memory (the share is then unknown).",
+    help="Guest pages read twice, a second apart (monitor xp, read-only): the zero-page "
+    "share and the bytes a rewrite changes. 0: do not read guest memory (both unknown).",
 )
+@click.option("--vm", "vm_name", metavar="NAME",
+              help="Also predict with the workloads this VM's past migrations showed "
+              "(migtune history): the ranges cover both.")  # fmt: skip
+@click.option("--db", type=click.Path(dir_okay=False), metavar="PATH",
+              help="The history database for --vm (default: $MIGTUNE_DB, else the XDG data dir).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def preflight_cmd(**kwargs: Any) -> int:
     """Measure a running VM without migrating it and predict its migration.
@@ -115,6 +120,12 @@ def preflight_cmd(**kwargs: Any) -> int:
     if opts.get("postcopy"):
         allow = tuple(sorted({*allow, "postcopy"}))
     as_json = kwargs["as_json"]
+    history = None
+    if kwargs["vm_name"]:
+        from migtune.history import calibration_for_vm
+
+        # read before QEMU is touched: an unknown VM is a bad option, not a measurement
+        history = calibration_for_vm(kwargs["vm_name"], db=kwargs["db"], store=False)
 
     def say(msg: str) -> None:
         if not as_json and sys.stderr.isatty():
@@ -132,6 +143,7 @@ def preflight_cmd(**kwargs: Any) -> int:
             allow=allow,
             zero_samples=kwargs["zero_samples"],
             say=say,
+            history=history,
         )
     finally:
         if not as_json and sys.stderr.isatty():

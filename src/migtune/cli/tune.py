@@ -19,6 +19,10 @@ PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "nova"
 @cli.command("tune")
 @click.option("--from", "from_log", type=click.Path(dir_okay=False), metavar="LOG",
               help="Calibrate the workload from an observed run (any log explain reads).")  # fmt: skip
+@click.option("--vm", "vm_name", metavar="NAME",
+              help="Calibrate from this VM's past runs in the history (migtune history).")  # fmt: skip
+@click.option("--db", type=click.Path(dir_okay=False), metavar="PATH",
+              help="The history database for --vm (default: $MIGTUNE_DB, else the XDG data dir).")  # fmt: skip
 @click.option("--ram", type=GUEST_RAM, metavar="SIZE", help="Guest RAM, without --from.")
 @click.option("--workload", metavar="SPEC", help="How the guest dirties memory, without --from.")
 @click.option("--platform", type=click.Choice(["proxmox", "libvirt", "nova", "kubevirt", "qemu"]),
@@ -40,19 +44,32 @@ PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "nova"
 def tune_cmd(**kw: Any) -> int:
     """Find the settings that converge within the limits, ranked by simulated effect.
 
+    The workload comes from a log (--from), from a VM's past runs in the history
+    (--vm NAME), or is given (--ram and --workload).
+
     Exit status: 0 a setting meets the limits, 6 none does (the closest is shown with
     the limit that would have to give), 2 bad input.
     """
     from migtune.analysis.tune import tune
 
-    if kw["from_log"] and (kw["ram"] is not None or kw["workload"]):
-        raise InputError("--from: give either a log or --ram and --workload, not both")
-    if not kw["from_log"] and (kw["ram"] is None or not kw["workload"]):
-        raise InputError("--from: missing (give a log, or --ram and --workload)")
+    given = [
+        bool(kw["from_log"]),
+        bool(kw["vm_name"]),
+        kw["ram"] is not None or bool(kw["workload"]),
+    ]
+    if sum(given) > 1:
+        raise InputError("--from: give one of a log, --vm, or --ram and --workload")
+    if not kw["from_log"] and not kw["vm_name"] and (kw["ram"] is None or not kw["workload"]):
+        raise InputError("--from: missing (give a log, --vm NAME, or --ram and --workload)")
     allow = [a.strip() for a in kw["allow"].split(",") if a.strip()]
     source = None
     platform = kw["platform"]
-    if kw["from_log"]:
+    if kw["vm_name"]:
+        from migtune.history import calibration_for_vm
+
+        # the VM's runs calibrated together: the plausible set reproduces all of them
+        source = calibration_for_vm(kw["vm_name"], db=kw["db"])
+    elif kw["from_log"]:
         source = load_log(kw["from_log"])
         platform = platform or PLATFORM_OF_FORMAT.get(source.format, "qemu")
     with _progress(kw["as_json"]) as show:

@@ -23,14 +23,15 @@ def plausible_workloads(vm: VmSpec, where: str, db: str | None = None) -> tuple[
     if vm.history is None:
         return (parse_workload(vm.workload).spec(),)
     try:
-        from migtune.history import calibration_for_vm  # type: ignore[attr-defined]
+        from migtune.history import calibration_for_vm
     except ImportError:
         raise InputError(
             f"{where}: workload: {vm.workload} needs the migration history store, which "
             "this migtune does not have; give a workload spec instead"
         ) from None
     try:
-        cal = calibration_for_vm(vm.history, db=db)
+        # a plan reads the history; it must not add a stored calibration per VM per plan
+        cal = calibration_for_vm(vm.history, db=db, store=False)
     except MigtuneError as exc:
         raise InputError(f"{where}: workload: {vm.workload}: {exc.message}") from None
     specs = tuple(dict.fromkeys(w.spec() for w in cal.plausible))

@@ -35,7 +35,7 @@ from migtune.settings import effective
 from migtune.sim.calibrate import Calibration
 from migtune.sim.calibrate.predict import Prediction, what_if
 from migtune.sim.machine import Machine
-from migtune.units import format_bits, format_duration, format_rate
+from migtune.units import format_bits, format_bytes, format_duration, format_rate
 
 __all__ = ["PreflightResult", "preflight", "predict_from_measurement"]
 
@@ -206,16 +206,21 @@ def predict_from_measurement(
     allow: tuple[str, ...] = DEFAULT_ALLOW,
     platform: str = "qemu",
     recommend_settings: bool = True,
+    history: Calibration | None = None,
 ) -> tuple[Inference, Calibration, Prediction, dict[str, Any], Recommended | None, str]:
     """The analysis half of :func:`preflight`, without QMP: measurement -> plausible
     workloads -> prediction under ``settings`` -> recommendation (tests and replays;
-    ``recommend_settings=False`` skips the tuner)."""
+    ``recommend_settings=False`` skips the tuner).  ``history``: the VM's calibration
+    from its past runs (``migtune.history.calibration_for_vm``), whose plausible
+    workloads join the measured ones (:func:`with_history`)."""
     limits = limits or Limits()
     machine = machine or Machine()
     s = effective(settings)
     s.qemu_version = qemu_version
     link, link_how = _link(link_rate, s, machine)
     inf = infer(m, machine)
+    if history is not None:
+        inf = with_history(inf, history, m.ram_bytes)
     cal = Calibration(
         ram_bytes=m.ram_bytes,
         settings=s,
@@ -238,6 +243,30 @@ def predict_from_measurement(
     return inf, cal, pred, check, rec, link_how
 
 
+def with_history(inf: Inference, history: Calibration, ram_bytes: int) -> Inference:
+    """The measured plausible set widened by the workloads the VM's past migrations showed.
+
+    A 10 s measurement sees what the guest does now; yesterday's migration saw what it
+    did for the whole of a migration (bursts, nightly jobs).  Predicting over both makes
+    the ranges cover either, and the verdict is only "go" when that wider set allows it.
+    The past runs must be of a guest of the same size (within 1 %): workloads of another
+    RAM size do not carry over.
+    """
+    if abs(history.ram_bytes - ram_bytes) > 0.01 * ram_bytes:
+        note = (
+            f"history: the VM's past runs had {format_bytes(history.ram_bytes)} of RAM, "
+            f"not {format_bytes(ram_bytes)}: not used"
+        )
+        return dataclasses.replace(inf, notes=[*inf.notes, note])
+    seen = {w.spec() for w in inf.workloads}
+    extra = [w for w in history.plausible if w.spec() not in seen]
+    note = (
+        f"history: {len(extra)} plausible workload(s) from the VM's past migrations added "
+        f"to the {len(inf.workloads)} measured"
+    )
+    return dataclasses.replace(inf, workloads=[*inf.workloads, *extra], notes=[*inf.notes, note])
+
+
 def preflight(
     qmp_path: str,
     *,
@@ -251,6 +280,7 @@ def preflight(
     zero_samples: int = ZERO_SAMPLES,
     machine: Machine | None = None,
     say: Any = None,
+    history: Calibration | None = None,
 ) -> PreflightResult:
     """Measure the guest behind ``qmp_path`` and say whether it will migrate.
 
@@ -262,7 +292,8 @@ def preflight(
     ``FEATURES``: xbzrle, auto-converge, multifd, postcopy); ``platform`` whose settings
     and commands it recommends (tune's ``PLATFORMS``).  Raises ``UnavailableError`` when the
     socket is gone, ``InputError`` when a migration is in progress or the VM is not
-    running."""
+    running.  ``history`` (``--vm NAME``): the VM's calibration from its past runs, whose
+    workloads join the measured ones (:func:`with_history`)."""
     if max_time <= 0:
         raise InputError("--max-time must be positive")
     if max_downtime is not None and max_downtime <= 0:
@@ -300,7 +331,7 @@ def preflight(
     short = ".".join(version.split(".")[:2])
     inf, _cal, pred, check, rec, link_how = predict_from_measurement(
         m, s, qemu_version=short, link_rate=link_rate, limits=limits, machine=machine,
-        allow=allow, platform=platform,
+        allow=allow, platform=platform, history=history,
     )  # fmt: skip
     link = link_rate if link_rate is not None else (machine or Machine()).link_rate
     verdict, reason = _verdict(check, rec)

@@ -200,6 +200,17 @@ def calibrate(
             notes.append("XBZRLE on: the log shows encoded pages")
         if ev.xbzrle.cache_size and not s.xbzrle_cache_size:
             s.xbzrle_cache_size = ev.xbzrle.cache_size
+    if (
+        run.format == "proxmox"
+        and not run.settings.capabilities
+        and s.xbzrle_cache_size
+        and not s.capabilities.get("xbzrle")
+    ):
+        # qemu-server logs "migration cachesize" when it sets the XBZRLE cache, which
+        # it does with XBZRLE on (docs/platforms.md, section 1.7): a log without the
+        # capabilities line but with the cache line migrated with XBZRLE
+        s.capabilities["xbzrle"] = True
+        notes.append("XBZRLE on: the log shows Proxmox setting its cache size")
     link = _link(ev, s, machine, notes)
     observed = observed_outcome(run)
     first = ev.progress[0] if ev.progress else None

@@ -86,6 +86,68 @@ def sync_pairs(ev: Evidence) -> list[tuple[float, float]]:
     return out
 
 
+def rate_periods(ev: Evidence, nonzero: int | None = None) -> list[tuple[float, float, bool]]:
+    """(period seconds, bytes dirtied in it, is the first period) for each unthrottled
+    rate period the log shows a ``dirty-pages-rate`` for.
+
+    QEMU computes the rate at a sync that closes a period of at least 1 s: the pages
+    newly dirtied in the period over its length (docs/qemu-migration.md §1.6), so a
+    period is about a pass, not a second, and rate x period is the pass's dirty set.
+    A value seen for the first time ended its period between the line before and its
+    own line.  The first period starts with the migration and ends with the first
+    pass: where the log says how much memory is non-zero, when ``transferred`` reached
+    it; otherwise half-way between the two lines.  Later periods run from one change of
+    the value to the next (a slow sampler may merge several)."""
+    rates = sorted((t, r) for t, r, thr in ev.dirty_rates if r > 0 and not thr)
+    if not rates:
+        return []
+    seen = {round(t, 3) for t, _ in rates}
+    times = sorted(t for t, _ in ev.progress)
+    # (earliest end, latest end, rate, every line since the previous change had a rate)
+    changes: list[tuple[float, float, float, bool]] = []
+    prev_value = None
+    unbroken = True
+    for t in times:
+        if round(t, 3) not in seen:
+            unbroken = ev.rate_absent_is_zero and prev_value is None
+            continue
+        r = next(v for x, v in rates if round(x, 3) == round(t, 3))
+        if r != prev_value:
+            before = [x for x in times if x < t - 1e-9]
+            changes.append((before[-1] if before else 0.0, t, r, unbroken))
+            unbroken = True
+        prev_value = r
+    if not changes:
+        return []
+    out: list[tuple[float, float, bool]] = []
+    lo, hi, r, _ = changes[0]
+    # the first value ends the first period only where a line without a rate means 0
+    if ev.start_known and ev.rate_absent_is_zero and rates[0][0] >= hi - 1e-9:
+        end = (lo + hi) / 2
+        crossed = _time_sent(ev, nonzero) if nonzero else None
+        if crossed is not None:
+            end = min(hi, max(lo, crossed))
+        if end > 0:
+            out.append((end, r * end, True))
+    for (lo0, hi0, _, _), (lo1, hi1, r1, unbroken1) in zip(changes, changes[1:], strict=False):
+        span = (lo1 + hi1) / 2 - (lo0 + hi0) / 2
+        if span >= 1.0 and unbroken1:
+            out.append((span, r1 * span, False))
+    return out
+
+
+def _time_sent(ev: Evidence, sent: float) -> float | None:
+    """When ``transferred`` reached ``sent`` (linear between the lines around it)."""
+    prev = (0.0, 0) if ev.start_known else None
+    for t, b in sorted(ev.progress):
+        if b >= sent:
+            if prev is None or b <= prev[1]:
+                return t
+            return prev[0] + (t - prev[0]) * (sent - prev[1]) / (b - prev[1])
+        prev = (t, b)
+    return None
+
+
 def fit_pattern(pattern: str, pairs: list[tuple[float, float]], writable: int):
     """The working sets (ladder) with the rate fitting ``pairs`` best, by residual:
     ``[(residual, ws, rate)]`` sorted, best first."""
@@ -146,14 +208,29 @@ def seeds(
             "(remaining right after each sync)"
         )
     elif drate:
-        # QEMU's dirty-pages-rate: distinct pages per rate period (>= 1 s, about a pass)
+        # QEMU's dirty-pages-rate: the pages newly dirtied in a rate period (>= 1 s,
+        # closed by a sync: about a pass) over its length.  A period of T s that
+        # counted D bytes fixes the rate once the working set is chosen, as a pass
+        # does: the first period (the first pass) and the median later one are used;
+        # where the log shows no period, the rate is read as one second's dirtying
         hi = writable
-        lo = min(hi, max(drate * 4, MIN_WS))
-        for ws in _ladder(lo, hi, 4):
-            for pattern in ("random", "hotcold"):
-                add(pattern, ws, rate_for(pattern, ws, min(drate, ws * 0.9), 1.0))
-        add("seq", lo, drate)
+        periods = [p for p in rate_periods(ev, writable) if p[1] < writable]
+        later = sorted((p for p in periods if not p[2]), key=lambda p: p[0])
+        chosen = [p for p in periods if p[2]] + ([later[len(later) // 2]] if later else [])
+        for t, d, _ in chosen:
+            for ws in _ladder(d * 1.1, hi, 4):
+                for pattern in ("random", "hotcold"):
+                    add(pattern, ws, rate_for(pattern, ws, d, t))
+            add("seq", min(hi, d * 1.1), d / t)
+        if not chosen:
+            lo = min(hi, max(drate * 4, MIN_WS))
+            for ws in _ladder(lo, hi, 4):
+                for pattern in ("random", "hotcold"):
+                    add(pattern, ws, rate_for(pattern, ws, min(drate, ws * 0.9), 1.0))
+            add("seq", lo, drate)
         how = f"a dirty-page rate of {drate / 2**20:.1f} MiB/s"
+        if chosen:
+            how += " over rate periods of " + ", ".join(f"{t:.1f} s" for t, _, _ in chosen)
     elif not ev.converged and ev.transferred and ev.transferred > writable:
         # re-sent bytes while still running: the guest keeps dirtying at about link speed
         lo = min(writable, max(link * 2, MIN_WS))

@@ -39,6 +39,9 @@ class Evidence:
     wire_rate: float | None = None  # observed bytes/s on the wire while running
     start_known: bool = True  # the log shows when the migration started
     throttle_seen: bool = False  # the log reports the auto-converge throttle at all
+    # a line without a dirty rate means the rate was 0 (QMP, HMP) - not so in Proxmox
+    # logs, which print it only when it exceeds the line's page rate
+    rate_absent_is_zero: bool = True
     # s into the migration each pass started at, from QMP MIGRATION_PASS events (recordings)
     pass_starts: dict[int, float] = field(default_factory=dict)
 
@@ -234,6 +237,7 @@ def extract(run: Run) -> Evidence:
             ev.dirty_rates.append((t, float(s.dirty_rate), float(s.throttle_pct or 0.0)))
         ev.max_throttle = max(ev.max_throttle, float(s.throttle_pct or 0.0))
         ev.throttle_seen = ev.throttle_seen or s.throttle_pct is not None
+    ev.rate_absent_is_zero = run.format != "proxmox"
     ev.passes = max((s.passes for s in run.samples if s.passes), default=None)
     ev.xbzrle = next((s.xbzrle for s in reversed(run.samples) if s.xbzrle), None)
     ev.duplicate = next((s.duplicate for s in reversed(run.samples) if s.duplicate), None)

@@ -104,7 +104,7 @@ class Prediction:
             out = (
                 f"converges for {c} of {n} plausible workloads (in "
                 f"{_span_text(min(done), max(done), format_duration)}); the others did not "
-                f"finish within {h}"
+                f"finish within {h}: the log cannot tell which, low confidence"
             )
         if self.low_confidence:
             out += " [low confidence: the replay did not reproduce the observed outcome]"
@@ -118,6 +118,8 @@ class Prediction:
         d["range"] = self.summary()
         d["verdict"] = self.verdict()
         d["low_confidence"] = self.low_confidence
+        # the plausible workloads disagree on whether it converges: the log cannot tell
+        d["outcome_uncertain"] = 0 < self.converged_count < len(self.members)
         d["notes"] = self.notes
         d["members"] = [
             {
@@ -287,4 +289,19 @@ def describe_range(pred: Prediction) -> dict[str, str]:
             out[key] = fmt(s["median"])
         else:
             out[key] = f"{fmt(s['median'])} ({fmt(s['min'])}-{fmt(s['max'])})"
+    # an unfinished member's time is the horizon, not a time: the finished members'
+    # range, and how many did not finish
+    done = [r.outcome.total_time_s for r in pred.members if pred.finished(r)]
+    done = [t for t in done if t is not None]
+    late = len(pred.members) - len(done)
+    if late and done:
+        lo, hi = min(done), max(done)
+        span = fmt_t = format_duration(lo)
+        if hi > lo * 1.02:
+            span = f"{fmt_t}-{format_duration(hi)}"
+        out["total_time_s"] = (
+            f"{span}, {late}/{len(pred.members)} > {format_duration(pred.horizon)}"
+        )
+    elif late:
+        out["total_time_s"] = f"> {format_duration(pred.horizon)}"
     return out
