@@ -37,3 +37,20 @@ def _history_in_a_temporary_file(tmp_path_factory):
         os.environ.pop("MIGTUNE_DB", None)
     else:
         os.environ["MIGTUNE_DB"] = before
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The lab's guest image (kernel + initramfs), built once per test session; the
+    real-QEMU tests skip when QEMU or the guest's build tools are missing."""
+    import shutil
+
+    from migtune.errors import UnavailableError
+    from migtune.lab.guest import build_guest
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 not installed")
+    try:
+        return build_guest()
+    except UnavailableError as exc:
+        pytest.skip(str(exc))

@@ -1,5 +1,5 @@
 """A real `lab run` adds its migration to the history, with the recording it made in
-memory when no --record file was asked for (one small idle guest, a few seconds)."""
+memory when no --record file was asked for (one small idle image, a few seconds)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,13 @@ import shutil
 import pytest
 
 from migtune.cli.main import main
-from migtune.errors import UnavailableError
 from migtune.history import list_runs, raw_text
 from migtune.sources import parse_text
 
 pytestmark = pytest.mark.qemu
 
 
-@pytest.fixture(scope="module")
-def guest():
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    from migtune.lab.guest import build_guest
-
-    try:
-        return build_guest()
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
-
-
-def test_lab_run_is_in_the_history(guest, tmp_path, monkeypatch, capsys):
+def test_lab_run_is_in_the_history(image, tmp_path, monkeypatch, capsys):
     db = tmp_path / "history.db"
     monkeypatch.setenv("MIGTUNE_DB", str(db))
     argv = ["lab", "run", "--ram", "256MiB", "--workload", "idle", "--max-bandwidth",

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from migtune.errors import EXIT_CANCELLED, UnavailableError
-from migtune.lab.guest import build_guest
+from migtune.errors import EXIT_CANCELLED
 from migtune.lab.run import choose_accel, lab_run
 from migtune.model import Settings
 from migtune.qemu.process import live_pids
@@ -25,16 +23,6 @@ from migtune.workload import parse_workload
 
 pytestmark = pytest.mark.qemu
 RAM = 256 * MiB
-
-
-@pytest.fixture(scope="session")
-def image():
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    try:
-        return build_guest()
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ prometheus_client's own parser.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import urllib.request
@@ -15,8 +14,6 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from migtune.errors import UnavailableError
-from migtune.lab.guest import build_guest
 from migtune.lab.run import lab_run
 from migtune.model import Settings
 from migtune.outputs.metrics import MigrationMetrics
@@ -24,16 +21,6 @@ from migtune.units import MiB
 from migtune.workload import parse_workload
 
 pytestmark = pytest.mark.qemu
-
-
-@pytest.fixture(scope="module")
-def image():
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    try:
-        return build_guest()
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 def _free_port() -> int:

@@ -6,12 +6,8 @@ One boot of two small QEMUs and about 15 s of migration under TCG.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from migtune.errors import UnavailableError
-from migtune.lab.guest import build_guest
 from migtune.lab.run import lab_run
 from migtune.model import Settings
 from migtune.sources.recording import parse_recording
@@ -19,16 +15,6 @@ from migtune.units import MiB
 from migtune.workload import parse_workload
 
 pytestmark = pytest.mark.qemu
-
-
-@pytest.fixture(scope="module")
-def image():
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    try:
-        return build_guest()
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 def test_migtune_cancels_a_hopeless_migration_early(image, tmp_path):

@@ -8,15 +8,13 @@ VM that is migrating or paused.  About two minutes under TCG on 2 cores.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
 
 from migtune.analysis.preflight import preflight
 from migtune.cli.main import main
-from migtune.errors import EXIT_NOT_CONVERGED, EXIT_OK, UnavailableError
-from migtune.lab.guest import build_guest
+from migtune.errors import EXIT_NOT_CONVERGED, EXIT_OK
 from migtune.lab.run import _guest_args, lab_run
 from migtune.lab.scenario import kernel_cmdline
 from migtune.model import Settings
@@ -28,16 +26,6 @@ from migtune.workload import Workload, parse_workload
 pytestmark = pytest.mark.qemu
 RAM = 256 * MiB
 CAP = 32 * MiB
-
-
-@pytest.fixture(scope="module")
-def image():
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    try:
-        return build_guest()
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
 
 
 def _migration_settings(path: str) -> tuple:
