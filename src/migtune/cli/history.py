@@ -18,17 +18,11 @@ from typing import Any
 import click
 
 from migtune.cli.main import cli, warning_line
+from migtune.cli.options import history_db_option
 from migtune.errors import EXIT_BAD_INPUT, InputError
 from migtune.units import format_bytes, format_duration
 
-_DB = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False),
-    metavar="PATH",
-    help="The history database (default: $MIGTUNE_DB, else "
-    "$XDG_DATA_HOME/migtune/history.db, else ~/.local/share/migtune/history.db).",
-)
+_DB = history_db_option()
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON (a stable contract).")
 
 

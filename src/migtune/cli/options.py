@@ -278,3 +278,20 @@ def with_settings(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(settings=settings, postcopy=postcopy_rule_from_options(opts, settings), **kwargs)
 
     return wrapper
+
+
+# The platforms tune, preflight and their commands know (migtune.analysis.tune.PLATFORMS;
+# kept here so --help does not import the simulator; tests check they agree).
+PLATFORMS = ("proxmox", "libvirt", "nova", "kubevirt", "qemu")
+
+
+def history_db_option(dest: str = "db", used_for: str = "") -> Callable[..., Any]:
+    """``--db PATH``: the history store, for every command that reads or writes it."""
+    return click.option(
+        "--db",
+        dest,
+        type=click.Path(dir_okay=False),
+        metavar="PATH",
+        help=f"The history database{used_for} (default: $MIGTUNE_DB, else "
+        "$XDG_DATA_HOME/migtune/history.db, else ~/.local/share/migtune/history.db).",
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from migtune.cli.main import cli
-from migtune.cli.options import DURATION, QEMU_VERSION, RATE
+from migtune.cli.options import DURATION, QEMU_VERSION, RATE, history_db_option
 from migtune.errors import EXIT_NOT_CONVERGED, InputError
 from migtune.plan.fleet import PLATFORMS
 from migtune.settings import SUPPORTED_QEMU
@@ -74,9 +74,7 @@ class _Bar:
               help="Whose settings and commands (a row's platform column wins).")  # fmt: skip
 @click.option("--qemu-version", type=QEMU_VERSION, default="10.0", show_default=True,
               metavar="X.Y", help=f"QEMU behaviour to model ({SUPPORTED_QEMU}).")  # fmt: skip
-@click.option("--db", "history_db", type=click.Path(dir_okay=False), metavar="PATH",
-              help="The history store that history:NAME rows read (default: "
-              "$MIGTUNE_DB, else the user's data directory).")  # fmt: skip
+@history_db_option("history_db", used_for=" that history:NAME rows read")
 @click.option("--tune", "use_tune", is_flag=True,
               help="Also ask migtune tune for each VM's settings (its platform's "
               "whole grid, the platform's policy in the loop); seconds per VM.")  # fmt: skip

@@ -11,18 +11,19 @@ import click
 from migtune.cli.main import cli
 from migtune.cli.options import (
     DURATION,
+    PLATFORMS,
     RATE,
+    history_db_option,
     migration_settings_options,
     pop_settings_options,
     settings_from_options,
 )
 from migtune.errors import InputError
 
-# tune's names (migtune.analysis.tune.FEATURES / DEFAULT_ALLOW / PLATFORMS); kept here so
-# --help does not import the simulator
+# tune's names (migtune.analysis.tune.FEATURES / DEFAULT_ALLOW); kept here so --help
+# does not import the simulator
 ALLOWED = ("xbzrle", "auto-converge", "postcopy", "multifd")
 DEFAULT_ALLOW = "xbzrle+auto-converge+multifd"
-PLATFORMS = ("qemu", "proxmox", "libvirt", "nova", "kubevirt")
 
 
 def parse_allow(text: str) -> tuple[str, ...]:
@@ -98,8 +99,7 @@ def parse_allow(text: str) -> tuple[str, ...]:
 @click.option("--vm", "vm_name", metavar="NAME",
               help="Also predict with the workloads this VM's past migrations showed "
               "(migtune history): the ranges cover both.")  # fmt: skip
-@click.option("--db", type=click.Path(dir_okay=False), metavar="PATH",
-              help="The history database for --vm (default: $MIGTUNE_DB, else the XDG data dir).")  # fmt: skip
+@history_db_option(used_for=" for --vm")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def preflight_cmd(**kwargs: Any) -> int:
     """Measure a running VM without migrating it and predict its migration.

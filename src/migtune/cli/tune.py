@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from migtune.cli.main import cli, load_log
-from migtune.cli.options import DURATION, GUEST_RAM, QEMU_VERSION, RATE
+from migtune.cli.options import (
+    DURATION,
+    GUEST_RAM,
+    PLATFORMS,
+    QEMU_VERSION,
+    RATE,
+    history_db_option,
+)
 from migtune.errors import EXIT_NOT_CONVERGED, EXIT_OK, InputError
 
 PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "nova"}
@@ -21,11 +28,10 @@ PLATFORM_OF_FORMAT = {"proxmox": "proxmox", "libvirt": "libvirt", "nova": "nova"
               help="Calibrate the workload from an observed run (any log explain reads).")  # fmt: skip
 @click.option("--vm", "vm_name", metavar="NAME",
               help="Calibrate from this VM's past runs in the history (migtune history).")  # fmt: skip
-@click.option("--db", type=click.Path(dir_okay=False), metavar="PATH",
-              help="The history database for --vm (default: $MIGTUNE_DB, else the XDG data dir).")  # fmt: skip
+@history_db_option(used_for=" for --vm")
 @click.option("--ram", type=GUEST_RAM, metavar="SIZE", help="Guest RAM, without --from.")
 @click.option("--workload", metavar="SPEC", help="How the guest dirties memory, without --from.")
-@click.option("--platform", type=click.Choice(["proxmox", "libvirt", "nova", "kubevirt", "qemu"]),
+@click.option("--platform", type=click.Choice(PLATFORMS),
               help="What may be set and how it behaves (default: the log's platform, else qemu).")  # fmt: skip
 @click.option("--max-downtime", type=DURATION, default="2s", show_default=True, metavar="TIME",
               help="Longest acceptable pause of the guest, in the worst plausible case.")  # fmt: skip
