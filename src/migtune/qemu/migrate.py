@@ -154,9 +154,8 @@ def migrate(
     driver = _Driver(
         source_qmp, to_uri, settings, pol, time_limit, dest_qmp, allow_postcopy,
         postcopy_after_passes, postcopy_after, poll_interval, dest_grace, keep_settings,
-        predict,
+        predict, metrics,
     )  # fmt: skip
-    driver.metrics = metrics
     return driver.run(record, progress, meta or {}, workload)
 
 
@@ -188,9 +187,8 @@ def attach(
     driver = _Driver(
         source_qmp, None, Settings(), parse_policy(policy), time_limit, dest_qmp,
         allow_postcopy, postcopy_after_passes, postcopy_after, poll_interval, dest_grace,
-        keep_settings, predict,
+        keep_settings, predict, metrics,
     )  # fmt: skip
-    driver.metrics = metrics
     return driver.run(record, progress, {"attached": True}, None)
 
 
@@ -207,6 +205,7 @@ class _Driver(Supervisor):
         time_limit: float | None, dest_qmp: str | None, allow_postcopy: bool,
         after_passes: int | None, after: float | None, poll_interval: float | None,
         dest_grace: float, keep_settings: bool, predict: bool = True,
+        metrics: MigrationMetrics | None = None,
     ):  # fmt: skip
         super().__init__(
             policy, time_limit, poll_interval, allow_postcopy, after_passes, after, dest_grace
@@ -218,7 +217,7 @@ class _Driver(Supervisor):
         # side -> (connection, settings before migtune touched them)
         self.snapshots: dict[str, tuple[QMP, restore.SettingsSnapshot]] = {}
         self.restored: bool | None = None
-        self.metrics: MigrationMetrics | None = None  # a Prometheus endpoint's figures
+        self.metrics = metrics  # a Prometheus endpoint's figures (None: no endpoint)
 
     # -- set-up ------------------------------------------------------------------------
     def _snapshot(self, side: str, q: QMP, path: str) -> None:
